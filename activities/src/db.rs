@@ -1,0 +1,191 @@
+//! The worker's reads and writes of Postgres: the job mirror and the attempt log.
+
+use autopost_workflows::{Channel, JobTransition, MediaItem};
+use chrono::{DateTime, Utc};
+use secrecy::SecretString;
+use sqlx::PgPool;
+use tracing::instrument;
+use uuid::Uuid;
+
+/// A job with the account it publishes to, as an attempt needs it.
+pub struct JobForPublish {
+    pub id: Uuid,
+    pub channel: Channel,
+    pub publish_at: DateTime<Utc>,
+    pub caption: String,
+    pub media: Vec<MediaItem>,
+    pub account: Account,
+}
+
+pub struct Account {
+    pub id: Uuid,
+    pub platform_user_id: String,
+    pub access_token: SecretString,
+    pub token_expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("publish job {0} does not exist")]
+    JobMissing(Uuid),
+    #[error("publish job {0} has unreadable data: {1}")]
+    Corrupt(Uuid, String),
+    #[error(transparent)]
+    Sqlx(#[from] sqlx::Error),
+}
+
+#[instrument(skip(db))]
+pub async fn load_job(db: &PgPool, job_id: Uuid) -> Result<JobForPublish, DbError> {
+    let row = sqlx::query!(
+        r#"SELECT j.id, j.channel, j.publish_at, j.caption, j.media,
+                  a.id AS account_id, a.platform_user_id, a.access_token, a.token_expires_at
+           FROM publish_jobs j JOIN social_accounts a ON a.id = j.account_id
+           WHERE j.id = $1"#,
+        job_id
+    )
+    .fetch_optional(db)
+    .await?
+    .ok_or(DbError::JobMissing(job_id))?;
+    let channel = row.channel.parse().map_err(|e| DbError::Corrupt(job_id, format!("channel: {e}")))?;
+    let media = serde_json::from_value(row.media).map_err(|e| DbError::Corrupt(job_id, format!("media: {e}")))?;
+    Ok(JobForPublish {
+        id: row.id,
+        channel,
+        publish_at: row.publish_at,
+        caption: row.caption,
+        media,
+        account: Account {
+            id: row.account_id,
+            platform_user_id: row.platform_user_id,
+            access_token: SecretString::from(row.access_token),
+            token_expires_at: row.token_expires_at,
+        },
+    })
+}
+
+/// Writes a transition unless a newer one is already there. Returns whether it was applied.
+#[instrument(skip(db, transition), fields(job_id = %transition.job_id, seq = transition.seq, status = %transition.status))]
+pub async fn apply_transition(db: &PgPool, transition: &JobTransition) -> Result<bool, DbError> {
+    let (error_code, error_message) = match &transition.last_error {
+        Some(e) => (Some(e.code.as_str()), Some(e.message.as_str())),
+        None => (None, None),
+    };
+    let applied = sqlx::query!(
+        r#"UPDATE publish_jobs
+           SET status = $3, attempt_count = $4, last_error_code = $5, last_error_message = $6,
+               next_attempt_at = $7, published_at = $8, platform_post_id = $9,
+               version = $2, updated_at = now()
+           WHERE id = $1 AND version < $2"#,
+        transition.job_id,
+        transition.seq,
+        transition.status.as_str(),
+        transition.attempt_count,
+        error_code,
+        error_message,
+        transition.next_attempt_at,
+        transition.published_at,
+        transition.platform_post_id,
+    )
+    .execute(db)
+    .await?
+    .rows_affected()
+        == 1;
+    if !applied {
+        // Either a newer transition won (fine: stale writes are dropped) or the row is gone,
+        // which must not pass silently.
+        let exists = sqlx::query_scalar!("SELECT 1 AS \"one!\" FROM publish_jobs WHERE id = $1", transition.job_id)
+            .fetch_optional(db)
+            .await?
+            .is_some();
+        if !exists {
+            return Err(DbError::JobMissing(transition.job_id));
+        }
+    }
+    Ok(applied)
+}
+
+/// A platform reference recorded by an attempt of this job.
+pub struct RecordedReference {
+    pub attempt_number: i32,
+    pub reference: String,
+}
+
+/// Opens the attempt's row (idempotent: a re-executed attempt finds its row again).
+#[instrument(skip(db))]
+pub async fn begin_attempt(db: &PgPool, job_id: Uuid, attempt: i32) -> Result<(), DbError> {
+    sqlx::query!(
+        "INSERT INTO publish_attempts (job_id, attempt_number) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        job_id,
+        attempt
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Every platform reference this job's attempts recorded, newest first.
+#[instrument(skip(db))]
+pub async fn recorded_references(db: &PgPool, job_id: Uuid) -> Result<Vec<RecordedReference>, DbError> {
+    Ok(sqlx::query_as!(
+        RecordedReference,
+        r#"SELECT attempt_number, platform_reference AS "reference!"
+           FROM publish_attempts
+           WHERE job_id = $1 AND platform_reference IS NOT NULL
+           ORDER BY attempt_number DESC"#,
+        job_id
+    )
+    .fetch_all(db)
+    .await?)
+}
+
+/// Records what the platform created, before anything else is asked of it.
+#[instrument(skip(db))]
+pub async fn record_reference(
+    db: &PgPool,
+    job_id: Uuid,
+    attempt: i32,
+    reference: &str,
+    request_id: Option<&str>,
+) -> Result<(), DbError> {
+    sqlx::query!(
+        r#"UPDATE publish_attempts
+           SET platform_reference = $3, platform_request_id = COALESCE($4, platform_request_id)
+           WHERE job_id = $1 AND attempt_number = $2"#,
+        job_id,
+        attempt,
+        reference,
+        request_id
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// How an attempt ended, for its row.
+pub struct AttemptEnd<'a> {
+    pub success: bool,
+    pub error_code: Option<&'a str>,
+    pub error_message: Option<&'a str>,
+    pub retryable: Option<bool>,
+    pub request_id: Option<&'a str>,
+}
+
+#[instrument(skip(db, end))]
+pub async fn finish_attempt(db: &PgPool, job_id: Uuid, attempt: i32, end: AttemptEnd<'_>) -> Result<(), DbError> {
+    sqlx::query!(
+        r#"UPDATE publish_attempts
+           SET finished_at = now(), outcome = $3, error_code = $4, error_message = $5,
+               retryable = $6, platform_request_id = COALESCE($7, platform_request_id)
+           WHERE job_id = $1 AND attempt_number = $2"#,
+        job_id,
+        attempt,
+        if end.success { "success" } else { "failed" },
+        end.error_code,
+        end.error_message,
+        end.retryable,
+        end.request_id,
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,103 @@
+//! The worker's activities: everything of a publish that does IO. Workflows decide; these act.
+
+pub mod db;
+pub mod platforms;
+mod preflight;
+mod publish;
+
+use std::{sync::Arc, time::Duration};
+
+use autopost_workflows::{
+    AttemptOutcome, JobTransition, PreflightReport, PreflightRequest, PublishRequest, activities as contract,
+};
+use sqlx::PgPool;
+use temporalio_macros::activities;
+use temporalio_sdk::activities::{ActivityContext, ActivityError};
+use temporalio_sdk::ApplicationFailure;
+
+use platforms::{instagram::InstagramClient, tiktok::TiktokClient};
+
+/// Where the platforms are and how patiently to wait for them.
+#[derive(Clone, Debug)]
+pub struct PlatformSettings {
+    pub instagram_api_base: String,
+    pub tiktok_api_base: String,
+    /// Between two status reads of a container or publish that is still processing.
+    pub poll_interval: Duration,
+    /// How long one attempt waits for the platform to finish processing before it gives up.
+    pub processing_timeout: Duration,
+    /// Per HTTP request to a platform or a media host.
+    pub request_timeout: Duration,
+}
+
+/// The IO clients the activities share; registered once per worker.
+pub struct WorkerActivities {
+    db: PgPool,
+    http: reqwest::Client,
+    instagram: InstagramClient,
+    tiktok: TiktokClient,
+    settings: PlatformSettings,
+}
+
+impl WorkerActivities {
+    pub fn new(db: PgPool, settings: PlatformSettings) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(settings.request_timeout)
+            .user_agent(concat!("autopost/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self {
+            instagram: InstagramClient::new(http.clone(), &settings.instagram_api_base),
+            tiktok: TiktokClient::new(http.clone(), &settings.tiktok_api_base),
+            db,
+            http,
+            settings,
+        })
+    }
+}
+
+#[activities]
+impl WorkerActivities {
+    #[activity(definition = contract::Preflight)]
+    pub async fn preflight(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        request: PreflightRequest,
+    ) -> Result<PreflightReport, ActivityError> {
+        Ok(self.run_preflight(request.job_id).await.map_err(retry_later)?)
+    }
+
+    #[activity(definition = contract::Publish)]
+    pub async fn publish(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        request: PublishRequest,
+    ) -> Result<AttemptOutcome, ActivityError> {
+        self.run_attempt(&ctx, request).await.map_err(|e| match e {
+            // The job row is gone: retrying cannot help, and publishing without it must not happen.
+            db::DbError::JobMissing(_) | db::DbError::Corrupt(..) => {
+                ActivityError::application(ApplicationFailure::non_retryable(e))
+            }
+            other => retry_later(other),
+        })
+    }
+
+    #[activity(definition = contract::MirrorTransition)]
+    pub async fn mirror_transition(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        transition: JobTransition,
+    ) -> Result<(), ActivityError> {
+        let applied = db::apply_transition(&self.db, &transition).await.map_err(retry_later)?;
+        if applied {
+            tracing::info!(job_id = %transition.job_id, status = %transition.status, attempt = transition.attempt_count,
+                error_code = transition.last_error.as_ref().map(|e| e.code.as_str()), "job transition");
+        } else {
+            tracing::info!(job_id = %transition.job_id, seq = transition.seq, "stale transition ignored");
+        }
+        Ok(())
+    }
+}
+
+fn retry_later(error: impl Into<anyhow::Error>) -> ActivityError {
+    ActivityError::application(ApplicationFailure::new(error.into()))
+}

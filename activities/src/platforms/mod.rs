@@ -1,0 +1,90 @@
+//! Adapters for the platforms' real publishing APIs (see `shared/platforms.md`). Only the base
+//! URL differs between the real hosts and the sandbox emulator.
+
+pub mod instagram;
+pub mod tiktok;
+
+use std::time::Duration;
+
+pub use autopost_workflows::{JobError, MediaItem, MediaKind};
+
+/// How a platform failure should be handled, decided from the platform's own codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Try again later (5xx, network, timeouts, rate limits, the listed retry-later codes).
+    Transient,
+    /// The token is expired, revoked or lacks scope: the creator must reconnect.
+    Token,
+    /// The post itself is not acceptable: the creator must fix it.
+    Permanent,
+}
+
+/// A failed platform call. `code` is stable (`instagram.190.463`, `tiktok.rate_limit_exceeded`);
+/// `message` never contains a token (request URLs are stripped from transport errors).
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct PlatformError {
+    pub class: ErrorClass,
+    pub code: String,
+    pub message: String,
+    /// The platform's id of the request (`fbtrace_id`, `log_id`), for its support.
+    pub request_id: Option<String>,
+    /// A wait the platform demands before the next try (daily quotas).
+    pub retry_after: Option<Duration>,
+}
+
+impl PlatformError {
+    pub fn retryable(&self) -> bool {
+        self.class == ErrorClass::Transient
+    }
+
+    pub fn to_job_error(&self) -> JobError {
+        JobError::new(self.code.clone(), self.message.clone())
+    }
+
+    /// A transport failure: no answer, so the outcome of the call is unknown and it is transient.
+    fn transport(platform: &str, error: reqwest::Error) -> Self {
+        let kind = if error.is_timeout() { "timeout" } else { "network" };
+        PlatformError {
+            class: ErrorClass::Transient,
+            code: format!("{platform}.{kind}"),
+            message: format!("{platform} could not be reached: {}", error.without_url()),
+            request_id: None,
+            retry_after: None,
+        }
+    }
+
+    /// An HTTP answer whose body is not the platform's error envelope (a proxy's 502, say).
+    fn unexpected_http(platform: &str, status: reqwest::StatusCode, request_id: Option<String>) -> Self {
+        let class = if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            ErrorClass::Transient
+        } else {
+            ErrorClass::Permanent
+        };
+        PlatformError {
+            class,
+            code: format!("{platform}.http_{}", status.as_u16()),
+            message: format!("{platform} answered HTTP {status} without an error description"),
+            request_id,
+            retry_after: None,
+        }
+    }
+
+    fn malformed(platform: &str, what: &str, request_id: Option<String>) -> Self {
+        PlatformError {
+            class: ErrorClass::Transient,
+            code: format!("{platform}.malformed_response"),
+            message: format!("{platform} answered with a malformed {what}"),
+            request_id,
+            retry_after: None,
+        }
+    }
+}
+
+/// A successful platform answer and the platform's id of the request.
+#[derive(Clone, Debug)]
+pub struct Reply<T> {
+    pub value: T,
+    pub request_id: Option<String>,
+}
+

@@ -1,0 +1,259 @@
+//! TikTok Content Posting API (Direct Post): `creator_info/query` (also the token probe),
+//! `video/init` with `PULL_FROM_URL` or `content/init` for photos, then `status/fetch` until
+//! `PUBLISH_COMPLETE`.
+
+use std::time::Duration;
+
+use reqwest::{RequestBuilder, Response};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, de::DeserializeOwned};
+use serde_json::json;
+use tracing::instrument;
+
+use super::{ErrorClass, PlatformError, Reply};
+
+const PLATFORM: &str = "tiktok";
+/// TikTok's limits on photo posts (platforms.md).
+pub const MAX_PHOTO_TITLE_CHARS: usize = 90;
+
+#[derive(Clone, Debug)]
+pub struct TiktokClient {
+    http: reqwest::Client,
+    /// e.g. `https://open.tiktokapis.com`, without a trailing slash.
+    base: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct CreatorInfo {
+    #[serde(default)]
+    pub creator_username: Option<String>,
+    #[serde(default)]
+    pub privacy_level_options: Vec<String>,
+    #[serde(default)]
+    pub max_video_post_duration_sec: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PublishState {
+    ProcessingUpload,
+    ProcessingDownload,
+    SendToUserInbox,
+    PublishComplete,
+    Failed,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct PublishStatus {
+    pub status: PublishState,
+    #[serde(default)]
+    pub fail_reason: Option<String>,
+    /// Spelled as TikTok spells it. Empty for posts that are not public.
+    #[serde(default, rename = "publicaly_available_post_id")]
+    pub public_post_ids: Vec<serde_json::Value>,
+}
+
+impl PublishStatus {
+    pub fn public_post_id(&self) -> Option<String> {
+        self.public_post_ids.first().map(|id| match id {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+    }
+
+    /// The error a `FAILED` publish stands for, classified by its `fail_reason`.
+    pub fn failure(&self, request_id: Option<String>) -> PlatformError {
+        let reason = self.fail_reason.clone().unwrap_or_else(|| "unknown".into());
+        let class = match reason.as_str() {
+            "internal" | "video_pull_failed" | "photo_pull_failed" => ErrorClass::Transient,
+            "auth_removed" => ErrorClass::Token,
+            _ => ErrorClass::Permanent,
+        };
+        PlatformError {
+            class,
+            code: format!("{PLATFORM}.{reason}"),
+            message: format!("TikTok could not publish the post: {reason}"),
+            request_id,
+            retry_after: None,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Envelope<T> {
+    data: Option<T>,
+    error: ApiError,
+}
+
+#[derive(Deserialize)]
+struct ApiError {
+    code: String,
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    log_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct PublishIdData {
+    publish_id: String,
+}
+
+impl TiktokClient {
+    pub fn new(http: reqwest::Client, base: impl Into<String>) -> Self {
+        Self { http, base: base.into().trim_end_matches('/').to_owned() }
+    }
+
+    /// Creator info; also the token probe. TikTok asks for it before every post.
+    #[instrument(skip_all, err(Display))]
+    pub async fn creator_info(&self, token: &SecretString) -> Result<Reply<CreatorInfo>, PlatformError> {
+        let request = self.post("/v2/post/publish/creator_info/query/", token).json(&json!({}));
+        self.send(request).await
+    }
+
+    #[instrument(skip(self, token, title, video_url), err(Display))]
+    pub async fn init_video(
+        &self,
+        token: &SecretString,
+        title: &str,
+        privacy_level: &str,
+        video_url: &str,
+    ) -> Result<Reply<String>, PlatformError> {
+        let body = json!({
+            "post_info": { "title": title, "privacy_level": privacy_level },
+            "source_info": { "source": "PULL_FROM_URL", "video_url": video_url },
+        });
+        let reply: Reply<PublishIdData> = self.send(self.post("/v2/post/publish/video/init/", token).json(&body)).await?;
+        Ok(Reply { value: reply.value.publish_id, request_id: reply.request_id })
+    }
+
+    #[instrument(skip(self, token, caption, photo_urls), err(Display))]
+    pub async fn init_photos(
+        &self,
+        token: &SecretString,
+        caption: &str,
+        privacy_level: &str,
+        photo_urls: &[&str],
+    ) -> Result<Reply<String>, PlatformError> {
+        let body = json!({
+            "post_info": {
+                "title": photo_title(caption),
+                "description": caption,
+                "privacy_level": privacy_level,
+            },
+            "source_info": { "source": "PULL_FROM_URL", "photo_cover_index": 0, "photo_images": photo_urls },
+            "post_mode": "DIRECT_POST",
+            "media_type": "PHOTO",
+        });
+        let reply: Reply<PublishIdData> = self.send(self.post("/v2/post/publish/content/init/", token).json(&body)).await?;
+        Ok(Reply { value: reply.value.publish_id, request_id: reply.request_id })
+    }
+
+    #[instrument(skip(self, token), err(Display))]
+    pub async fn fetch_status(&self, token: &SecretString, publish_id: &str) -> Result<Reply<PublishStatus>, PlatformError> {
+        let request = self.post("/v2/post/publish/status/fetch/", token).json(&json!({ "publish_id": publish_id }));
+        self.send(request).await
+    }
+
+    fn post(&self, path: &str, token: &SecretString) -> RequestBuilder {
+        self.http.post(format!("{}{path}", self.base)).bearer_auth(token.expose_secret())
+    }
+
+    async fn send<T: DeserializeOwned>(&self, request: RequestBuilder) -> Result<Reply<T>, PlatformError> {
+        let response = request.send().await.map_err(|e| PlatformError::transport(PLATFORM, e))?;
+        let header_log_id = log_id(&response);
+        let status = response.status();
+        let body = response.bytes().await.map_err(|e| PlatformError::transport(PLATFORM, e))?;
+        let Ok(envelope) = serde_json::from_slice::<Envelope<T>>(&body) else {
+            return Err(if status.is_success() {
+                PlatformError::malformed(PLATFORM, "body", header_log_id)
+            } else {
+                PlatformError::unexpected_http(PLATFORM, status, header_log_id)
+            });
+        };
+        let request_id = envelope.error.log_id.clone().or(header_log_id);
+        // TikTok may answer HTTP 200 with a non-ok error code (creator_info on spam bans).
+        if envelope.error.code != "ok" || !status.is_success() {
+            return Err(classify(status, envelope.error, request_id));
+        }
+        match envelope.data {
+            Some(value) => Ok(Reply { value, request_id }),
+            None => Err(PlatformError::malformed(PLATFORM, "body without data", request_id)),
+        }
+    }
+}
+
+/// Photo titles are capped at 90 characters; the full caption goes into the description.
+pub fn photo_title(caption: &str) -> String {
+    caption.lines().next().unwrap_or_default().chars().take(MAX_PHOTO_TITLE_CHARS).collect()
+}
+
+fn log_id(response: &Response) -> Option<String> {
+    response.headers().get("x-tt-logid").and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
+/// TikTok's daily cap is about 15 posts a day per creator.
+const DAILY_CAP_WAIT: Duration = Duration::from_secs(24 * 60 * 60);
+
+fn classify(status: reqwest::StatusCode, error: ApiError, request_id: Option<String>) -> PlatformError {
+    let (class, retry_after) = match error.code.as_str() {
+        "rate_limit_exceeded" | "internal_error" => (ErrorClass::Transient, None),
+        "access_token_invalid" | "scope_not_authorized" => (ErrorClass::Token, None),
+        // Permanent for this post today; the cap lifts after a day, so we wait rather than give up.
+        "spam_risk_too_many_posts" => (ErrorClass::Transient, Some(DAILY_CAP_WAIT)),
+        _ if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS => (ErrorClass::Transient, None),
+        _ => (ErrorClass::Permanent, None),
+    };
+    PlatformError {
+        class,
+        code: format!("{PLATFORM}.{}", error.code),
+        message: if error.message.is_empty() { format!("TikTok reported {}", error.code) } else { error.message },
+        request_id,
+        retry_after,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::StatusCode;
+
+    fn error(status: u16, code: &str) -> PlatformError {
+        classify(
+            StatusCode::from_u16(status).unwrap(),
+            ApiError { code: code.into(), message: String::new(), log_id: Some("log".into()) },
+            None,
+        )
+    }
+
+    #[test]
+    fn error_codes_are_classified_as_platforms_md_lists_them() {
+        assert_eq!(error(429, "rate_limit_exceeded").class, ErrorClass::Transient);
+        assert_eq!(error(500, "internal_error").class, ErrorClass::Transient);
+        assert_eq!(error(401, "access_token_invalid").class, ErrorClass::Token);
+        assert_eq!(error(401, "scope_not_authorized").class, ErrorClass::Token);
+        for code in ["invalid_param", "privacy_level_option_mismatch", "url_ownership_unverified", "unaudited_client_can_only_post_to_private_accounts", "spam_risk_user_banned_from_posting", "reached_active_user_cap"] {
+            assert_eq!(error(403, code).class, ErrorClass::Permanent, "{code}");
+        }
+        let capped = error(403, "spam_risk_too_many_posts");
+        assert_eq!(capped.code, "tiktok.spam_risk_too_many_posts");
+        assert_eq!(capped.retry_after, Some(DAILY_CAP_WAIT));
+        assert_eq!(capped.request_id.as_deref(), Some("log"));
+    }
+
+    #[test]
+    fn fail_reasons_are_classified() {
+        let status = |reason: &str| PublishStatus { status: PublishState::Failed, fail_reason: Some(reason.into()), public_post_ids: vec![] };
+        assert_eq!(status("video_pull_failed").failure(None).class, ErrorClass::Transient);
+        assert_eq!(status("auth_removed").failure(None).class, ErrorClass::Token);
+        assert_eq!(status("file_format_check_failed").failure(None).class, ErrorClass::Permanent);
+        assert_eq!(status("spam_risk_text").failure(None).code, "tiktok.spam_risk_text");
+    }
+
+    #[test]
+    fn photo_titles_are_cut_at_90_characters_on_char_boundaries() {
+        let caption = "é".repeat(200);
+        assert_eq!(photo_title(&caption).chars().count(), 90);
+        assert_eq!(photo_title("first line\nsecond"), "first line");
+    }
+}

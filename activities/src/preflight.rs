@@ -1,0 +1,129 @@
+//! Preflight: is the job publishable? Checks the account, its token (expiry and the platform's
+//! cheap probe) and every media item, and makes no publish call.
+
+use autopost_workflows::{Channel, JobError, MediaItem, MediaKind, PreflightReport, ReadinessCheck};
+use chrono::Utc;
+use reqwest::{StatusCode, header};
+use tracing::instrument;
+use uuid::Uuid;
+
+use crate::{
+    WorkerActivities,
+    db::{self, DbError, JobForPublish},
+    platforms::{ErrorClass, PlatformError},
+};
+
+/// Content types and sizes each platform takes (platforms.md).
+fn accepted(channel: Channel, kind: MediaKind) -> (&'static [&'static str], u64) {
+    const MB: u64 = 1024 * 1024;
+    match (channel, kind) {
+        (Channel::Instagram, MediaKind::Image) => (&["image/jpeg"], 8 * MB),
+        (Channel::Instagram, MediaKind::Video) => (&["video/mp4", "video/quicktime"], 1024 * MB),
+        (Channel::Tiktok, MediaKind::Image) => (&["image/jpeg", "image/webp"], 20 * MB),
+        (Channel::Tiktok, MediaKind::Video) => (&["video/mp4", "video/webm", "video/quicktime"], 4096 * MB),
+    }
+}
+
+struct Check {
+    check: ReadinessCheck,
+    error: Option<JobError>,
+}
+
+impl Check {
+    fn ok(name: &str, detail: impl Into<String>) -> Self {
+        Check { check: ReadinessCheck { name: name.into(), ok: true, detail: detail.into() }, error: None }
+    }
+
+    fn failed(name: &str, code: &str, detail: impl Into<String>) -> Self {
+        let detail = detail.into();
+        Check {
+            check: ReadinessCheck { name: name.into(), ok: false, detail: detail.clone() },
+            error: Some(JobError::new(code, detail)),
+        }
+    }
+}
+
+impl WorkerActivities {
+    #[instrument(skip(self))]
+    pub(crate) async fn run_preflight(&self, job_id: Uuid) -> Result<PreflightReport, DbError> {
+        let checks = match db::load_job(&self.db, job_id).await {
+            Ok(job) => {
+                let mut checks = vec![Check::ok("account", format!("{} account {} is linked", job.channel, job.account.platform_user_id))];
+                checks.push(self.check_token(&job).await);
+                checks.push(self.check_media(&job).await);
+                checks
+            }
+            // Absence of data is a failure with a message, never a silent success.
+            Err(DbError::JobMissing(_)) => vec![Check::failed("account", "preflight.job_missing", "the job or its account no longer exists")],
+            Err(other) => return Err(other),
+        };
+        let error = checks.iter().find_map(|c| c.error.clone());
+        Ok(PreflightReport {
+            ok: error.is_none(),
+            checked_at: Utc::now(),
+            checks: checks.into_iter().map(|c| c.check).collect(),
+            error,
+        })
+    }
+
+    async fn check_token(&self, job: &JobForPublish) -> Check {
+        let expires_at = job.account.token_expires_at;
+        if expires_at <= Utc::now() {
+            return Check::failed("token", "preflight.token_expired", format!("the access token expired at {expires_at}; reconnect the account"));
+        }
+        if expires_at <= job.publish_at {
+            return Check::failed("token", "preflight.token_expired", format!("the access token expires at {expires_at}, before the publish time; reconnect the account"));
+        }
+        let probe: Result<(), PlatformError> = match job.channel {
+            Channel::Instagram => self.instagram.probe(&job.account.access_token).await.map(drop),
+            Channel::Tiktok => self.tiktok.creator_info(&job.account.access_token).await.map(drop),
+        };
+        match probe {
+            Ok(()) => Check::ok("token", format!("{} accepted the token", job.channel)),
+            Err(e) if e.class == ErrorClass::Token => Check::failed("token", "preflight.token_rejected", format!("{} rejected the token ({}): {}", job.channel, e.code, e.message)),
+            Err(e) if e.class == ErrorClass::Permanent => Check::failed("token", "preflight.account_unusable", format!("{} refuses posts from this account ({}): {}", job.channel, e.code, e.message)),
+            // The platform could not answer now: the attempt itself will meet the same outage
+            // and go through the retry schedule, which is the right place for it.
+            Err(e) => Check::ok("token", format!("could not be verified now ({}); the publish attempt will retry", e.code)),
+        }
+    }
+
+    async fn check_media(&self, job: &JobForPublish) -> Check {
+        if job.media.is_empty() {
+            return Check::failed("media", "preflight.media_missing", "the post has no media");
+        }
+        for (index, item) in job.media.iter().enumerate() {
+            if let Err((code, detail)) = self.check_media_item(job.channel, item).await {
+                return Check::failed("media", code, format!("media[{index}] {}: {detail}", item.url));
+            }
+        }
+        Check::ok("media", format!("{} item(s) reachable and of a supported type", job.media.len()))
+    }
+
+    async fn check_media_item(&self, channel: Channel, item: &MediaItem) -> Result<(), (&'static str, String)> {
+        let missing = |detail: String| ("preflight.media_missing", detail);
+        let mut response = self.http.head(&item.url).send().await.map_err(|e| missing(format!("not reachable: {}", e.without_url())))?;
+        if response.status() == StatusCode::METHOD_NOT_ALLOWED {
+            response = self.http.get(&item.url).send().await.map_err(|e| missing(format!("not reachable: {}", e.without_url())))?;
+        }
+        if !response.status().is_success() {
+            return Err(missing(format!("answered HTTP {}", response.status())));
+        }
+        let content_type = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|v| v.trim().to_ascii_lowercase())
+            .unwrap_or_default();
+        let (types, max_bytes) = accepted(channel, item.kind);
+        if !types.contains(&content_type.as_str()) {
+            return Err(("preflight.media_unsupported", format!("content type `{content_type}` is not one of {} for a {channel} {:?}", types.join(", "), item.kind)));
+        }
+        let length = response.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if let Some(length) = length.filter(|l| *l > max_bytes) {
+            return Err(("preflight.media_unsupported", format!("{length} bytes is over the {channel} limit of {max_bytes}")));
+        }
+        Ok(())
+    }
+}

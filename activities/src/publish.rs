@@ -1,0 +1,257 @@
+//! One publish attempt, made idempotent against the platform: before creating anything, the
+//! attempt asks the platform about every reference (Instagram container, TikTok `publish_id`)
+//! that earlier attempts of the job recorded. A reference that went through is success, one still
+//! processing is waited for, and only then is a new post started. The new reference is recorded
+//! before the publish step, so a crash at any point leaves enough behind to never post twice.
+
+use std::time::Instant;
+
+use autopost_workflows::{AttemptOutcome, Channel, MediaKind, PublishRequest};
+use chrono::Utc;
+use temporalio_sdk::activities::ActivityContext;
+use tracing::instrument;
+
+use crate::{
+    WorkerActivities,
+    db::{self, AttemptEnd, DbError, JobForPublish},
+    platforms::{
+        ErrorClass, PlatformError,
+        instagram::ContainerStatus,
+        tiktok::{PublishState, PublishStatus},
+    },
+};
+
+/// A post the platform has published.
+struct Published {
+    platform_post_id: String,
+    request_id: Option<String>,
+}
+
+enum AttemptError {
+    Platform(PlatformError),
+    Db(DbError),
+}
+
+impl From<PlatformError> for AttemptError {
+    fn from(e: PlatformError) -> Self {
+        AttemptError::Platform(e)
+    }
+}
+
+impl From<DbError> for AttemptError {
+    fn from(e: DbError) -> Self {
+        AttemptError::Db(e)
+    }
+}
+
+fn permanent(code: &str, message: impl Into<String>) -> PlatformError {
+    PlatformError { class: ErrorClass::Permanent, code: code.into(), message: message.into(), request_id: None, retry_after: None }
+}
+
+fn processing_timeout(platform: Channel, waited: std::time::Duration) -> PlatformError {
+    PlatformError {
+        class: ErrorClass::Transient,
+        code: format!("{platform}.processing_timeout"),
+        message: format!("{platform} was still processing the post after {}s", waited.as_secs()),
+        request_id: None,
+        retry_after: None,
+    }
+}
+
+impl WorkerActivities {
+    #[instrument(skip(self, ctx), fields(job_id = %request.job_id, attempt = request.attempt))]
+    pub(crate) async fn run_attempt(&self, ctx: &ActivityContext, request: PublishRequest) -> Result<AttemptOutcome, DbError> {
+        let started = Instant::now();
+        let job = db::load_job(&self.db, request.job_id).await?;
+        db::begin_attempt(&self.db, job.id, request.attempt).await?;
+        let result = match job.channel {
+            Channel::Instagram => self.instagram_attempt(ctx, &job, request.attempt).await,
+            Channel::Tiktok => self.tiktok_attempt(ctx, &job, request.attempt).await,
+        };
+        let outcome = match result {
+            Ok(published) => {
+                db::finish_attempt(&self.db, job.id, request.attempt, AttemptEnd {
+                    success: true,
+                    error_code: None,
+                    error_message: None,
+                    retryable: None,
+                    request_id: published.request_id.as_deref(),
+                })
+                .await?;
+                AttemptOutcome::Published { platform_post_id: published.platform_post_id, published_at: Utc::now() }
+            }
+            Err(AttemptError::Platform(error)) => {
+                db::finish_attempt(&self.db, job.id, request.attempt, AttemptEnd {
+                    success: false,
+                    error_code: Some(&error.code),
+                    error_message: Some(&error.message),
+                    retryable: Some(error.retryable()),
+                    request_id: error.request_id.as_deref(),
+                })
+                .await?;
+                AttemptOutcome::Failed {
+                    error: error.to_job_error(),
+                    retryable: error.retryable(),
+                    retry_after_ms: error.retry_after.map(|d| d.as_millis() as u64),
+                }
+            }
+            Err(AttemptError::Db(e)) => return Err(e),
+        };
+        let (status, error_code) = match &outcome {
+            AttemptOutcome::Published { .. } => ("published", None),
+            AttemptOutcome::Failed { error, .. } => ("failed", Some(error.code.clone())),
+        };
+        tracing::info!(
+            job_id = %job.id, attempt = request.attempt, channel = %job.channel, status, error_code,
+            duration_ms = started.elapsed().as_millis() as u64, "publish attempt"
+        );
+        Ok(outcome)
+    }
+
+    async fn instagram_attempt(&self, ctx: &ActivityContext, job: &JobForPublish, attempt: i32) -> Result<Published, AttemptError> {
+        let token = &job.account.access_token;
+        let ig_user = &job.account.platform_user_id;
+        let [media] = job.media.as_slice() else {
+            return Err(permanent("instagram.unsupported_post", "an Instagram post here is one image or one reel").into());
+        };
+
+        // Resolve what earlier attempts left at the platform before creating anything new.
+        let mut container = None;
+        for earlier in db::recorded_references(&self.db, job.id).await? {
+            let reply = self.instagram.container_status(token, &earlier.reference).await?;
+            match reply.value.0 {
+                ContainerStatus::Published => return Ok(already_published(earlier.reference, reply.request_id)),
+                ContainerStatus::InProgress | ContainerStatus::Finished => {
+                    container = Some(earlier.reference);
+                    break;
+                }
+                ContainerStatus::Error | ContainerStatus::Expired => continue,
+            }
+        }
+        let container = match container {
+            Some(existing) => existing,
+            None => {
+                let created = self.instagram.create_container(ig_user, token, &job.caption, media).await?;
+                db::record_reference(&self.db, job.id, attempt, &created.value, created.request_id.as_deref()).await?;
+                created.value
+            }
+        };
+        db::record_reference(&self.db, job.id, attempt, &container, None).await?;
+
+        let started = Instant::now();
+        loop {
+            let reply = self.instagram.container_status(token, &container).await?;
+            match reply.value {
+                (ContainerStatus::Finished, _) => break,
+                (ContainerStatus::Published, _) => return Ok(already_published(container, reply.request_id)),
+                (ContainerStatus::Error, detail) => {
+                    let message = detail.unwrap_or_else(|| "Instagram could not process the media".into());
+                    return Err(permanent("instagram.container_error", message).into());
+                }
+                (ContainerStatus::Expired, _) => {
+                    return Err(PlatformError { class: ErrorClass::Transient, code: "instagram.container_expired".into(), message: "the media container expired before it was published".into(), request_id: reply.request_id, retry_after: None }.into());
+                }
+                (ContainerStatus::InProgress, _) => self.wait_while_processing(ctx, job.channel, started, &container).await?,
+            }
+        }
+
+        match self.instagram.publish_container(ig_user, token, &container).await {
+            Ok(reply) => Ok(Published { platform_post_id: reply.value, request_id: reply.request_id }),
+            Err(error) => {
+                // Instagram can report an error although the post went live: believe the
+                // container's status, not the error.
+                match self.instagram.container_status(token, &container).await {
+                    Ok(reply) if reply.value.0 == ContainerStatus::Published => Ok(already_published(container, reply.request_id)),
+                    _ => Err(error.into()),
+                }
+            }
+        }
+    }
+
+    async fn tiktok_attempt(&self, ctx: &ActivityContext, job: &JobForPublish, attempt: i32) -> Result<Published, AttemptError> {
+        let token = &job.account.access_token;
+
+        let mut publish_id = None;
+        for earlier in db::recorded_references(&self.db, job.id).await? {
+            let reply = self.tiktok.fetch_status(token, &earlier.reference).await?;
+            match reply.value.status {
+                PublishState::PublishComplete => return Ok(tiktok_published(&earlier.reference, &reply.value, reply.request_id)),
+                PublishState::Failed => continue,
+                _ => {
+                    publish_id = Some(earlier.reference);
+                    break;
+                }
+            }
+        }
+        let publish_id = match publish_id {
+            Some(existing) => existing,
+            None => {
+                let info = self.tiktok.creator_info(token).await?;
+                let privacy = choose_privacy(&info.value.privacy_level_options)
+                    .ok_or_else(|| permanent("tiktok.no_privacy_level", "TikTok offers this account no privacy level to post with"))?;
+                let started = match job.media.as_slice() {
+                    [video] if video.kind == MediaKind::Video => self.tiktok.init_video(token, &job.caption, privacy, &video.url).await?,
+                    photos if !photos.is_empty() && photos.iter().all(|m| m.kind == MediaKind::Image) => {
+                        let urls: Vec<&str> = photos.iter().map(|m| m.url.as_str()).collect();
+                        self.tiktok.init_photos(token, &job.caption, privacy, &urls).await?
+                    }
+                    _ => return Err(permanent("tiktok.unsupported_post", "a TikTok post is one video or 1-35 photos").into()),
+                };
+                db::record_reference(&self.db, job.id, attempt, &started.value, started.request_id.as_deref()).await?;
+                started.value
+            }
+        };
+        db::record_reference(&self.db, job.id, attempt, &publish_id, None).await?;
+
+        let started = Instant::now();
+        loop {
+            let reply = self.tiktok.fetch_status(token, &publish_id).await?;
+            match reply.value.status {
+                PublishState::PublishComplete => return Ok(tiktok_published(&publish_id, &reply.value, reply.request_id)),
+                PublishState::Failed => return Err(reply.value.failure(reply.request_id).into()),
+                _ => self.wait_while_processing(ctx, job.channel, started, &publish_id).await?,
+            }
+        }
+    }
+
+    /// Sleeps one poll interval, heartbeating so Temporal notices a dead worker quickly.
+    async fn wait_while_processing(&self, ctx: &ActivityContext, channel: Channel, started: Instant, reference: &str) -> Result<(), PlatformError> {
+        if started.elapsed() >= self.settings.processing_timeout {
+            return Err(processing_timeout(channel, started.elapsed()));
+        }
+        // A failed heartbeat only means Temporal did not hear from us this time.
+        let _ = ctx.record_heartbeat(reference.to_owned()).await;
+        tokio::time::sleep(self.settings.poll_interval).await;
+        Ok(())
+    }
+}
+
+/// Instagram's status read does not return the media id of a container published earlier; the
+/// container id identifies the post until we look it up.
+fn already_published(container_id: String, request_id: Option<String>) -> Published {
+    Published { platform_post_id: container_id, request_id }
+}
+
+fn tiktok_published(publish_id: &str, status: &PublishStatus, request_id: Option<String>) -> Published {
+    // Posts that are not public have no public id; the publish_id still identifies them.
+    Published { platform_post_id: status.public_post_id().unwrap_or_else(|| publish_id.to_owned()), request_id }
+}
+
+/// Public if the creator may post publicly, else the most open level TikTok offers.
+fn choose_privacy(options: &[String]) -> Option<&str> {
+    const PREFERENCE: [&str; 4] = ["PUBLIC_TO_EVERYONE", "FOLLOWER_OF_CREATOR", "MUTUAL_FOLLOW_FRIENDS", "SELF_ONLY"];
+    PREFERENCE.into_iter().find(|p| options.iter().any(|o| o == p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn privacy_prefers_public_then_the_most_open_offered() {
+        let all = ["SELF_ONLY", "PUBLIC_TO_EVERYONE"].map(String::from);
+        assert_eq!(choose_privacy(&all), Some("PUBLIC_TO_EVERYONE"));
+        assert_eq!(choose_privacy(&["SELF_ONLY".into(), "MUTUAL_FOLLOW_FRIENDS".into()]), Some("MUTUAL_FOLLOW_FRIENDS"));
+        assert_eq!(choose_privacy(&[]), None);
+    }
+}

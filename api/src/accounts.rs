@@ -1,0 +1,119 @@
+//! `/v1/accounts`: linking a creator's Instagram or TikTok account. Tokens go in, never out.
+
+use autopost_workflows::Channel;
+use axum::{
+    Json, Router,
+    extract::{Path, State},
+    http::StatusCode,
+    routing::{get, post},
+};
+use chrono::{DateTime, Utc};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::{ApiState, error::ApiError, extract::ApiJson, parse_id};
+
+pub fn router() -> Router<ApiState> {
+    Router::new()
+        .route("/v1/accounts", post(link_account))
+        .route("/v1/accounts/{id}", get(get_account))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkAccount {
+    creator_id: String,
+    channel: Channel,
+    platform_user_id: String,
+    access_token: SecretString,
+    token_expires_at: DateTime<Utc>,
+    #[serde(default)]
+    refresh_token: Option<SecretString>,
+}
+
+/// An account as the API shows it: everything but the tokens.
+#[derive(Serialize)]
+pub struct AccountView {
+    id: Uuid,
+    creator_id: String,
+    channel: String,
+    platform_user_id: String,
+    token_expires_at: DateTime<Utc>,
+    has_refresh_token: bool,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+/// Links an account, or refreshes the tokens of one the same creator linked before (201, 200).
+#[tracing::instrument(skip_all, fields(creator_id = %body.creator_id, channel = %body.channel))]
+async fn link_account(
+    State(state): State<ApiState>,
+    ApiJson(body): ApiJson<LinkAccount>,
+) -> Result<(StatusCode, Json<AccountView>), ApiError> {
+    for (field, value) in [("creator_id", &body.creator_id), ("platform_user_id", &body.platform_user_id)] {
+        if value.trim().is_empty() {
+            return Err(ApiError::unprocessable("required", field, format!("{field} must not be empty")));
+        }
+    }
+    if body.access_token.expose_secret().trim().is_empty() {
+        return Err(ApiError::unprocessable("required", "access_token", "access_token must not be empty"));
+    }
+    if body.token_expires_at <= Utc::now() {
+        return Err(ApiError::unprocessable("token_expired", "token_expires_at", "the token has already expired; reconnect to get a fresh one"));
+    }
+    let existing = sqlx::query!(
+        "SELECT id, creator_id FROM social_accounts WHERE channel = $1 AND platform_user_id = $2",
+        body.channel.as_str(),
+        body.platform_user_id
+    )
+    .fetch_optional(&state.db)
+    .await?;
+    if let Some(existing) = &existing
+        && existing.creator_id != body.creator_id
+    {
+        return Err(ApiError::Conflict {
+            code: "account_linked_elsewhere",
+            message: format!("this {} account is linked to another creator", body.channel),
+        });
+    }
+    let status = if existing.is_some() { StatusCode::OK } else { StatusCode::CREATED };
+    let id = sqlx::query_scalar!(
+        r#"INSERT INTO social_accounts (id, creator_id, channel, platform_user_id, access_token, token_expires_at, refresh_token)
+           VALUES ($1, $2, $3, $4, $5, $6, $7)
+           ON CONFLICT (channel, platform_user_id) DO UPDATE
+           SET access_token = EXCLUDED.access_token, token_expires_at = EXCLUDED.token_expires_at,
+               refresh_token = EXCLUDED.refresh_token, updated_at = now()
+           WHERE social_accounts.creator_id = EXCLUDED.creator_id
+           RETURNING id"#,
+        Uuid::new_v4(),
+        body.creator_id,
+        body.channel.as_str(),
+        body.platform_user_id,
+        body.access_token.expose_secret(),
+        body.token_expires_at,
+        body.refresh_token.as_ref().map(|t| t.expose_secret()),
+    )
+    .fetch_optional(&state.db)
+    .await?
+    // The conditional upsert returns nothing only if another creator linked it meanwhile.
+    .ok_or_else(|| ApiError::Conflict { code: "account_linked_elsewhere", message: "this account is linked to another creator".into() })?;
+    Ok((status, Json(load(&state, id).await?)))
+}
+
+async fn get_account(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Json<AccountView>, ApiError> {
+    Ok(Json(load(&state, parse_id(&id)?).await?))
+}
+
+async fn load(state: &ApiState, id: Uuid) -> Result<AccountView, ApiError> {
+    sqlx::query_as!(
+        AccountView,
+        r#"SELECT id, creator_id, channel, platform_user_id, token_expires_at,
+                  refresh_token IS NOT NULL AS "has_refresh_token!", created_at, updated_at
+           FROM social_accounts WHERE id = $1"#,
+        id
+    )
+    .fetch_optional(&state.db)
+    .await?
+    .ok_or(ApiError::NotFound { what: "account" })
+}

@@ -1,0 +1,86 @@
+//! The API's one error type. Every error leaves as `{"error":{"code","message","field"}}` with a
+//! fitting status; internal details are logged, never returned.
+
+use axum::{
+    Json,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request is malformed (400) or well-formed but not acceptable (422).
+    #[error("{message}")]
+    Invalid {
+        status: StatusCode,
+        code: &'static str,
+        field: Option<String>,
+        message: String,
+    },
+    #[error("{what} not found")]
+    NotFound { what: &'static str },
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    /// A dependency (Temporal) is unreachable; nothing was written.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    /// 422: the value parsed but breaks a rule.
+    pub fn unprocessable(code: &'static str, field: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError::Invalid { status: StatusCode::UNPROCESSABLE_ENTITY, code, field: Some(field.into()), message: message.into() }
+    }
+
+    /// 400: the value could not be read at all.
+    pub fn bad_request(code: &'static str, field: Option<String>, message: impl Into<String>) -> Self {
+        ApiError::Invalid { status: StatusCode::BAD_REQUEST, code, field, message: message.into() }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        ApiError::Internal(e.into())
+    }
+}
+
+#[derive(Serialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Serialize)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, field) = match &self {
+            ApiError::Invalid { status, code, field, .. } => (*status, *code, field.clone()),
+            ApiError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found", None),
+            ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, *code, None),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", None),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
+        };
+        let message = match &self {
+            ApiError::Internal(e) => {
+                tracing::error!(error = %format!("{e:#}"), "internal error");
+                "an internal error occurred; it has been logged".to_owned()
+            }
+            ApiError::Unavailable(detail) => {
+                tracing::warn!(%detail, "dependency unavailable");
+                "the publishing engine is unavailable; nothing was changed, try again".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let body = ErrorBody { error: ErrorDetail { code: code.to_owned(), message, field } };
+        (status, Json(body)).into_response()
+    }
+}

@@ -1,0 +1,309 @@
+//! `/v1/publish-jobs`: scheduling posts and reading where they stand. A job is created here and
+//! handed to its workflow; after that only the workflow changes it.
+
+use autopost_workflows::{Channel, JobError, JobStatus, MediaItem, PublishJobInput, PublishPostWorkflow, workflow_id};
+use axum::{
+    Json, Router,
+    extract::{Path, Query, State},
+    http::StatusCode,
+    routing::get,
+};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use temporalio_client::{WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowStartOptions, errors::WorkflowStartError};
+use uuid::Uuid;
+
+use crate::{ApiState, error::ApiError, extract::ApiJson, parse_id, validate};
+
+pub fn router() -> Router<ApiState> {
+    Router::new()
+        .route("/v1/publish-jobs", get(list_jobs).post(create_job))
+        .route("/v1/publish-jobs/{id}", get(get_job))
+        .route("/v1/publish-jobs/{id}/attempts", get(list_attempts))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateJob {
+    account_id: Uuid,
+    publish_at: DateTime<Utc>,
+    caption: String,
+    media: Vec<MediaItem>,
+}
+
+#[derive(Serialize)]
+pub struct JobView {
+    id: Uuid,
+    account_id: Uuid,
+    creator_id: String,
+    channel: String,
+    status: String,
+    publish_at: DateTime<Utc>,
+    caption: String,
+    media: serde_json::Value,
+    attempt_count: i32,
+    last_error: Option<JobError>,
+    next_attempt_at: Option<DateTime<Utc>>,
+    published_at: Option<DateTime<Utc>>,
+    platform_post_id: Option<String>,
+    workflow_id: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+/// A `publish_jobs` row as read by the queries below.
+struct JobRow {
+    id: Uuid,
+    account_id: Uuid,
+    creator_id: String,
+    channel: String,
+    status: String,
+    publish_at: DateTime<Utc>,
+    caption: String,
+    media: serde_json::Value,
+    attempt_count: i32,
+    last_error_code: Option<String>,
+    last_error_message: Option<String>,
+    next_attempt_at: Option<DateTime<Utc>>,
+    published_at: Option<DateTime<Utc>>,
+    platform_post_id: Option<String>,
+    workflow_id: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<JobRow> for JobView {
+    fn from(r: JobRow) -> Self {
+        let last_error = match (r.last_error_code, r.last_error_message) {
+            (Some(code), Some(message)) => Some(JobError { code, message }),
+            _ => None,
+        };
+        JobView {
+            id: r.id,
+            account_id: r.account_id,
+            creator_id: r.creator_id,
+            channel: r.channel,
+            status: r.status,
+            publish_at: r.publish_at,
+            caption: r.caption,
+            media: r.media,
+            attempt_count: r.attempt_count,
+            last_error,
+            next_attempt_at: r.next_attempt_at,
+            published_at: r.published_at,
+            platform_post_id: r.platform_post_id,
+            workflow_id: r.workflow_id,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+/// Validates the post, writes the job and starts its workflow. If the workflow cannot be
+/// started the row is removed again and the caller gets 503: nothing is half-created.
+#[tracing::instrument(skip_all, fields(account_id = %body.account_id))]
+async fn create_job(
+    State(state): State<ApiState>,
+    ApiJson(body): ApiJson<CreateJob>,
+) -> Result<(StatusCode, Json<JobView>), ApiError> {
+    let account = sqlx::query!("SELECT creator_id, channel FROM social_accounts WHERE id = $1", body.account_id)
+        .fetch_optional(&state.db)
+        .await?
+        .ok_or_else(|| ApiError::unprocessable("unknown_account", "account_id", "no linked account has this id"))?;
+    let channel: Channel = account.channel.parse().map_err(|e| anyhow::anyhow!("account {}: {e}", body.account_id))?;
+    if body.publish_at <= Utc::now() {
+        return Err(ApiError::unprocessable("publish_at_in_past", "publish_at", "the publish time must be in the future"));
+    }
+    validate::media(channel, &body.media, &state.settings.media_policy)?;
+    validate::caption(channel, &body.caption, &body.media)?;
+
+    let job_id = Uuid::new_v4();
+    let workflow_id = workflow_id(job_id);
+    let media = serde_json::to_value(&body.media).map_err(anyhow::Error::from)?;
+    sqlx::query!(
+        r#"INSERT INTO publish_jobs (id, creator_id, account_id, channel, publish_at, caption, media, workflow_id)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"#,
+        job_id,
+        account.creator_id,
+        body.account_id,
+        channel.as_str(),
+        body.publish_at,
+        body.caption,
+        media,
+        workflow_id,
+    )
+    .execute(&state.db)
+    .await?;
+
+    let input = PublishJobInput {
+        job_id,
+        creator_id: account.creator_id,
+        channel,
+        publish_at: body.publish_at,
+        retry_backoff_ms: state.settings.retry_backoff.iter().map(|d| d.as_millis() as u64).collect(),
+    };
+    let options = WorkflowStartOptions::new(state.settings.task_queue.clone(), workflow_id)
+        .id_conflict_policy(WorkflowIdConflictPolicy::Fail)
+        // One workflow per job, ever: a job id is never run twice.
+        .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
+        .build();
+    if let Err(error) = state.temporal.start_workflow(PublishPostWorkflow::run, input, options).await {
+        sqlx::query!("DELETE FROM publish_jobs WHERE id = $1", job_id).execute(&state.db).await?;
+        return Err(match error {
+            // A fresh random id cannot collide; if it did, it is ours to investigate.
+            WorkflowStartError::AlreadyStarted { .. } => ApiError::Internal(anyhow::anyhow!("workflow for new job {job_id} already existed")),
+            other => ApiError::Unavailable(format!("starting the workflow failed: {other}")),
+        });
+    }
+    tracing::info!(%job_id, channel = %channel, publish_at = %body.publish_at, "job scheduled");
+    Ok((StatusCode::CREATED, Json(load(&state, job_id).await?)))
+}
+
+async fn get_job(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Json<JobView>, ApiError> {
+    Ok(Json(load(&state, parse_id(&id)?).await?))
+}
+
+async fn load(state: &ApiState, id: Uuid) -> Result<JobView, ApiError> {
+    let row = sqlx::query_as!(
+        JobRow,
+        r#"SELECT id, account_id, creator_id, channel, status, publish_at, caption, media, attempt_count,
+                  last_error_code, last_error_message, next_attempt_at, published_at, platform_post_id,
+                  workflow_id, created_at, updated_at
+           FROM publish_jobs WHERE id = $1"#,
+        id
+    )
+    .fetch_optional(&state.db)
+    .await?
+    .ok_or(ApiError::NotFound { what: "publish job" })?;
+    Ok(row.into())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    creator_id: Option<String>,
+    status: Option<String>,
+    channel: Option<String>,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct JobPage {
+    jobs: Vec<JobView>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    next_cursor: Option<String>,
+}
+
+const DEFAULT_PAGE: i64 = 50;
+const MAX_PAGE: i64 = 200;
+
+/// The calendar: jobs ordered by publish time (then id), optionally filtered, `from` inclusive
+/// and `to` exclusive, paginated by a cursor on (publish_at, id).
+async fn list_jobs(State(state): State<ApiState>, query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>) -> Result<Json<JobPage>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", None, e.body_text()))?;
+    if let Some(status) = &q.status {
+        status.parse::<JobStatus>().map_err(|_| ApiError::bad_request("invalid_query", Some("status".into()), format!("unknown status `{status}`")))?;
+    }
+    if let Some(channel) = &q.channel {
+        channel.parse::<Channel>().map_err(|_| ApiError::bad_request("invalid_query", Some("channel".into()), format!("unknown channel `{channel}`")))?;
+    }
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::bad_request("invalid_query", Some("limit".into()), format!("limit must be between 1 and {MAX_PAGE}")));
+    }
+    let after = q.cursor.as_deref().map(decode_cursor).transpose()?;
+    let rows = sqlx::query_as!(
+        JobRow,
+        r#"SELECT id, account_id, creator_id, channel, status, publish_at, caption, media, attempt_count,
+                  last_error_code, last_error_message, next_attempt_at, published_at, platform_post_id,
+                  workflow_id, created_at, updated_at
+           FROM publish_jobs
+           WHERE ($1::text IS NULL OR creator_id = $1)
+             AND ($2::text IS NULL OR status = $2)
+             AND ($3::text IS NULL OR channel = $3)
+             AND ($4::timestamptz IS NULL OR publish_at >= $4)
+             AND ($5::timestamptz IS NULL OR publish_at < $5)
+             AND ($6::timestamptz IS NULL OR (publish_at, id) > ($6, $7::uuid))
+           ORDER BY publish_at, id
+           LIMIT $8"#,
+        q.creator_id,
+        q.status,
+        q.channel,
+        q.from,
+        q.to,
+        after.map(|(at, _)| at),
+        after.map(|(_, id)| id),
+        limit + 1,
+    )
+    .fetch_all(&state.db)
+    .await?;
+    let mut jobs: Vec<JobView> = rows.into_iter().map(JobView::from).collect();
+    let next_cursor = if jobs.len() as i64 > limit {
+        jobs.truncate(limit as usize);
+        jobs.last().map(|j| encode_cursor(j.publish_at, j.id))
+    } else {
+        None
+    };
+    Ok(Json(JobPage { jobs, next_cursor }))
+}
+
+fn encode_cursor(at: DateTime<Utc>, id: Uuid) -> String {
+    format!("{}_{id}", at.timestamp_micros())
+}
+
+fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
+    let invalid = || ApiError::bad_request("invalid_query", Some("cursor".into()), "the cursor is not one this API handed out");
+    let (micros, id) = cursor.split_once('_').ok_or_else(invalid)?;
+    let at = micros.parse().ok().and_then(DateTime::<Utc>::from_timestamp_micros).ok_or_else(invalid)?;
+    Ok((at, id.parse().map_err(|_| invalid())?))
+}
+
+#[derive(Serialize)]
+pub struct AttemptView {
+    attempt_number: i32,
+    started_at: DateTime<Utc>,
+    finished_at: Option<DateTime<Utc>>,
+    outcome: String,
+    error_code: Option<String>,
+    error_message: Option<String>,
+    retryable: Option<bool>,
+    platform_request_id: Option<String>,
+    platform_reference: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct AttemptList {
+    attempts: Vec<AttemptView>,
+}
+
+async fn list_attempts(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Json<AttemptList>, ApiError> {
+    let id = parse_id(&id)?;
+    load(&state, id).await?;
+    let attempts = sqlx::query_as!(
+        AttemptView,
+        r#"SELECT attempt_number, started_at, finished_at, outcome, error_code, error_message, retryable,
+                  platform_request_id, platform_reference
+           FROM publish_attempts WHERE job_id = $1 ORDER BY attempt_number"#,
+        id
+    )
+    .fetch_all(&state.db)
+    .await?;
+    Ok(Json(AttemptList { attempts }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_garbage_is_refused() {
+        let at = DateTime::<Utc>::from_timestamp_micros(1_790_000_000_123_456).unwrap();
+        let id = Uuid::new_v4();
+        assert_eq!(decode_cursor(&encode_cursor(at, id)).unwrap(), (at, id));
+        assert!(decode_cursor("nonsense").is_err());
+        assert!(decode_cursor("12_notauuid").is_err());
+    }
+}

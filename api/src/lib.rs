@@ -1,0 +1,59 @@
+//! The REST API the web UI talks to. It reads the Postgres mirror and starts (later: commands)
+//! workflows; it never publishes anything itself.
+
+mod accounts;
+pub mod error;
+mod extract;
+mod health;
+mod jobs;
+pub mod validate;
+
+use std::time::Duration;
+
+use axum::Router;
+use sqlx::PgPool;
+use temporalio_client::Client;
+use tower_http::trace::TraceLayer;
+use uuid::Uuid;
+
+use error::ApiError;
+
+/// What the handlers share. Cheap to clone.
+#[derive(Clone)]
+pub struct ApiState {
+    pub db: PgPool,
+    pub temporal: Client,
+    pub settings: std::sync::Arc<ApiSettings>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ApiSettings {
+    pub task_queue: String,
+    /// Waits before each retry of a publish, fixed into each job's workflow when it is created.
+    pub retry_backoff: Vec<Duration>,
+    pub media_policy: validate::MediaPolicy,
+}
+
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .merge(health::router())
+        .merge(accounts::router())
+        .merge(jobs::router())
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Serves the API until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await?;
+    Ok(())
+}
+
+/// Ids in paths: a malformed one names the field instead of falling through to a 404.
+fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
+    raw.parse().map_err(|_| ApiError::bad_request("invalid_id", Some("id".into()), format!("`{raw}` is not a valid id")))
+}

@@ -1,0 +1,239 @@
+//! The sandbox's in-memory world: containers, publishes, recorded posts,
+//! uploaded media, revoked tokens, pending faults and call counters.
+//!
+//! Everything that changes with time (container readiness, TikTok publish
+//! progress) is computed lazily from timestamps when read, so the sandbox
+//! needs no background tasks and behaves the same under any scheduling.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Serialize, Serializer};
+
+use crate::SandboxOptions;
+use crate::faults::{Endpoint, Fault};
+
+/// Shared by every request handler (behind an `Arc`).
+pub(crate) struct Shared {
+    pub options: SandboxOptions,
+    state: Mutex<State>,
+    /// Ids are never reused, not even across `/_sandbox/reset`, so a stale id
+    /// held by a client can never name a new object.
+    next_id: AtomicU64,
+}
+
+impl Shared {
+    pub fn new(options: SandboxOptions) -> Self {
+        Self {
+            options,
+            state: Mutex::new(State::default()),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    /// Locks the state. A panic while the lock was held cannot leave the
+    /// state half-updated in a way that matters for an emulator, so a
+    /// poisoned lock is simply taken over. Never hold the guard across `.await`.
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct State {
+    /// Instagram posts are pushed here when published; TikTok posts when
+    /// [`State::settle_tiktok`] sees their publish complete.
+    pub posts: Vec<PostRecord>,
+    pub faults: HashMap<Endpoint, VecDeque<Fault>>,
+    pub calls: BTreeMap<&'static str, u64>,
+    /// Revoked access and refresh tokens (both platforms share one set).
+    pub revoked: HashSet<String>,
+    pub containers: HashMap<String, Container>,
+    pub publishes: HashMap<String, Publish>,
+    /// Media stored with `PUT /media/{name}`; shadows built-ins of the same name.
+    pub uploaded_media: HashMap<String, MediaObject>,
+}
+
+impl State {
+    pub fn is_revoked(&self, token: &str) -> bool {
+        self.revoked.contains(token)
+    }
+
+    /// Records every TikTok publish that has completed since the last call.
+    /// Called before anything reads publishes or posts.
+    pub fn settle_tiktok(&mut self, complete_after: Duration) {
+        let now = Instant::now();
+        for publish in self.publishes.values_mut() {
+            if publish.recorded || publish.status(now, complete_after) != PublishStatus::Complete {
+                continue;
+            }
+            publish.recorded = true;
+            self.posts.push(PostRecord {
+                channel: "tiktok",
+                platform_user_id: publish.open_id.clone(),
+                caption: publish.caption.clone(),
+                media: publish.media.clone(),
+                platform_post_id: publish.post_id.to_string(),
+                received_at: publish.accepted_at,
+            });
+        }
+    }
+
+    /// Instagram posts published for `ig_user_id` within the last 24 hours.
+    pub fn instagram_quota_usage(&self, ig_user_id: &str) -> usize {
+        let since = Utc::now() - chrono::Duration::hours(24);
+        self.posts
+            .iter()
+            .filter(|p| p.channel == "instagram" && p.platform_user_id == ig_user_id)
+            .filter(|p| p.received_at > since)
+            .count()
+    }
+
+    /// Forgets everything a test or demo did; built-in media stay.
+    pub fn reset(&mut self) {
+        *self = State::default();
+    }
+}
+
+/// One post the sandbox published, as listed by `GET /_sandbox/posts`.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct PostRecord {
+    pub channel: &'static str,
+    pub platform_user_id: String,
+    pub caption: String,
+    pub media: Vec<String>,
+    pub platform_post_id: String,
+    #[serde(serialize_with = "rfc3339_millis")]
+    pub received_at: DateTime<Utc>,
+}
+
+fn rfc3339_millis<S: Serializer>(at: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&at.to_rfc3339_opts(SecondsFormat::Millis, true))
+}
+
+/// An Instagram media container.
+pub(crate) struct Container {
+    pub ig_user_id: String,
+    pub caption: String,
+    pub media_url: String,
+    pub created: Instant,
+    /// How long processing takes (image and video containers differ).
+    pub ready_after: Duration,
+    pub published_media_id: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ContainerStatus {
+    InProgress,
+    Finished,
+    Published,
+    Expired,
+}
+
+/// Containers not published within 24 hours expire (platforms.md).
+const CONTAINER_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
+
+impl Container {
+    pub fn status(&self, now: Instant) -> ContainerStatus {
+        let age = now.saturating_duration_since(self.created);
+        if self.published_media_id.is_some() {
+            ContainerStatus::Published
+        } else if age >= CONTAINER_LIFETIME {
+            ContainerStatus::Expired
+        } else if age >= self.ready_after {
+            ContainerStatus::Finished
+        } else {
+            ContainerStatus::InProgress
+        }
+    }
+}
+
+impl ContainerStatus {
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::InProgress => "IN_PROGRESS",
+            Self::Finished => "FINISHED",
+            Self::Published => "PUBLISHED",
+            Self::Expired => "EXPIRED",
+        }
+    }
+
+    /// The human-readable `status` field, worded like the Graph API's.
+    pub fn description(self) -> &'static str {
+        match self {
+            Self::InProgress => "In Progress: Media is still being processed.",
+            Self::Finished => "Finished: Media has been uploaded and it is complete.",
+            Self::Published => "Published: Media has been published.",
+            Self::Expired => "Expired: Media was not published within 24 hours.",
+        }
+    }
+}
+
+/// A TikTok publish (video or photo post).
+pub(crate) struct Publish {
+    pub open_id: String,
+    pub caption: String,
+    pub media: Vec<String>,
+    pub accepted_at: DateTime<Utc>,
+    pub accepted: Instant,
+    /// Decided at init (the sandbox "downloads" own-hosted media right away),
+    /// but only reported once processing is over, as TikTok does.
+    pub failure: Option<&'static str>,
+    /// Bytes of own-hosted media, reported as `downloaded_bytes`.
+    pub media_bytes: u64,
+    pub post_id: u64,
+    /// Whether it has been copied into [`State::posts`].
+    pub recorded: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PublishStatus {
+    ProcessingDownload,
+    Complete,
+    Failed(&'static str),
+}
+
+impl Publish {
+    pub fn status(&self, now: Instant, complete_after: Duration) -> PublishStatus {
+        if now.saturating_duration_since(self.accepted) < complete_after {
+            PublishStatus::ProcessingDownload
+        } else if let Some(reason) = self.failure {
+            PublishStatus::Failed(reason)
+        } else {
+            PublishStatus::Complete
+        }
+    }
+}
+
+/// A servable media object.
+#[derive(Clone, Debug)]
+pub(crate) struct MediaObject {
+    pub content_type: String,
+    pub bytes: Bytes,
+}
+
+impl MediaObject {
+    /// The MIME type without parameters, lower-cased (`image/jpeg`).
+    pub fn mime(&self) -> String {
+        let essence = self.content_type.split(';').next().unwrap_or_default();
+        essence.trim().to_ascii_lowercase()
+    }
+
+    pub fn is_video(&self) -> bool {
+        self.mime().starts_with("video/")
+    }
+
+    pub fn len(&self) -> u64 {
+        u64::try_from(self.bytes.len()).unwrap_or(u64::MAX)
+    }
+}

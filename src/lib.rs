@@ -1,0 +1,123 @@
+//! Autopost: schedules Instagram and TikTok posts and publishes each exactly once, on time, or
+//! says precisely why not. This crate wires the parts together into the `autopost` binary.
+
+pub mod config;
+pub mod telemetry;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use autopost_activities::{PlatformSettings, WorkerActivities};
+use autopost_api::{ApiSettings, ApiState, validate::MediaPolicy};
+use autopost_workflows::PublishPostWorkflow;
+use secrecy::ExposeSecret;
+use sqlx::{PgPool, migrate::MigrateDatabase, postgres::PgPoolOptions};
+use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions};
+use temporalio_sdk::{Runtime, Worker, WorkerOptions, runtime::RuntimeOptions};
+
+pub use config::Config;
+
+/// The migrations, embedded in the binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
+
+/// Creates the database if it is missing and applies every migration.
+pub async fn migrate(config: &Config) -> anyhow::Result<PgPool> {
+    let url = config.database_url.expose_secret();
+    if !sqlx::Postgres::database_exists(url).await.context("checking the database")? {
+        // Two processes may race to create it; losing that race is fine.
+        if let Err(e) = sqlx::Postgres::create_database(url).await
+            && !sqlx::Postgres::database_exists(url).await.unwrap_or(false)
+        {
+            return Err(e).context("creating the database");
+        }
+    }
+    let pool = connect_db(config).await?;
+    MIGRATOR.run(&pool).await.context("applying migrations")?;
+    Ok(pool)
+}
+
+pub async fn connect_db(config: &Config) -> anyhow::Result<PgPool> {
+    PgPoolOptions::new()
+        .max_connections(10)
+        .connect(config.database_url.expose_secret())
+        .await
+        .context("connecting to Postgres (DATABASE_URL)")
+}
+
+pub async fn connect_temporal(config: &Config) -> anyhow::Result<Client> {
+    let url: temporalio_client::Url = config.temporal_url().parse().context("TEMPORAL_ADDRESS is not a valid address")?;
+    let connection = Connection::connect(ConnectionOptions::new(url).identity(identity()).build())
+        .await
+        .with_context(|| format!("connecting to Temporal at {}", config.temporal_address))?;
+    Ok(Client::new(connection, ClientOptions::new(config.temporal_namespace.clone()).build())?)
+}
+
+fn identity() -> String {
+    format!("autopost-{}@{}", std::process::id(), hostname())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "localhost".into())
+}
+
+/// Serves the REST API on `listener` until `shutdown` resolves.
+pub async fn run_api(
+    config: &Config,
+    db: PgPool,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let state = ApiState {
+        db,
+        temporal: connect_temporal(config).await?,
+        settings: Arc::new(ApiSettings {
+            task_queue: config.task_queue.clone(),
+            retry_backoff: config.retry_backoff.0.clone(),
+            media_policy: MediaPolicy { http_allowed_hosts: config.http_media_hosts() },
+        }),
+    };
+    tracing::info!(address = %listener.local_addr()?, "API listening");
+    autopost_api::serve(listener, state, shutdown).await
+}
+
+/// Runs a worker polling the task queue until `shutdown` resolves, then drains it.
+///
+/// The SDK's worker future is not `Send`: await this on the main task, not in `tokio::spawn`.
+pub async fn run_worker(
+    config: &Config,
+    db: PgPool,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let runtime = Runtime::from_current_tokio(RuntimeOptions::default())?;
+    let client = connect_temporal(config).await?;
+    let activities = WorkerActivities::new(db, PlatformSettings {
+        instagram_api_base: config.instagram_api_base.clone(),
+        tiktok_api_base: config.tiktok_api_base.clone(),
+        poll_interval: config.platform_poll_interval,
+        processing_timeout: config.platform_processing_timeout,
+        request_timeout: config.platform_request_timeout,
+    })?;
+    let options = WorkerOptions::new(config.task_queue.clone())
+        .register_workflow::<PublishPostWorkflow>()?
+        .register_activities(activities)
+        .build();
+    let mut worker = Worker::new(&runtime, client, options)?;
+    let stop = worker.shutdown_handle();
+    tokio::spawn(async move {
+        shutdown.await;
+        stop();
+    });
+    tracing::info!(task_queue = %config.task_queue, "worker polling");
+    worker.run().await?;
+    tracing::info!("worker stopped");
+    Ok(())
+}
+
+/// Serves the platform sandbox until `shutdown` resolves.
+pub async fn run_sandbox(listener: tokio::net::TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    tracing::info!(address = %listener.local_addr()?, "sandbox listening");
+    tokio::select! {
+        result = autopost_sandbox::serve(listener) => result,
+        () = shutdown => Ok(()),
+    }
+}

@@ -1,0 +1,83 @@
+//! `autopost`: one binary, one subcommand per process kind.
+
+use anyhow::Context;
+use autopost::{Config, config::LogFormat};
+use clap::{Parser, Subcommand};
+use tokio::net::TcpListener;
+
+#[derive(Parser)]
+#[command(version, about = "Schedules and publishes Instagram and TikTok posts through Temporal")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    #[command(flatten)]
+    config: Config,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Migrate, then run the API, a worker and the platform sandbox in one process.
+    Dev,
+    /// Serve the REST API.
+    Api,
+    /// Run a worker: workflows and activities.
+    Worker,
+    /// Serve the platform sandbox (Instagram and TikTok emulator with media hosting).
+    Sandbox,
+    /// Create the database if needed and apply migrations.
+    Migrate,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let Cli { command, mut config } = Cli::parse();
+    autopost::telemetry::init(config.log_format);
+    match command {
+        Command::Migrate => {
+            autopost::migrate(&config).await?;
+            tracing::info!("migrations applied");
+        }
+        Command::Api => {
+            let db = autopost::connect_db(&config).await?;
+            let listener = bind(config.listen).await?;
+            autopost::run_api(&config, db, listener, ctrl_c()).await?;
+        }
+        Command::Worker => {
+            let db = autopost::connect_db(&config).await?;
+            autopost::run_worker(&config, db, ctrl_c()).await?;
+        }
+        Command::Sandbox => autopost::run_sandbox(bind(config.sandbox_listen).await?, ctrl_c()).await?,
+        Command::Dev => {
+            config.use_sandbox_platforms();
+            if config.log_format == LogFormat::Json && std::env::var_os("AUTOPOST_LOG_FORMAT").is_none() {
+                config.log_format = LogFormat::Pretty;
+            }
+            let db = autopost::migrate(&config).await?;
+            let sandbox = bind(config.sandbox_listen).await?;
+            let api = bind(config.listen).await?;
+            tokio::spawn(autopost::run_sandbox(sandbox, ctrl_c()));
+            let api_config = config.clone();
+            let api_db = db.clone();
+            tokio::spawn(async move {
+                if let Err(e) = autopost::run_api(&api_config, api_db, api, ctrl_c()).await {
+                    tracing::error!(error = %format!("{e:#}"), "API stopped");
+                }
+            });
+            println!("autopost dev: API http://{}  sandbox {}  (Ctrl-C stops)", config.listen, config.sandbox_url());
+            autopost::run_worker(&config, db, ctrl_c()).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn bind(address: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(address).await.with_context(|| format!("listening on {address}"))
+}
+
+async fn ctrl_c() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}

@@ -1,0 +1,229 @@
+//! The test harness: a whole system per test, on the real Temporal server and PostgreSQL.
+//!
+//! Each test gets a fresh database, its own Temporal task queue (so tests sharing one server never
+//! run each other's workflows), an in-process sandbox and API on port 0, and a worker running as a
+//! real `autopost worker` process that a test can stop and start again.
+
+#![allow(dead_code)]
+
+use std::{
+    path::PathBuf,
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use autopost::Config;
+use chrono::{DateTime, Utc};
+use clap::Parser;
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use tokio::{net::TcpListener, process::Child};
+use uuid::Uuid;
+
+#[derive(Parser)]
+struct Flags {
+    #[command(flatten)]
+    config: Config,
+}
+
+pub struct TestApp {
+    pub api: String,
+    pub sandbox: String,
+    pub http: reqwest::Client,
+    pub db: PgPool,
+    pub config: Config,
+    worker: Option<Child>,
+    worker_log: PathBuf,
+}
+
+pub struct Options {
+    /// `AUTOPOST_RETRY_BACKOFF` for this app.
+    pub retry_backoff: &'static str,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { retry_backoff: "1s,1s,1s" }
+    }
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(Options::default()).await
+    }
+
+    pub async fn spawn_with(options: Options) -> Self {
+        let sandbox_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let api_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let sandbox_addr = sandbox_listener.local_addr().unwrap();
+        let database = format!("autopost_test_{}", Uuid::new_v4().simple());
+        let temporal = std::env::var("TEMPORAL_ADDRESS").unwrap_or_else(|_| "127.0.0.1:7233".into());
+        let mut config = Flags::parse_from([
+            "autopost".to_owned(),
+            format!("--database-url=postgres://postgres@127.0.0.1:5432/{database}"),
+            format!("--temporal-address={temporal}"),
+            "--temporal-namespace=default".into(),
+            format!("--task-queue=autopost-test-{}", Uuid::new_v4().simple()),
+            format!("--sandbox-listen={sandbox_addr}"),
+            format!("--retry-backoff={}", options.retry_backoff),
+            "--platform-poll-interval=100ms".into(),
+            "--platform-processing-timeout=20s".into(),
+            "--platform-request-timeout=5s".into(),
+            "--log-format=json".into(),
+        ])
+        .config;
+        config.use_sandbox_platforms();
+
+        let db = autopost::migrate(&config).await.expect("migrating the test database");
+        tokio::spawn(autopost::run_sandbox(sandbox_listener, std::future::pending()));
+        let api = format!("http://{}", api_listener.local_addr().unwrap());
+        let api_config = config.clone();
+        let api_db = db.clone();
+        tokio::spawn(async move {
+            autopost::run_api(&api_config, api_db, api_listener, std::future::pending()).await.expect("API failed");
+        });
+
+        let logs = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("test-logs");
+        std::fs::create_dir_all(&logs).unwrap();
+        let name = std::thread::current().name().unwrap_or("test").replace("::", "-");
+        let mut app = TestApp {
+            api,
+            sandbox: config.sandbox_url(),
+            http: reqwest::Client::new(),
+            db,
+            config,
+            worker: None,
+            worker_log: logs.join(format!("{name}-{database}.log")),
+        };
+        app.start_worker();
+        app.wait_until_ready().await;
+        app
+    }
+
+    /// Starts `autopost worker` as its own process, as it runs in production.
+    pub fn start_worker(&mut self) {
+        assert!(self.worker.is_none(), "a worker is already running");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.worker_log).unwrap();
+        let c = &self.config;
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_autopost"))
+            .arg("worker")
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("RUST_LOG", "info,temporalio_sdk_core=warn")
+            .env("DATABASE_URL", c.database_url.expose_secret())
+            .env("TEMPORAL_ADDRESS", &c.temporal_address)
+            .env("TEMPORAL_NAMESPACE", &c.temporal_namespace)
+            .env("AUTOPOST_TASK_QUEUE", &c.task_queue)
+            .env("INSTAGRAM_API_BASE", &c.instagram_api_base)
+            .env("TIKTOK_API_BASE", &c.tiktok_api_base)
+            .env("AUTOPOST_PLATFORM_POLL_INTERVAL", "100ms")
+            .env("AUTOPOST_PLATFORM_PROCESSING_TIMEOUT", "20s")
+            .env("AUTOPOST_PLATFORM_REQUEST_TIMEOUT", "5s")
+            .env("AUTOPOST_LOG_FORMAT", "json")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("starting the worker process");
+        self.worker = Some(child);
+    }
+
+    /// Stops the worker gracefully (SIGTERM) and waits for the process to exit.
+    pub async fn stop_worker(&mut self) {
+        let mut child = self.worker.take().expect("no worker is running");
+        let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        tokio::time::timeout(Duration::from_secs(30), child.wait()).await.expect("worker did not stop").unwrap();
+    }
+
+    pub fn worker_log(&self) -> String {
+        std::fs::read_to_string(&self.worker_log).unwrap_or_default()
+    }
+
+    async fn wait_until_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = self.http.get(format!("{}/readyz", self.api)).send().await
+                && r.status().is_success()
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the API did not become ready");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn media_url(&self, name: &str) -> String {
+        format!("{}/media/{name}", self.sandbox)
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let response = self.http.post(format!("{}{path}", self.api)).json(body).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self.http.get(format!("{}{path}", self.api)).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Links an account with a token valid for 60 days; returns its id.
+    pub async fn link_account(&self, channel: &str, platform_user_id: &str, token: &str) -> String {
+        let (status, body) = self
+            .post(
+                "/v1/accounts",
+                &json!({
+                    "creator_id": "creator-1",
+                    "channel": channel,
+                    "platform_user_id": platform_user_id,
+                    "access_token": token,
+                    "token_expires_at": Utc::now() + chrono::Duration::days(60),
+                }),
+            )
+            .await;
+        assert_eq!(status, 201, "linking failed: {body}");
+        body["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Schedules a post; returns the created job.
+    pub async fn schedule(&self, account_id: &str, publish_at: DateTime<Utc>, caption: &str, media: Value) -> Value {
+        let (status, body) = self
+            .post(
+                "/v1/publish-jobs",
+                &json!({ "account_id": account_id, "publish_at": publish_at, "caption": caption, "media": media }),
+            )
+            .await;
+        assert_eq!(status, 201, "scheduling failed: {body}");
+        body
+    }
+
+    /// Polls the job until its status is `status`; fails on timeout or on another final status.
+    pub async fn wait_for_status(&self, job_id: &str, status: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (_, job) = self.get(&format!("/v1/publish-jobs/{job_id}")).await;
+            if job["status"] == status {
+                return job;
+            }
+            let final_status = ["published", "needs_attention", "cancelled"].contains(&job["status"].as_str().unwrap_or(""));
+            assert!(!final_status, "job ended {} while waiting for {status}: {job}\nworker log:\n{}", job["status"], self.worker_log_tail());
+            assert!(Instant::now() < deadline, "job still {} after {timeout:?} waiting for {status}: {job}\nworker log:\n{}", job["status"], self.worker_log_tail());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn worker_log_tail(&self) -> String {
+        let log = self.worker_log();
+        log.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+    }
+
+    /// Every post the sandbox published.
+    pub async fn sandbox_posts(&self) -> Vec<Value> {
+        let body: Value = self.http.get(format!("{}/_sandbox/posts", self.sandbox)).send().await.unwrap().json().await.unwrap();
+        body["posts"].as_array().unwrap().clone()
+    }
+}

@@ -1,0 +1,256 @@
+//! Types shared by the workflow, the activities and the API. They travel through Temporal as
+//! JSON payloads, so every change here must stay readable by running workflows: add fields with
+//! `#[serde(default)]`, never rename or remove.
+
+use std::{fmt, str::FromStr, time::Duration};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The platform a post goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    Instagram,
+    Tiktok,
+}
+
+impl Channel {
+    pub const ALL: [Channel; 2] = [Channel::Instagram, Channel::Tiktok];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Instagram => "instagram",
+            Channel::Tiktok => "tiktok",
+        }
+    }
+}
+
+impl fmt::Display for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Channel {
+    type Err = UnknownValue;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Channel::ALL
+            .into_iter()
+            .find(|c| c.as_str() == s)
+            .ok_or_else(|| UnknownValue(s.to_owned()))
+    }
+}
+
+/// Where a publish job stands. Mirrors the `publish_jobs.status` check constraint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    /// Waiting for its publish time.
+    Scheduled,
+    /// An attempt is talking to the platform.
+    Publishing,
+    /// The platform accepted the post; final.
+    Published,
+    /// An attempt failed and another is scheduled at `next_attempt_at`.
+    Failed,
+    /// The creator must act (reconnect, fix media) or retry; no attempt is scheduled.
+    NeedsAttention,
+    /// Cancelled by the creator; final, never publishes.
+    Cancelled,
+}
+
+impl JobStatus {
+    pub const ALL: [JobStatus; 6] = [
+        JobStatus::Scheduled,
+        JobStatus::Publishing,
+        JobStatus::Published,
+        JobStatus::Failed,
+        JobStatus::NeedsAttention,
+        JobStatus::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Scheduled => "scheduled",
+            JobStatus::Publishing => "publishing",
+            JobStatus::Published => "published",
+            JobStatus::Failed => "failed",
+            JobStatus::NeedsAttention => "needs_attention",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for JobStatus {
+    type Err = UnknownValue;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        JobStatus::ALL
+            .into_iter()
+            .find(|c| c.as_str() == s)
+            .ok_or_else(|| UnknownValue(s.to_owned()))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("unknown value `{0}`")]
+pub struct UnknownValue(pub String);
+
+/// A failure the creator sees: `code` is stable and machine-readable (`instagram.190.463`,
+/// `preflight.token_expired`), `message` is for humans.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobError {
+    pub code: String,
+    pub message: String,
+}
+
+impl JobError {
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { code: code.into(), message: message.into() }
+    }
+}
+
+/// One media item of a post, in posting order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaItem {
+    pub url: String,
+    pub kind: MediaKind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MediaKind {
+    Image,
+    Video,
+}
+
+/// Input of [`crate::PublishPostWorkflow`]. Ids and schedule only: tokens stay in Postgres.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PublishJobInput {
+    pub job_id: Uuid,
+    pub creator_id: String,
+    pub channel: Channel,
+    pub publish_at: DateTime<Utc>,
+    /// Waits before each retry; its length is the number of retries. Fixed when the job is
+    /// created, so a configuration change never alters the history of a running workflow.
+    pub retry_backoff_ms: Vec<u64>,
+}
+
+impl PublishJobInput {
+    pub fn retry_backoff(&self) -> impl Iterator<Item = Duration> + '_ {
+        self.retry_backoff_ms.iter().map(|ms| Duration::from_millis(*ms))
+    }
+}
+
+/// The business id of a job's workflow: one workflow per job, found again by the job id alone.
+pub fn workflow_id(job_id: Uuid) -> String {
+    format!("publish-job:{job_id}")
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PreflightRequest {
+    pub job_id: Uuid,
+}
+
+/// One named readiness check (`account`, `token`, `media`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadinessCheck {
+    pub name: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// The result of preflight: every check, and the first failure as the error to surface.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PreflightReport {
+    pub ok: bool,
+    pub checked_at: DateTime<Utc>,
+    pub checks: Vec<ReadinessCheck>,
+    pub error: Option<JobError>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PublishRequest {
+    pub job_id: Uuid,
+    /// 1-based attempt number; `publish_attempts` has one row per number.
+    pub attempt: i32,
+}
+
+/// What one attempt achieved. Failures are values, not activity errors, so the workflow (not
+/// Temporal's activity retry) decides between the retry schedule and `needs_attention`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    Published {
+        platform_post_id: String,
+        published_at: DateTime<Utc>,
+    },
+    Failed {
+        error: JobError,
+        retryable: bool,
+        /// A wait the platform demands (e.g. a daily quota), honoured when longer than ours.
+        retry_after_ms: Option<u64>,
+    },
+}
+
+/// A job state written to Postgres. `seq` grows with every transition of the workflow, and the
+/// mirror ignores a write whose `seq` is not newer than the row's: a late write never moves a
+/// job backwards.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobTransition {
+    pub job_id: Uuid,
+    pub seq: i64,
+    pub status: JobStatus,
+    pub attempt_count: i32,
+    pub last_error: Option<JobError>,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub published_at: Option<DateTime<Utc>>,
+    pub platform_post_id: Option<String>,
+}
+
+/// The workflow's result, shown in the Temporal Web UI.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PublishJobResult {
+    pub status: JobStatus,
+    pub attempt_count: i32,
+    pub platform_post_id: Option<String>,
+    pub last_error: Option<JobError>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_round_trip_through_their_database_names() {
+        for status in JobStatus::ALL {
+            assert_eq!(status.as_str().parse::<JobStatus>().unwrap(), status);
+            assert_eq!(serde_json::to_value(status).unwrap(), status.as_str());
+        }
+        assert!("done".parse::<JobStatus>().is_err());
+    }
+
+    #[test]
+    fn workflow_id_is_derived_from_the_job_id() {
+        let id = Uuid::nil();
+        assert_eq!(workflow_id(id), "publish-job:00000000-0000-0000-0000-000000000000");
+    }
+
+    #[test]
+    fn attempt_outcome_is_tagged_for_readable_histories() {
+        let outcome = AttemptOutcome::Failed {
+            error: JobError::new("tiktok.internal_error", "boom"),
+            retryable: true,
+            retry_after_ms: None,
+        };
+        let json = serde_json::to_value(&outcome).unwrap();
+        assert_eq!(json["outcome"], "failed");
+    }
+}
