@@ -171,11 +171,11 @@ impl TiktokClient {
                 PlatformError::unexpected_http(PLATFORM, status, header_log_id)
             });
         };
-        let request_id = envelope.error.log_id.clone().or(header_log_id);
         // TikTok may answer HTTP 200 with a non-ok error code (creator_info on spam bans).
         if envelope.error.code != "ok" || !status.is_success() {
-            return Err(classify(status, envelope.error, request_id));
+            return Err(classify(status, envelope.error, header_log_id));
         }
+        let request_id = envelope.error.log_id.or(header_log_id);
         match envelope.data {
             Some(value) => Ok(Reply { value, request_id }),
             None => Err(PlatformError::malformed(PLATFORM, "body without data", request_id)),
@@ -195,7 +195,7 @@ fn log_id(response: &Response) -> Option<String> {
 /// TikTok's daily cap is about 15 posts a day per creator.
 const DAILY_CAP_WAIT: Duration = Duration::from_secs(24 * 60 * 60);
 
-fn classify(status: reqwest::StatusCode, error: ApiError, request_id: Option<String>) -> PlatformError {
+fn classify(status: reqwest::StatusCode, error: ApiError, header_log_id: Option<String>) -> PlatformError {
     let (class, retry_after) = match error.code.as_str() {
         "rate_limit_exceeded" | "internal_error" => (ErrorClass::Transient, None),
         "access_token_invalid" | "scope_not_authorized" => (ErrorClass::Token, None),
@@ -208,7 +208,7 @@ fn classify(status: reqwest::StatusCode, error: ApiError, request_id: Option<Str
         class,
         code: format!("{PLATFORM}.{}", error.code),
         message: if error.message.is_empty() { format!("TikTok reported {}", error.code) } else { error.message },
-        request_id,
+        request_id: error.log_id.or(header_log_id),
         retry_after,
     }
 }
