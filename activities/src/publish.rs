@@ -138,7 +138,7 @@ impl WorkerActivities {
         };
         db::record_reference(&self.db, job.id, attempt, &container, None).await?;
 
-        let started = Instant::now();
+        let mut waited = Processing::new();
         loop {
             let reply = self.instagram.container_status(token, &container).await?;
             match reply.value {
@@ -151,7 +151,7 @@ impl WorkerActivities {
                 (ContainerStatus::Expired, _) => {
                     return Err(PlatformError { class: ErrorClass::Transient, code: "instagram.container_expired".into(), message: "the media container expired before it was published".into(), request_id: reply.request_id, retry_after: None }.into());
                 }
-                (ContainerStatus::InProgress, _) => self.wait_while_processing(ctx, job.channel, started, &container).await?,
+                (ContainerStatus::InProgress, _) => self.wait_while_processing(ctx, job.channel, &mut waited, &container).await?,
             }
         }
 
@@ -203,26 +203,44 @@ impl WorkerActivities {
         };
         db::record_reference(&self.db, job.id, attempt, &publish_id, None).await?;
 
-        let started = Instant::now();
+        let mut waited = Processing::new();
         loop {
             let reply = self.tiktok.fetch_status(token, &publish_id).await?;
             match reply.value.status {
                 PublishState::PublishComplete => return Ok(tiktok_published(&publish_id, &reply.value, reply.request_id)),
                 PublishState::Failed => return Err(reply.value.failure(reply.request_id).into()),
-                _ => self.wait_while_processing(ctx, job.channel, started, &publish_id).await?,
+                _ => self.wait_while_processing(ctx, job.channel, &mut waited, &publish_id).await?,
             }
         }
     }
 
-    /// Sleeps one poll interval, heartbeating so Temporal notices a dead worker quickly.
-    async fn wait_while_processing(&self, ctx: &ActivityContext, channel: Channel, started: Instant, reference: &str) -> Result<(), PlatformError> {
-        if started.elapsed() >= self.settings.processing_timeout {
-            return Err(processing_timeout(channel, started.elapsed()));
+    /// Sleeps before the next status read, heartbeating so Temporal notices a dead worker quickly.
+    /// Reads start fast and slow down to the poll interval: most posts are ready within seconds,
+    /// and the platforms rate-limit status reads.
+    async fn wait_while_processing(&self, ctx: &ActivityContext, channel: Channel, waited: &mut Processing, reference: &str) -> Result<(), PlatformError> {
+        if waited.started.elapsed() >= self.settings.processing_timeout {
+            return Err(processing_timeout(channel, waited.started.elapsed()));
         }
         // A failed heartbeat only means Temporal did not hear from us this time.
         let _ = ctx.record_heartbeat(reference.to_owned()).await;
-        tokio::time::sleep(self.settings.poll_interval).await;
+        let delay = FIRST_POLL_DELAY.saturating_mul(1 << waited.polls.min(16)).min(self.settings.poll_interval);
+        waited.polls += 1;
+        tokio::time::sleep(delay).await;
         Ok(())
+    }
+}
+
+const FIRST_POLL_DELAY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// How long, and how often, an attempt has waited for the platform to process a post.
+struct Processing {
+    started: Instant,
+    polls: u32,
+}
+
+impl Processing {
+    fn new() -> Self {
+        Processing { started: Instant::now(), polls: 0 }
     }
 }
 
