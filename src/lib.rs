@@ -1,6 +1,7 @@
 //! Autopost: schedules Instagram and TikTok posts and publishes each exactly once, on time, or
 //! says precisely why not. This crate wires the parts together into the `autopost` binary.
 
+pub mod bench;
 pub mod config;
 pub mod telemetry;
 
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use autopost_activities::{PlatformSettings, WorkerActivities};
 use autopost_api::{ApiSettings, ApiState, validate::MediaPolicy};
-use autopost_workflows::PublishPostWorkflow;
+use autopost_workflows::{PublishPostWorkflow, bench::BenchBaselineWorkflow};
 use secrecy::ExposeSecret;
 use sqlx::{PgPool, migrate::MigrateDatabase, postgres::PgPoolOptions};
 use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions};
@@ -100,6 +101,9 @@ pub async fn run_worker(
     let options = WorkerOptions::new(config.task_queue.clone())
         .register_workflow::<PublishPostWorkflow>()?
         .register_activities(activities)
+        // `autopost bench` measures its baseline on the same workers; never started otherwise.
+        .register_workflow::<BenchBaselineWorkflow>()?
+        .register_activities(autopost_activities::bench::BenchActivities)
         .build();
     let mut worker = Worker::new(&runtime, client, options)?;
     let stop = worker.shutdown_handle();
@@ -115,9 +119,19 @@ pub async fn run_worker(
 
 /// Serves the platform sandbox until `shutdown` resolves.
 pub async fn run_sandbox(listener: tokio::net::TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-    tracing::info!(address = %listener.local_addr()?, "sandbox listening");
+    run_sandbox_with(listener, autopost_sandbox::SandboxOptions::default(), shutdown).await
+}
+
+/// [`run_sandbox`] with chosen timings and quota (`autopost sandbox --instant` for the bench).
+pub async fn run_sandbox_with(
+    listener: tokio::net::TcpListener,
+    options: autopost_sandbox::SandboxOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    tracing::info!(?options, "sandbox options");
+    let sandbox = autopost_sandbox::Sandbox::with_options(options);
     tokio::select! {
-        result = autopost_sandbox::serve(listener) => result,
+        result = sandbox.serve(listener) => result,
         () = shutdown => Ok(()),
     }
 }

@@ -23,14 +23,24 @@ enum Command {
     /// Run a worker: workflows and activities.
     Worker,
     /// Serve the platform sandbox (Instagram and TikTok emulator with media hosting).
-    Sandbox,
+    Sandbox {
+        /// No processing delays and no practical Instagram quota, for `autopost bench`.
+        #[arg(long, env = "AUTOPOST_SANDBOX_INSTANT")]
+        instant: bool,
+    },
     /// Create the database if needed and apply migrations.
     Migrate,
+    /// Measure job creation and a publish burst against a workflow baseline (see docs/benchmark.md).
+    Bench(autopost::bench::BenchArgs),
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let Cli { command, mut config } = Cli::parse();
+    if matches!(command, Command::Dev) && std::env::var_os("AUTOPOST_LOG_FORMAT").is_none() {
+        // `dev` is for people at a terminal, unless they asked for JSON.
+        config.log_format = LogFormat::Pretty;
+    }
     autopost::telemetry::init(config.log_format);
     match command {
         Command::Migrate => {
@@ -46,12 +56,17 @@ async fn main() -> anyhow::Result<()> {
             let db = autopost::connect_db(&config).await?;
             autopost::run_worker(&config, db, ctrl_c()).await?;
         }
-        Command::Sandbox => autopost::run_sandbox(bind(config.sandbox_listen).await?, ctrl_c()).await?,
+        Command::Sandbox { instant } => {
+            let options = if instant {
+                autopost_sandbox::SandboxOptions { instagram_quota_total: 1_000_000, ..autopost_sandbox::SandboxOptions::instant() }
+            } else {
+                autopost_sandbox::SandboxOptions::default()
+            };
+            autopost::run_sandbox_with(bind(config.sandbox_listen).await?, options, ctrl_c()).await?;
+        }
+        Command::Bench(args) => autopost::bench::run(&config, args).await?,
         Command::Dev => {
             config.use_sandbox_platforms();
-            if config.log_format == LogFormat::Json && std::env::var_os("AUTOPOST_LOG_FORMAT").is_none() {
-                config.log_format = LogFormat::Pretty;
-            }
             let db = autopost::migrate(&config).await?;
             let sandbox = bind(config.sandbox_listen).await?;
             let api = bind(config.listen).await?;

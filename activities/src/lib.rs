@@ -1,5 +1,6 @@
 //! The worker's activities: everything of a publish that does IO. Workflows decide; these act.
 
+pub mod bench;
 pub mod db;
 pub mod platforms;
 mod preflight;

@@ -5,6 +5,7 @@
 //! implemented with the IO clients in the `autopost-activities` crate).
 
 pub mod activities;
+pub mod bench;
 pub mod publish;
 pub mod types;
 
