@@ -38,6 +38,13 @@ pub struct Config {
     #[arg(long, env = "TIKTOK_API_BASE", default_value = "https://open.tiktokapis.com", global = true)]
     pub tiktok_api_base: String,
 
+    /// TikTok app key, used with the secret to refresh creators' expired TikTok tokens.
+    #[arg(long, env = "TIKTOK_CLIENT_KEY", global = true)]
+    pub tiktok_client_key: Option<String>,
+
+    #[arg(long, env = "TIKTOK_CLIENT_SECRET", global = true, hide_env_values = true)]
+    pub tiktok_client_secret: Option<SecretString>,
+
     /// Waits before the retries of a failed publish, comma-separated; one retry per entry.
     #[arg(long, env = "AUTOPOST_RETRY_BACKOFF", default_value = "5m,15m,30m", value_parser = parse_backoff, global = true)]
     pub retry_backoff: Backoff,
@@ -97,6 +104,13 @@ impl Config {
             addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
         }
         format!("http://{addr}")
+    }
+
+    pub fn tiktok_app(&self) -> Option<autopost_activities::platforms::tiktok::AppCredentials> {
+        Some(autopost_activities::platforms::tiktok::AppCredentials {
+            client_key: self.tiktok_client_key.clone()?,
+            client_secret: self.tiktok_client_secret.clone()?,
+        })
     }
 
     /// Points both platforms at the sandbox, as `dev` does.

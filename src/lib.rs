@@ -96,6 +96,7 @@ pub async fn run_worker(
         poll_interval: config.platform_poll_interval,
         processing_timeout: config.platform_processing_timeout,
         request_timeout: config.platform_request_timeout,
+        tiktok_app: config.tiktok_app(),
     })?;
     let options = WorkerOptions::new(config.task_queue.clone())
         .register_workflow::<PublishPostWorkflow>()?

@@ -49,6 +49,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Sandbox => autopost::run_sandbox(bind(config.sandbox_listen).await?, ctrl_c()).await?,
         Command::Dev => {
             config.use_sandbox_platforms();
+            // The sandbox accepts any app credentials; real ones come from the environment.
+            config.tiktok_client_key.get_or_insert_with(|| "sandbox-client-key".into());
+            config.tiktok_client_secret.get_or_insert_with(|| "sandbox-client-secret".into());
             if config.log_format == LogFormat::Json && std::env::var_os("AUTOPOST_LOG_FORMAT").is_none() {
                 config.log_format = LogFormat::Pretty;
             }

@@ -47,6 +47,8 @@ pub struct JobView {
     published_at: Option<DateTime<Utc>>,
     platform_post_id: Option<String>,
     workflow_id: String,
+    /// The latest preflight: `{ok, checked_at, checks: [{name, ok, detail}]}`; null until checked.
+    readiness: Option<serde_json::Value>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -68,6 +70,7 @@ struct JobRow {
     published_at: Option<DateTime<Utc>>,
     platform_post_id: Option<String>,
     workflow_id: String,
+    readiness: Option<serde_json::Value>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -93,6 +96,7 @@ impl From<JobRow> for JobView {
             published_at: r.published_at,
             platform_post_id: r.platform_post_id,
             workflow_id: r.workflow_id,
+            readiness: r.readiness,
             created_at: r.created_at,
             updated_at: r.updated_at,
         }
@@ -168,7 +172,7 @@ async fn load(state: &ApiState, id: Uuid) -> Result<JobView, ApiError> {
         JobRow,
         r#"SELECT id, account_id, creator_id, channel, status, publish_at, caption, media, attempt_count,
                   last_error_code, last_error_message, next_attempt_at, published_at, platform_post_id,
-                  workflow_id, created_at, updated_at
+                  workflow_id, readiness, created_at, updated_at
            FROM publish_jobs WHERE id = $1"#,
         id
     )
@@ -219,7 +223,7 @@ async fn list_jobs(State(state): State<ApiState>, query: Result<Query<ListQuery>
         JobRow,
         r#"SELECT id, account_id, creator_id, channel, status, publish_at, caption, media, attempt_count,
                   last_error_code, last_error_message, next_attempt_at, published_at, platform_post_id,
-                  workflow_id, created_at, updated_at
+                  workflow_id, readiness, created_at, updated_at
            FROM publish_jobs
            WHERE ($1::text IS NULL OR creator_id = $1)
              AND ($2::text IS NULL OR status = $2)

@@ -31,6 +31,9 @@ const PUBLISH_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 /// and the re-execution resolves what the dead one left at the platform before calling again.
 const PUBLISH_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// Patch: preflight also runs when the workflow starts, so readiness shows before publish time.
+const READINESS_AT_START: &str = "readiness-at-start";
+
 #[workflow]
 pub struct PublishPostWorkflow {
     input: PublishJobInput,
@@ -49,6 +52,17 @@ impl PublishPostWorkflow {
     #[run]
     pub async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<PublishJobResult> {
         let input = ctx.state(|s| s.input.clone());
+        if ctx.patched(READINESS_AT_START) {
+            // Readiness for the UI long before the publish time (the activity stores it). Only
+            // informative: the preflight at publish time is the gate, so a failure here is ignored.
+            let _ = ctx
+                .execute_activity(
+                    PublishActivities::preflight,
+                    PreflightRequest { job_id: input.job_id },
+                    readiness_activity_options(),
+                )
+                .await;
+        }
         sleep_until(ctx, input.publish_at).await?;
 
         let report: PreflightReport = ctx
@@ -184,6 +198,13 @@ fn infrastructure_activity_options(timeout: Duration) -> ActivityOptions {
                 .maximum_interval(Duration::from_secs(60))
                 .build(),
         )
+        .build()
+}
+
+/// The early readiness check is worth a few tries, not a delay of the publish.
+fn readiness_activity_options() -> ActivityOptions {
+    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(120))
+        .retry_policy(RetryPolicy::builder().initial_interval(Duration::from_secs(1)).maximum_attempts(3).build())
         .build()
 }
 
