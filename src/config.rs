@@ -61,6 +61,14 @@ pub struct Config {
     #[arg(long, env = "AUTOPOST_PLATFORM_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
     pub platform_request_timeout: Duration,
 
+    /// Turns on `POST /v1/publish-jobs/{id}/publish-now`.
+    #[arg(long, env = "AUTOPOST_PUBLISH_NOW", default_value_t = false, action = clap::ArgAction::Set, global = true)]
+    pub publish_now: bool,
+
+    /// How long publish-now waits for the attempt's outcome before answering `publishing`.
+    #[arg(long, env = "AUTOPOST_PUBLISH_NOW_WAIT", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
+    pub publish_now_wait: Duration,
+
     /// Log output: `json` for machines, `pretty` for people. Levels come from `RUST_LOG`.
     #[arg(long, env = "AUTOPOST_LOG_FORMAT", default_value = "json", global = true)]
     pub log_format: LogFormat,

@@ -74,6 +74,8 @@ pub async fn run_api(
             task_queue: config.task_queue.clone(),
             retry_backoff: config.retry_backoff.0.clone(),
             media_policy: MediaPolicy { http_allowed_hosts: config.http_media_hosts() },
+            publish_now_enabled: config.publish_now,
+            publish_now_wait: config.publish_now_wait,
         }),
     };
     tracing::info!(address = %listener.local_addr()?, "API listening");

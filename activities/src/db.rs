@@ -76,7 +76,7 @@ pub async fn apply_transition(db: &PgPool, transition: &JobTransition) -> Result
         r#"UPDATE publish_jobs
            SET status = $3, attempt_count = $4, last_error_code = $5, last_error_message = $6,
                next_attempt_at = $7, published_at = $8, platform_post_id = $9,
-               version = $2, updated_at = now()
+               publish_at = COALESCE($10, publish_at), version = $2, updated_at = now()
            WHERE id = $1 AND version < $2"#,
         transition.job_id,
         transition.seq,
@@ -87,6 +87,7 @@ pub async fn apply_transition(db: &PgPool, transition: &JobTransition) -> Result
         transition.next_attempt_at,
         transition.published_at,
         transition.platform_post_id,
+        transition.publish_at,
     )
     .execute(db)
     .await?
@@ -183,6 +184,24 @@ pub async fn clear_publish_requested(db: &PgPool, job_id: Uuid, attempt: i32) ->
         "UPDATE publish_attempts SET publish_requested_at = NULL WHERE job_id = $1 AND attempt_number = $2",
         job_id,
         attempt
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// The creator checked the platform and asked to try again: earlier calls with an unknown
+/// outcome stop blocking new attempts (their rows keep their error, for the record).
+#[instrument(skip(db))]
+pub async fn release_unresolved_publish_requests(db: &PgPool, job_id: Uuid, before_attempt: i32) -> Result<(), DbError> {
+    // Only earlier attempts': if this attempt itself is re-run after a crash, its own unknown
+    // call must still block it.
+    sqlx::query!(
+        r#"UPDATE publish_attempts SET publish_requested_at = NULL
+           WHERE job_id = $1 AND attempt_number < $2
+             AND publish_requested_at IS NOT NULL AND platform_reference IS NULL"#,
+        job_id,
+        before_attempt
     )
     .execute(db)
     .await?;

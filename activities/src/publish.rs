@@ -73,6 +73,9 @@ impl WorkerActivities {
     pub(crate) async fn run_attempt(&self, ctx: &ActivityContext, request: PublishRequest) -> Result<AttemptOutcome, DbError> {
         let started = Instant::now();
         let job = db::load_job(&self.db, request.job_id).await?;
+        if request.creator_retry {
+            db::release_unresolved_publish_requests(&self.db, job.id, request.attempt).await?;
+        }
         db::begin_attempt(&self.db, job.id, request.attempt).await?;
         let result = match job.channel {
             Channel::Instagram => self.instagram_attempt(ctx, &job, request.attempt).await,

@@ -40,11 +40,13 @@ pub struct TestApp {
 pub struct Options {
     /// `AUTOPOST_RETRY_BACKOFF` for this app.
     pub retry_backoff: &'static str,
+    /// `AUTOPOST_PUBLISH_NOW`.
+    pub publish_now: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { retry_backoff: "1s,1s,1s" }
+        Options { retry_backoff: "1s,1s,1s", publish_now: false }
     }
 }
 
@@ -67,6 +69,7 @@ impl TestApp {
             format!("--task-queue=autopost-test-{}", Uuid::new_v4().simple()),
             format!("--sandbox-listen={sandbox_addr}"),
             format!("--retry-backoff={}", options.retry_backoff),
+            format!("--publish-now={}", options.publish_now),
             "--platform-poll-interval=100ms".into(),
             "--platform-processing-timeout=20s".into(),
             "--platform-request-timeout=5s".into(),
@@ -181,7 +184,18 @@ impl TestApp {
 
     /// Links an account with a token valid for 60 days; returns its id.
     pub async fn link_account(&self, channel: &str, platform_user_id: &str, token: &str) -> String {
-        let (status, body) = self
+        let (status, body) = self.link(channel, platform_user_id, token).await;
+        assert_eq!(status, 201, "linking failed: {body}");
+        body["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Links (or links again) an account; returns the HTTP status.
+    pub async fn link_account_status(&self, channel: &str, platform_user_id: &str, token: &str) -> u16 {
+        self.link(channel, platform_user_id, token).await.0
+    }
+
+    async fn link(&self, channel: &str, platform_user_id: &str, token: &str) -> (u16, Value) {
+        self
             .post(
                 "/v1/accounts",
                 &json!({
@@ -192,9 +206,7 @@ impl TestApp {
                     "token_expires_at": Utc::now() + chrono::Duration::days(60),
                 }),
             )
-            .await;
-        assert_eq!(status, 201, "linking failed: {body}");
-        body["id"].as_str().unwrap().to_owned()
+            .await
     }
 
     /// Schedules a post; returns the created job.
