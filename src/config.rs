@@ -38,6 +38,13 @@ pub struct Config {
     #[arg(long, env = "TIKTOK_API_BASE", default_value = "https://open.tiktokapis.com", global = true)]
     pub tiktok_api_base: String,
 
+    /// TikTok app key, used with the secret to refresh creators' expired TikTok tokens.
+    #[arg(long, env = "TIKTOK_CLIENT_KEY", global = true)]
+    pub tiktok_client_key: Option<String>,
+
+    #[arg(long, env = "TIKTOK_CLIENT_SECRET", global = true, hide_env_values = true)]
+    pub tiktok_client_secret: Option<SecretString>,
+
     /// Waits before the retries of a failed publish, comma-separated; one retry per entry.
     #[arg(long, env = "AUTOPOST_RETRY_BACKOFF", default_value = "5m,15m,30m", value_parser = parse_backoff, global = true)]
     pub retry_backoff: Backoff,
@@ -53,6 +60,14 @@ pub struct Config {
     /// Timeout of each HTTP request to a platform or media host.
     #[arg(long, env = "AUTOPOST_PLATFORM_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
     pub platform_request_timeout: Duration,
+
+    /// Turns on `POST /v1/publish-jobs/{id}/publish-now`.
+    #[arg(long, env = "AUTOPOST_PUBLISH_NOW", default_value_t = false, action = clap::ArgAction::Set, global = true)]
+    pub publish_now: bool,
+
+    /// How long publish-now waits for the attempt's outcome before answering `publishing`.
+    #[arg(long, env = "AUTOPOST_PUBLISH_NOW_WAIT", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
+    pub publish_now_wait: Duration,
 
     /// Log output: `json` for machines, `pretty` for people. Levels come from `RUST_LOG`.
     #[arg(long, env = "AUTOPOST_LOG_FORMAT", default_value = "json", global = true)]
@@ -97,6 +112,13 @@ impl Config {
             addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
         }
         format!("http://{addr}")
+    }
+
+    pub fn tiktok_app(&self) -> Option<autopost_activities::platforms::tiktok::AppCredentials> {
+        Some(autopost_activities::platforms::tiktok::AppCredentials {
+            client_key: self.tiktok_client_key.clone()?,
+            client_secret: self.tiktok_client_secret.clone()?,
+        })
     }
 
     /// Points both platforms at the sandbox, as `dev` does.

@@ -75,6 +75,8 @@ pub async fn run_api(
             task_queue: config.task_queue.clone(),
             retry_backoff: config.retry_backoff.0.clone(),
             media_policy: MediaPolicy { http_allowed_hosts: config.http_media_hosts() },
+            publish_now_enabled: config.publish_now,
+            publish_now_wait: config.publish_now_wait,
         }),
     };
     tracing::info!(address = %listener.local_addr()?, "API listening");
@@ -97,6 +99,7 @@ pub async fn run_worker(
         poll_interval: config.platform_poll_interval,
         processing_timeout: config.platform_processing_timeout,
         request_timeout: config.platform_request_timeout,
+        tiktok_app: config.tiktok_app(),
     })?;
     let options = WorkerOptions::new(config.task_queue.clone())
         .register_workflow::<PublishPostWorkflow>()?

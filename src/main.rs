@@ -67,6 +67,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Bench(args) => autopost::bench::run(&config, args).await?,
         Command::Dev => {
             config.use_sandbox_platforms();
+            // The sandbox accepts any app credentials; real ones come from the environment.
+            config.tiktok_client_key.get_or_insert_with(|| "sandbox-client-key".into());
+            config.tiktok_client_secret.get_or_insert_with(|| "sandbox-client-secret".into());
             let db = autopost::migrate(&config).await?;
             let sandbox = bind(config.sandbox_listen).await?;
             let api = bind(config.listen).await?;

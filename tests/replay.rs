@@ -82,6 +82,15 @@ async fn record_histories() {
         ("published-after-retries", app.schedule(&account, soon(), "retried", image.clone()).await, "published"),
         ("preflight-failed", app.schedule(&account, soon(), "no media", missing).await, "needs_attention"),
     ];
+    // Commands: a job rescheduled to sooner, and one cancelled while it sleeps.
+    let rescheduled = app.schedule(&account, Utc::now() + chrono::Duration::hours(1), "moved", image.clone()).await;
+    let moved = app.post(&format!("/v1/publish-jobs/{}/reschedule", rescheduled["id"].as_str().unwrap()), &json!({ "publish_at": soon() })).await;
+    assert_eq!(moved.0, 200, "{}", moved.1);
+    let cancelled = app.schedule(&account, Utc::now() + chrono::Duration::hours(1), "dropped", image.clone()).await;
+    let dropped = app.post(&format!("/v1/publish-jobs/{}/cancel", cancelled["id"].as_str().unwrap()), &json!({})).await;
+    assert_eq!(dropped.0, 200, "{}", dropped.1);
+    let scenarios = scenarios.into_iter().chain([("rescheduled", rescheduled, "published"), ("cancelled", cancelled, "cancelled")]);
+
     let temporal = autopost::connect_temporal(&app.config).await.unwrap();
     for (scenario, job, status) in scenarios {
         let id = job["id"].as_str().unwrap();

@@ -22,6 +22,7 @@ pub struct Account {
     pub platform_user_id: String,
     pub access_token: SecretString,
     pub token_expires_at: DateTime<Utc>,
+    pub refresh_token: Option<SecretString>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +39,7 @@ pub enum DbError {
 pub async fn load_job(db: &PgPool, job_id: Uuid) -> Result<JobForPublish, DbError> {
     let row = sqlx::query!(
         r#"SELECT j.id, j.channel, j.publish_at, j.caption, j.media,
-                  a.id AS account_id, a.platform_user_id, a.access_token, a.token_expires_at
+                  a.id AS account_id, a.platform_user_id, a.access_token, a.token_expires_at, a.refresh_token
            FROM publish_jobs j JOIN social_accounts a ON a.id = j.account_id
            WHERE j.id = $1"#,
         job_id
@@ -59,6 +60,7 @@ pub async fn load_job(db: &PgPool, job_id: Uuid) -> Result<JobForPublish, DbErro
             platform_user_id: row.platform_user_id,
             access_token: SecretString::from(row.access_token),
             token_expires_at: row.token_expires_at,
+            refresh_token: row.refresh_token.map(SecretString::from),
         },
     })
 }
@@ -74,7 +76,7 @@ pub async fn apply_transition(db: &PgPool, transition: &JobTransition) -> Result
         r#"UPDATE publish_jobs
            SET status = $3, attempt_count = $4, last_error_code = $5, last_error_message = $6,
                next_attempt_at = $7, published_at = $8, platform_post_id = $9,
-               version = $2, updated_at = now()
+               publish_at = COALESCE($10, publish_at), version = $2, updated_at = now()
            WHERE id = $1 AND version < $2"#,
         transition.job_id,
         transition.seq,
@@ -85,6 +87,7 @@ pub async fn apply_transition(db: &PgPool, transition: &JobTransition) -> Result
         transition.next_attempt_at,
         transition.published_at,
         transition.platform_post_id,
+        transition.publish_at,
     )
     .execute(db)
     .await?
@@ -155,6 +158,103 @@ pub async fn record_reference(
         attempt,
         reference,
         request_id
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Notes that a publish call whose result only its answer reveals is about to be sent.
+#[instrument(skip(db))]
+pub async fn mark_publish_requested(db: &PgPool, job_id: Uuid, attempt: i32) -> Result<(), DbError> {
+    sqlx::query!(
+        "UPDATE publish_attempts SET publish_requested_at = now() WHERE job_id = $1 AND attempt_number = $2",
+        job_id,
+        attempt
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// The platform certainly refused the call: nothing is left to resolve.
+#[instrument(skip(db))]
+pub async fn clear_publish_requested(db: &PgPool, job_id: Uuid, attempt: i32) -> Result<(), DbError> {
+    sqlx::query!(
+        "UPDATE publish_attempts SET publish_requested_at = NULL WHERE job_id = $1 AND attempt_number = $2",
+        job_id,
+        attempt
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// The creator checked the platform and asked to try again: earlier calls with an unknown
+/// outcome stop blocking new attempts (their rows keep their error, for the record).
+#[instrument(skip(db))]
+pub async fn release_unresolved_publish_requests(db: &PgPool, job_id: Uuid, before_attempt: i32) -> Result<(), DbError> {
+    // Only earlier attempts': if this attempt itself is re-run after a crash, its own unknown
+    // call must still block it.
+    sqlx::query!(
+        r#"UPDATE publish_attempts SET publish_requested_at = NULL
+           WHERE job_id = $1 AND attempt_number < $2
+             AND publish_requested_at IS NOT NULL AND platform_reference IS NULL"#,
+        job_id,
+        before_attempt
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Whether an attempt sent a publish call and never learned what became of it.
+#[instrument(skip(db))]
+pub async fn has_unresolved_publish_request(db: &PgPool, job_id: Uuid) -> Result<bool, DbError> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT EXISTS (
+               SELECT 1 FROM publish_attempts
+               WHERE job_id = $1 AND publish_requested_at IS NOT NULL AND platform_reference IS NULL
+           ) AS "exists!""#,
+        job_id
+    )
+    .fetch_one(db)
+    .await?)
+}
+
+/// Saves the latest preflight result for the UI, unless a newer one is already there.
+#[instrument(skip(db, readiness))]
+pub async fn store_readiness(db: &PgPool, job_id: Uuid, checked_at: DateTime<Utc>, readiness: &serde_json::Value) -> Result<(), DbError> {
+    sqlx::query!(
+        r#"UPDATE publish_jobs SET readiness = $2
+           WHERE id = $1 AND (readiness IS NULL OR (readiness->>'checked_at')::timestamptz <= $3)"#,
+        job_id,
+        readiness,
+        checked_at
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Stores the tokens of a refresh; the newest refresh token replaces the old one.
+#[instrument(skip_all, fields(account_id = %account_id))]
+pub async fn store_refreshed_tokens(
+    db: &PgPool,
+    account_id: Uuid,
+    access_token: &SecretString,
+    expires_at: DateTime<Utc>,
+    refresh_token: &SecretString,
+) -> Result<(), DbError> {
+    use secrecy::ExposeSecret;
+    sqlx::query!(
+        r#"UPDATE social_accounts
+           SET access_token = $2, token_expires_at = $3, refresh_token = $4, updated_at = now()
+           WHERE id = $1"#,
+        account_id,
+        access_token.expose_secret(),
+        expires_at,
+        refresh_token.expose_secret(),
     )
     .execute(db)
     .await?;

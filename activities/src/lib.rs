@@ -29,6 +29,8 @@ pub struct PlatformSettings {
     pub processing_timeout: Duration,
     /// Per HTTP request to a platform or a media host.
     pub request_timeout: Duration,
+    /// Needed to refresh TikTok tokens; without it an expired TikTok token needs a reconnect.
+    pub tiktok_app: Option<platforms::tiktok::AppCredentials>,
 }
 
 /// The IO clients the activities share; registered once per worker.
@@ -64,7 +66,7 @@ impl WorkerActivities {
         _ctx: ActivityContext,
         request: PreflightRequest,
     ) -> Result<PreflightReport, ActivityError> {
-        Ok(self.run_preflight(request.job_id).await.map_err(retry_later)?)
+        self.run_preflight(request.job_id).await.map_err(retry_later)
     }
 
     #[activity(definition = contract::Publish)]

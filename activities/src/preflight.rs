@@ -24,6 +24,10 @@ fn accepted(channel: Channel, kind: MediaKind) -> (&'static [&'static str], u64)
     }
 }
 
+/// A refreshable token is refreshed when it expires within this margin, so the attempt that
+/// follows preflight never meets an expired one.
+const REFRESH_AHEAD: chrono::Duration = chrono::Duration::minutes(10);
+
 struct Check {
     check: ReadinessCheck,
     error: Option<JobError>,
@@ -47,9 +51,9 @@ impl WorkerActivities {
     #[instrument(skip(self))]
     pub(crate) async fn run_preflight(&self, job_id: Uuid) -> Result<PreflightReport, DbError> {
         let checks = match db::load_job(&self.db, job_id).await {
-            Ok(job) => {
+            Ok(mut job) => {
                 let mut checks = vec![Check::ok("account", format!("{} account {} is linked", job.channel, job.account.platform_user_id))];
-                checks.push(self.check_token(&job).await);
+                checks.push(self.check_token(&mut job).await);
                 checks.push(self.check_media(&job).await);
                 checks
             }
@@ -58,33 +62,71 @@ impl WorkerActivities {
             Err(other) => return Err(other),
         };
         let error = checks.iter().find_map(|c| c.error.clone());
-        Ok(PreflightReport {
+        let report = PreflightReport {
             ok: error.is_none(),
             checked_at: Utc::now(),
             checks: checks.into_iter().map(|c| c.check).collect(),
             error,
-        })
+        };
+        let readiness = serde_json::json!({ "ok": report.ok, "checked_at": report.checked_at, "checks": report.checks });
+        db::store_readiness(&self.db, job_id, report.checked_at, &readiness).await?;
+        Ok(report)
     }
 
-    async fn check_token(&self, job: &JobForPublish) -> Check {
+    async fn check_token(&self, job: &mut JobForPublish) -> Check {
+        let now = Utc::now();
         let expires_at = job.account.token_expires_at;
-        if expires_at <= Utc::now() {
+        let refreshable = self.refreshable(job);
+        if refreshable && expires_at <= now + REFRESH_AHEAD {
+            if let Err(check) = self.refresh_token(job).await {
+                return check;
+            }
+        } else if expires_at <= now {
             return Check::failed("token", "preflight.token_expired", format!("the access token expired at {expires_at}; reconnect the account"));
-        }
-        if expires_at <= job.publish_at {
+        } else if expires_at <= job.publish_at && !refreshable {
             return Check::failed("token", "preflight.token_expired", format!("the access token expires at {expires_at}, before the publish time; reconnect the account"));
         }
+        let token = &job.account.access_token;
         let probe: Result<(), PlatformError> = match job.channel {
-            Channel::Instagram => self.instagram.probe(&job.account.access_token).await.map(drop),
-            Channel::Tiktok => self.tiktok.creator_info(&job.account.access_token).await.map(drop),
+            Channel::Instagram => self.instagram.probe(token).await.map(drop),
+            Channel::Tiktok => self.tiktok.creator_info(token).await.map(drop),
         };
         match probe {
+            Ok(()) if job.account.token_expires_at <= job.publish_at => Check::ok("token", format!("{} accepted the token; it will be refreshed before the publish time", job.channel)),
             Ok(()) => Check::ok("token", format!("{} accepted the token", job.channel)),
             Err(e) if e.class == ErrorClass::Token => Check::failed("token", "preflight.token_rejected", format!("{} rejected the token ({}): {}", job.channel, e.code, e.message)),
             Err(e) if e.class == ErrorClass::Permanent => Check::failed("token", "preflight.account_unusable", format!("{} refuses posts from this account ({}): {}", job.channel, e.code, e.message)),
             // The platform could not answer now: the attempt itself will meet the same outage
             // and go through the retry schedule, which is the right place for it.
             Err(e) => Check::ok("token", format!("could not be verified now ({}); the publish attempt will retry", e.code)),
+        }
+    }
+
+    /// TikTok access tokens live hours, not weeks: they are refreshed with the refresh token.
+    fn refreshable(&self, job: &JobForPublish) -> bool {
+        job.channel == Channel::Tiktok && job.account.refresh_token.is_some() && self.settings.tiktok_app.is_some()
+    }
+
+    /// Refreshes the account's TikTok token and stores the new tokens.
+    async fn refresh_token(&self, job: &mut JobForPublish) -> Result<(), Check> {
+        let (Some(app), Some(refresh_token)) = (&self.settings.tiktok_app, &job.account.refresh_token) else {
+            return Ok(());
+        };
+        match self.tiktok.refresh(app, refresh_token).await {
+            Ok(reply) => {
+                let tokens = reply.value;
+                let expires_at = Utc::now() + chrono::Duration::seconds(tokens.expires_in);
+                db::store_refreshed_tokens(&self.db, job.account.id, &tokens.access_token, expires_at, &tokens.refresh_token)
+                    .await
+                    .map_err(|e| Check::failed("token", "preflight.token_refresh_failed", format!("the refreshed token could not be stored: {e}")))?;
+                tracing::info!(account_id = %job.account.id, %expires_at, "TikTok token refreshed");
+                job.account.access_token = tokens.access_token;
+                job.account.token_expires_at = expires_at;
+                job.account.refresh_token = Some(tokens.refresh_token);
+                Ok(())
+            }
+            Err(e) if e.class == ErrorClass::Token => Err(Check::failed("token", "preflight.token_expired", format!("the token expired and TikTok refused to refresh it ({}); reconnect the account", e.code))),
+            Err(e) => Err(Check::failed("token", "preflight.token_refresh_failed", format!("the token expired and could not be refreshed now ({}): {}", e.code, e.message))),
         }
     }
 

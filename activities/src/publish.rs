@@ -45,17 +45,27 @@ impl From<DbError> for AttemptError {
 }
 
 fn permanent(code: &str, message: impl Into<String>) -> PlatformError {
-    PlatformError { class: ErrorClass::Permanent, code: code.into(), message: message.into(), request_id: None, retry_after: None }
+    PlatformError::new(ErrorClass::Permanent, code, message)
 }
 
 fn processing_timeout(platform: Channel, waited: std::time::Duration) -> PlatformError {
-    PlatformError {
-        class: ErrorClass::Transient,
-        code: format!("{platform}.processing_timeout"),
-        message: format!("{platform} was still processing the post after {}s", waited.as_secs()),
-        request_id: None,
-        retry_after: None,
-    }
+    PlatformError::new(
+        ErrorClass::Transient,
+        format!("{platform}.processing_timeout"),
+        format!("{platform} was still processing the post after {}s", waited.as_secs()),
+    )
+}
+
+/// TikTok may have published the post, and offers no way to ask without the `publish_id`.
+fn tiktok_outcome_unknown(cause: &str) -> PlatformError {
+    PlatformError::new(
+        ErrorClass::OutcomeUnknown,
+        "tiktok.publish_outcome_unknown",
+        format!(
+            "TikTok did not confirm whether it accepted the post ({cause}); it may be live. \
+             Check the TikTok profile, and retry only if the post is not there"
+        ),
+    )
 }
 
 impl WorkerActivities {
@@ -63,6 +73,9 @@ impl WorkerActivities {
     pub(crate) async fn run_attempt(&self, ctx: &ActivityContext, request: PublishRequest) -> Result<AttemptOutcome, DbError> {
         let started = Instant::now();
         let job = db::load_job(&self.db, request.job_id).await?;
+        if request.creator_retry {
+            db::release_unresolved_publish_requests(&self.db, job.id, request.attempt).await?;
+        }
         db::begin_attempt(&self.db, job.id, request.attempt).await?;
         let result = match job.channel {
             Channel::Instagram => self.instagram_attempt(ctx, &job, request.attempt).await,
@@ -149,7 +162,8 @@ impl WorkerActivities {
                     return Err(permanent("instagram.container_error", message).into());
                 }
                 (ContainerStatus::Expired, _) => {
-                    return Err(PlatformError { class: ErrorClass::Transient, code: "instagram.container_expired".into(), message: "the media container expired before it was published".into(), request_id: reply.request_id, retry_after: None }.into());
+                    let expired = PlatformError::new(ErrorClass::Transient, "instagram.container_expired", "the media container expired before it was published");
+                    return Err(PlatformError { request_id: reply.request_id, ..expired }.into());
                 }
                 (ContainerStatus::InProgress, _) => self.wait_while_processing(ctx, job.channel, &mut waited, &container).await?,
             }
@@ -186,16 +200,30 @@ impl WorkerActivities {
         let publish_id = match publish_id {
             Some(existing) => existing,
             None => {
+                if db::has_unresolved_publish_request(&self.db, job.id).await? {
+                    return Err(tiktok_outcome_unknown("an earlier attempt stopped while TikTok was starting the post").into());
+                }
                 let info = self.tiktok.creator_info(token).await?;
                 let privacy = choose_privacy(&info.value.privacy_level_options)
                     .ok_or_else(|| permanent("tiktok.no_privacy_level", "TikTok offers this account no privacy level to post with"))?;
-                let started = match job.media.as_slice() {
-                    [video] if video.kind == MediaKind::Video => self.tiktok.init_video(token, &job.caption, privacy, &video.url).await?,
+                // TikTok starts publishing as soon as it accepts the init, and only the answer
+                // carries the publish_id to ask about it later: note the request before sending.
+                db::mark_publish_requested(&self.db, job.id, attempt).await?;
+                let init = match job.media.as_slice() {
+                    [video] if video.kind == MediaKind::Video => self.tiktok.init_video(token, &job.caption, privacy, &video.url).await,
                     photos if !photos.is_empty() && photos.iter().all(|m| m.kind == MediaKind::Image) => {
                         let urls: Vec<&str> = photos.iter().map(|m| m.url.as_str()).collect();
-                        self.tiktok.init_photos(token, &job.caption, privacy, &urls).await?
+                        self.tiktok.init_photos(token, &job.caption, privacy, &urls).await
                     }
-                    _ => return Err(permanent("tiktok.unsupported_post", "a TikTok post is one video or 1-35 photos").into()),
+                    _ => Err(permanent("tiktok.unsupported_post", "a TikTok post is one video or 1-35 photos")),
+                };
+                let started = match init {
+                    Ok(started) => started,
+                    Err(error) if error.certainly_rejected => {
+                        db::clear_publish_requested(&self.db, job.id, attempt).await?;
+                        return Err(error.into());
+                    }
+                    Err(error) => return Err(tiktok_outcome_unknown(&format!("{}: {}", error.code, error.message)).into()),
                 };
                 db::record_reference(&self.db, job.id, attempt, &started.value, started.request_id.as_deref()).await?;
                 started.value

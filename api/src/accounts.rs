@@ -75,6 +75,7 @@ async fn link_account(
         return Err(ApiError::Conflict {
             code: "account_linked_elsewhere",
             message: format!("this {} account is linked to another creator", body.channel),
+            status: None,
         });
     }
     let status = if existing.is_some() { StatusCode::OK } else { StatusCode::CREATED };
@@ -97,7 +98,7 @@ async fn link_account(
     .fetch_optional(&state.db)
     .await?
     // The conditional upsert returns nothing only if another creator linked it meanwhile.
-    .ok_or_else(|| ApiError::Conflict { code: "account_linked_elsewhere", message: "this account is linked to another creator".into() })?;
+    .ok_or_else(|| ApiError::Conflict { code: "account_linked_elsewhere", message: "this account is linked to another creator".into(), status: None })?;
     Ok((status, Json(load(&state, id).await?)))
 }
 

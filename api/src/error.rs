@@ -20,8 +20,11 @@ pub enum ApiError {
     },
     #[error("{what} not found")]
     NotFound { what: &'static str },
+    /// The request conflicts with the current state; `status` is the job's, where one applies.
     #[error("{message}")]
-    Conflict { code: &'static str, message: String },
+    Conflict { code: &'static str, message: String, status: Option<String> },
+    #[error("{message}")]
+    Forbidden { code: &'static str, message: String },
     /// A dependency (Temporal) is unreachable; nothing was written.
     #[error("{0}")]
     Unavailable(String),
@@ -58,14 +61,22 @@ pub struct ErrorDetail {
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// The job's current status, on conflicts with it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let job_status = match &self {
+            ApiError::Conflict { status, .. } => status.clone(),
+            _ => None,
+        };
         let (status, code, field) = match &self {
             ApiError::Invalid { status, code, field, .. } => (*status, *code, field.clone()),
             ApiError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found", None),
             ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, *code, None),
+            ApiError::Forbidden { code, .. } => (StatusCode::FORBIDDEN, *code, None),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", None),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
         };
@@ -80,7 +91,7 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        let body = ErrorBody { error: ErrorDetail { code: code.to_owned(), message, field } };
+        let body = ErrorBody { error: ErrorDetail { code: code.to_owned(), message, field, status: job_status } };
         (status, Json(body)).into_response()
     }
 }

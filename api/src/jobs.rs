@@ -5,7 +5,7 @@ use autopost_workflows::{Channel, JobError, JobStatus, MediaItem, PublishJobInpu
 use axum::{
     Json, Router,
     extract::{Path, Query, State},
-    http::StatusCode,
+    http::{HeaderMap, StatusCode},
     routing::get,
 };
 use chrono::{DateTime, Utc};
@@ -22,7 +22,7 @@ pub fn router() -> Router<ApiState> {
         .route("/v1/publish-jobs/{id}/attempts", get(list_attempts))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateJob {
     account_id: Uuid,
@@ -36,8 +36,8 @@ pub struct JobView {
     id: Uuid,
     account_id: Uuid,
     creator_id: String,
-    channel: String,
-    status: String,
+    pub(crate) channel: String,
+    pub(crate) status: String,
     publish_at: DateTime<Utc>,
     caption: String,
     media: serde_json::Value,
@@ -46,9 +46,14 @@ pub struct JobView {
     next_attempt_at: Option<DateTime<Utc>>,
     published_at: Option<DateTime<Utc>>,
     platform_post_id: Option<String>,
-    workflow_id: String,
+    pub(crate) workflow_id: String,
+    /// The latest preflight: `{ok, checked_at, checks: [{name, ok, detail}]}`; null until checked.
+    readiness: Option<serde_json::Value>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    /// The mirror's sequence number: it grows with every transition the workflow writes.
+    #[serde(skip)]
+    pub(crate) version: i64,
 }
 
 /// A `publish_jobs` row as read by the queries below.
@@ -68,6 +73,8 @@ struct JobRow {
     published_at: Option<DateTime<Utc>>,
     platform_post_id: Option<String>,
     workflow_id: String,
+    readiness: Option<serde_json::Value>,
+    version: i64,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -93,6 +100,8 @@ impl From<JobRow> for JobView {
             published_at: r.published_at,
             platform_post_id: r.platform_post_id,
             workflow_id: r.workflow_id,
+            readiness: r.readiness,
+            version: r.version,
             created_at: r.created_at,
             updated_at: r.updated_at,
         }
@@ -101,9 +110,13 @@ impl From<JobRow> for JobView {
 
 /// Validates the post, writes the job and starts its workflow. If the workflow cannot be
 /// started the row is removed again and the caller gets 503: nothing is half-created.
+///
+/// With an `Idempotency-Key` header, a repeated request (same key, same body) returns the job the
+/// first one created, never a second job; the same key with another body is refused.
 #[tracing::instrument(skip_all, fields(account_id = %body.account_id))]
 async fn create_job(
     State(state): State<ApiState>,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<CreateJob>,
 ) -> Result<(StatusCode, Json<JobView>), ApiError> {
     let account = sqlx::query!("SELECT creator_id, channel FROM social_accounts WHERE id = $1", body.account_id)
@@ -111,6 +124,13 @@ async fn create_job(
         .await?
         .ok_or_else(|| ApiError::unprocessable("unknown_account", "account_id", "no linked account has this id"))?;
     let channel: Channel = account.channel.parse().map_err(|e| anyhow::anyhow!("account {}: {e}", body.account_id))?;
+    let idempotency_key = idempotency_key(&headers)?;
+    let request = serde_json::to_value(&body).map_err(anyhow::Error::from)?;
+    if let Some(key) = &idempotency_key
+        && let Some(job) = replay(&state, &account.creator_id, key, &request).await?
+    {
+        return Ok((StatusCode::OK, Json(job)));
+    }
     if body.publish_at <= Utc::now() {
         return Err(ApiError::unprocessable("publish_at_in_past", "publish_at", "the publish time must be in the future"));
     }
@@ -120,6 +140,7 @@ async fn create_job(
     let job_id = Uuid::new_v4();
     let workflow_id = workflow_id(job_id);
     let media = serde_json::to_value(&body.media).map_err(anyhow::Error::from)?;
+    let mut tx = state.db.begin().await?;
     sqlx::query!(
         r#"INSERT INTO publish_jobs (id, creator_id, account_id, channel, publish_at, caption, media, workflow_id)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"#,
@@ -132,8 +153,29 @@ async fn create_job(
         media,
         workflow_id,
     )
-    .execute(&state.db)
+    .execute(&mut *tx)
     .await?;
+    if let Some(key) = &idempotency_key {
+        let claimed = sqlx::query!(
+            r#"INSERT INTO idempotency_keys (creator_id, key, request, job_id) VALUES ($1, $2, $3, $4)
+               ON CONFLICT DO NOTHING"#,
+            account.creator_id,
+            key,
+            request,
+            job_id
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !claimed {
+            // A concurrent request with the same key won the race: answer as it did.
+            tx.rollback().await?;
+            let job = replay(&state, &account.creator_id, key, &request).await?;
+            return job.map(|j| (StatusCode::OK, Json(j))).ok_or_else(|| ApiError::Internal(anyhow::anyhow!("idempotency key vanished")));
+        }
+    }
+    tx.commit().await?;
 
     let input = PublishJobInput {
         job_id,
@@ -148,6 +190,7 @@ async fn create_job(
         .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
         .build();
     if let Err(error) = state.temporal.start_workflow(PublishPostWorkflow::run, input, options).await {
+        // The idempotency key goes with the row (ON DELETE CASCADE), so a retry can try again.
         sqlx::query!("DELETE FROM publish_jobs WHERE id = $1", job_id).execute(&state.db).await?;
         return Err(match error {
             // A fresh random id cannot collide; if it did, it is ours to investigate.
@@ -159,16 +202,46 @@ async fn create_job(
     Ok((StatusCode::CREATED, Json(load(&state, job_id).await?)))
 }
 
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else { return Ok(None) };
+    let invalid = || ApiError::bad_request("invalid_idempotency_key", Some("Idempotency-Key".into()), "the Idempotency-Key header must be 1 to 255 visible ASCII characters");
+    let key = value.to_str().map_err(|_| invalid())?.trim();
+    if key.is_empty() || key.len() > 255 {
+        return Err(invalid());
+    }
+    Ok(Some(key.to_owned()))
+}
+
+/// The job an earlier request with this key created, if any; a different body is refused.
+async fn replay(state: &ApiState, creator_id: &str, key: &str, request: &serde_json::Value) -> Result<Option<JobView>, ApiError> {
+    let Some(earlier) = sqlx::query!("SELECT request, job_id FROM idempotency_keys WHERE creator_id = $1 AND key = $2", creator_id, key)
+        .fetch_optional(&state.db)
+        .await?
+    else {
+        return Ok(None);
+    };
+    if earlier.request != *request {
+        return Err(ApiError::unprocessable(
+            "idempotency_key_reused",
+            "Idempotency-Key",
+            "this Idempotency-Key was used for a different request; use a new key for a new job",
+        ));
+    }
+    Ok(Some(load(state, earlier.job_id).await?))
+}
+
 async fn get_job(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Json<JobView>, ApiError> {
     Ok(Json(load(&state, parse_id(&id)?).await?))
 }
 
-async fn load(state: &ApiState, id: Uuid) -> Result<JobView, ApiError> {
+pub(crate) async fn load(state: &ApiState, id: Uuid) -> Result<JobView, ApiError> {
     let row = sqlx::query_as!(
         JobRow,
         r#"SELECT id, account_id, creator_id, channel, status, publish_at, caption, media, attempt_count,
                   last_error_code, last_error_message, next_attempt_at, published_at, platform_post_id,
-                  workflow_id, created_at, updated_at
+                  workflow_id, readiness, version, created_at, updated_at
            FROM publish_jobs WHERE id = $1"#,
         id
     )
@@ -219,7 +292,7 @@ async fn list_jobs(State(state): State<ApiState>, query: Result<Query<ListQuery>
         JobRow,
         r#"SELECT id, account_id, creator_id, channel, status, publish_at, caption, media, attempt_count,
                   last_error_code, last_error_message, next_attempt_at, published_at, platform_post_id,
-                  workflow_id, created_at, updated_at
+                  workflow_id, readiness, version, created_at, updated_at
            FROM publish_jobs
            WHERE ($1::text IS NULL OR creator_id = $1)
              AND ($2::text IS NULL OR status = $2)

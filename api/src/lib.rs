@@ -2,6 +2,7 @@
 //! workflows; it never publishes anything itself.
 
 mod accounts;
+mod commands;
 pub mod error;
 mod extract;
 mod health;
@@ -32,6 +33,10 @@ pub struct ApiSettings {
     /// Waits before each retry of a publish, fixed into each job's workflow when it is created.
     pub retry_backoff: Vec<Duration>,
     pub media_policy: validate::MediaPolicy,
+    /// `AUTOPOST_PUBLISH_NOW`: the publish-now endpoint is off unless this is set.
+    pub publish_now_enabled: bool,
+    /// How long publish-now waits for the attempt's outcome before answering `publishing`.
+    pub publish_now_wait: Duration,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -39,6 +44,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(health::router())
         .merge(accounts::router())
         .merge(jobs::router())
+        .merge(commands::router())
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

@@ -83,7 +83,7 @@ fn media_item(channel: Channel, item: &MediaItem, field: &str, policy: &MediaPol
     };
     match url.scheme() {
         "https" => {}
-        "http" if policy.http_allowed_hosts.iter().any(|h| *h == authority) => {}
+        "http" if policy.http_allowed_hosts.contains(&authority) => {}
         _ => {
             return Err(ApiError::unprocessable("media_url_not_https", &url_field, "platforms fetch media over https only"));
         }

@@ -40,11 +40,13 @@ pub struct TestApp {
 pub struct Options {
     /// `AUTOPOST_RETRY_BACKOFF` for this app.
     pub retry_backoff: &'static str,
+    /// `AUTOPOST_PUBLISH_NOW`.
+    pub publish_now: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { retry_backoff: "1s,1s,1s" }
+        Options { retry_backoff: "1s,1s,1s", publish_now: false }
     }
 }
 
@@ -67,6 +69,7 @@ impl TestApp {
             format!("--task-queue=autopost-test-{}", Uuid::new_v4().simple()),
             format!("--sandbox-listen={sandbox_addr}"),
             format!("--retry-backoff={}", options.retry_backoff),
+            format!("--publish-now={}", options.publish_now),
             "--platform-poll-interval=100ms".into(),
             "--platform-processing-timeout=20s".into(),
             "--platform-request-timeout=5s".into(),
@@ -121,6 +124,8 @@ impl TestApp {
             .env("AUTOPOST_PLATFORM_PROCESSING_TIMEOUT", "20s")
             .env("AUTOPOST_PLATFORM_REQUEST_TIMEOUT", "5s")
             .env("AUTOPOST_LOG_FORMAT", "json")
+            .env("TIKTOK_CLIENT_KEY", "test-client-key")
+            .env("TIKTOK_CLIENT_SECRET", "test-client-secret")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -136,6 +141,12 @@ impl TestApp {
         let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
         tokio::time::timeout(Duration::from_secs(30), child.wait()).await.expect("worker did not stop").unwrap();
+    }
+
+    /// Kills the worker without warning (SIGKILL), as a crash or an OOM kill would.
+    pub async fn kill_worker(&mut self) {
+        let mut child = self.worker.take().expect("no worker is running");
+        child.kill().await.unwrap();
     }
 
     pub fn worker_log(&self) -> String {
@@ -173,7 +184,18 @@ impl TestApp {
 
     /// Links an account with a token valid for 60 days; returns its id.
     pub async fn link_account(&self, channel: &str, platform_user_id: &str, token: &str) -> String {
-        let (status, body) = self
+        let (status, body) = self.link(channel, platform_user_id, token).await;
+        assert_eq!(status, 201, "linking failed: {body}");
+        body["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Links (or links again) an account; returns the HTTP status.
+    pub async fn link_account_status(&self, channel: &str, platform_user_id: &str, token: &str) -> u16 {
+        self.link(channel, platform_user_id, token).await.0
+    }
+
+    async fn link(&self, channel: &str, platform_user_id: &str, token: &str) -> (u16, Value) {
+        self
             .post(
                 "/v1/accounts",
                 &json!({
@@ -184,9 +206,7 @@ impl TestApp {
                     "token_expires_at": Utc::now() + chrono::Duration::days(60),
                 }),
             )
-            .await;
-        assert_eq!(status, 201, "linking failed: {body}");
-        body["id"].as_str().unwrap().to_owned()
+            .await
     }
 
     /// Schedules a post; returns the created job.
@@ -219,6 +239,29 @@ impl TestApp {
     fn worker_log_tail(&self) -> String {
         let log = self.worker_log();
         log.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+    }
+
+    /// Makes the sandbox fail calls: see `POST /_sandbox/faults` in the README.
+    pub async fn sandbox_fault(&self, fault: Value) {
+        let response = self.http.post(format!("{}/_sandbox/faults", self.sandbox)).json(&fault).send().await.unwrap();
+        assert!(response.status().is_success(), "fault refused: {}", response.text().await.unwrap());
+    }
+
+    pub async fn sandbox_revoke(&self, token: &str) {
+        let response = self.http.post(format!("{}/_sandbox/tokens/revoke", self.sandbox)).json(&json!({ "access_token": token })).send().await.unwrap();
+        assert!(response.status().is_success());
+    }
+
+    /// How often the sandbox was called at `endpoint` (e.g. `instagram.media_publish`).
+    pub async fn sandbox_calls(&self, endpoint: &str) -> u64 {
+        let body: Value = self.http.get(format!("{}/_sandbox/calls", self.sandbox)).send().await.unwrap().json().await.unwrap();
+        body["calls"][endpoint].as_u64().unwrap_or(0)
+    }
+
+    pub async fn attempts(&self, job_id: &str) -> Vec<Value> {
+        let (status, body) = self.get(&format!("/v1/publish-jobs/{job_id}/attempts")).await;
+        assert_eq!(status, 200, "{body}");
+        body["attempts"].as_array().unwrap().clone()
     }
 
     /// Every post the sandbox published.

@@ -7,19 +7,23 @@
 
 #![allow(unreachable_pub)]
 
-use std::time::{Duration, SystemTime};
+use std::{
+    error::Error,
+    time::{Duration, SystemTime},
+};
 
 use chrono::{DateTime, Utc};
 use temporalio_common::RetryPolicy;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
-    ActivityOptions, ApplicationFailure, WorkflowContext, WorkflowContextView, WorkflowResult,
+    ActivityOptions, ApplicationFailure, CancellableFuture, SyncWorkflowContext, WorkflowContext, WorkflowContextView,
+    WorkflowResult,
 };
 
 use crate::{
     activities::PublishActivities,
     types::{
-        AttemptOutcome, JobError, JobStatus, JobTransition, PreflightReport, PreflightRequest,
+        AttemptOutcome, JobCommand, JobError, JobStatus, JobTransition, PreflightReport, PreflightRequest,
         PublishJobInput, PublishJobResult, PublishRequest,
     },
 };
@@ -31,24 +35,297 @@ const PUBLISH_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 /// and the re-execution resolves what the dead one left at the platform before calling again.
 const PUBLISH_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// Patch: preflight also runs when the workflow starts, so readiness shows before publish time.
+const READINESS_AT_START: &str = "readiness-at-start";
+/// Patch: the run loop takes commands (retry, reschedule, cancel, publish-now) as updates.
+const JOB_COMMANDS: &str = "job-commands";
+
 #[workflow]
 pub struct PublishPostWorkflow {
     input: PublishJobInput,
     /// Sequence number of the last mirrored transition.
     seq: i64,
     attempt_count: i32,
+    /// The job's status as the workflow knows it: set before it is mirrored, so commands are
+    /// validated against the truth, not against a mirror that may lag.
+    status: JobStatus,
+    publish_at: DateTime<Utc>,
+    /// Retries spent of the current budget (`input.retry_backoff_ms`).
+    retries_used: usize,
+    /// A command accepted by an update and not yet carried out by the run loop.
+    pending: Option<JobCommand>,
+    /// Workflows started before commands existed run the old code and refuse commands.
+    accepts_commands: bool,
+}
+
+/// Where the run loop stands.
+enum Phase {
+    /// `scheduled`: waiting for `publish_at`, or a command.
+    AwaitPublishTime,
+    /// `failed`: waiting for the next attempt, or a command.
+    AwaitRetry { at: DateTime<Utc> },
+    /// `needs_attention`: waiting for the creator's command.
+    AwaitCreator,
+    /// `publishing`: preflight (unless this is a scheduled retry), then attempts.
+    Run { preflight: bool, creator_retry: bool },
+    Done(PublishJobResult),
 }
 
 #[workflow_methods]
 impl PublishPostWorkflow {
     #[init]
     pub fn new(_ctx: &WorkflowContextView, input: PublishJobInput) -> Self {
-        Self { input, seq: 0, attempt_count: 0 }
+        let publish_at = input.publish_at;
+        Self {
+            input,
+            seq: 0,
+            attempt_count: 0,
+            status: JobStatus::Scheduled,
+            publish_at,
+            retries_used: 0,
+            pending: None,
+            // An update can arrive before the run loop's first step: new workflows take commands
+            // from the start, and only the legacy path turns this off.
+            accepts_commands: true,
+        }
     }
 
     #[run]
     pub async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<PublishJobResult> {
+        if !ctx.patched(JOB_COMMANDS) {
+            ctx.state_mut(|s| s.accepts_commands = false);
+            return run_before_commands(ctx).await;
+        }
+        check_readiness(ctx).await;
+        let mut phase = Phase::AwaitPublishTime;
+        loop {
+            phase = match phase {
+                Phase::AwaitPublishTime => {
+                    let at = ctx.state(|s| s.publish_at);
+                    match wait_for_time_or_command(ctx, Some(at)).await? {
+                        None => Phase::Run { preflight: true, creator_retry: false },
+                        Some(command) => apply(ctx, command).await?,
+                    }
+                }
+                Phase::AwaitRetry { at } => match wait_for_time_or_command(ctx, Some(at)).await? {
+                    None => Phase::Run { preflight: false, creator_retry: false },
+                    Some(command) => apply(ctx, command).await?,
+                },
+                Phase::AwaitCreator => match wait_for_time_or_command(ctx, None).await? {
+                    Some(command) => apply(ctx, command).await?,
+                    None => Phase::AwaitCreator,
+                },
+                Phase::Run { preflight, creator_retry } => publish(ctx, preflight, creator_retry).await?,
+                Phase::Done(result) => return Ok(result),
+            };
+        }
+    }
+
+    #[query]
+    pub fn status(&self, _ctx: &WorkflowContextView) -> JobStatus {
+        self.status
+    }
+
+    #[update_validator(retry_now)]
+    fn validate_retry_now(&self, _ctx: &WorkflowContextView, _: &()) -> Result<(), Box<dyn Error + Send + Sync>> {
+        self.validate(&JobCommand::RetryNow)
+    }
+
+    /// Retry now: see [`JobCommand::RetryNow`]. Returns the status the command was accepted in.
+    #[update]
+    pub fn retry_now(&mut self, _ctx: &mut SyncWorkflowContext<Self>, _: ()) -> JobStatus {
+        self.accept(JobCommand::RetryNow)
+    }
+
+    #[update_validator(reschedule)]
+    fn validate_reschedule(&self, _ctx: &WorkflowContextView, publish_at: &DateTime<Utc>) -> Result<(), Box<dyn Error + Send + Sync>> {
+        // The API refuses times in the past; the workflow clock is not readable here.
+        self.validate(&JobCommand::Reschedule { publish_at: *publish_at })
+    }
+
+    #[update]
+    pub fn reschedule(&mut self, _ctx: &mut SyncWorkflowContext<Self>, publish_at: DateTime<Utc>) -> JobStatus {
+        self.accept(JobCommand::Reschedule { publish_at })
+    }
+
+    #[update_validator(cancel)]
+    fn validate_cancel(&self, _ctx: &WorkflowContextView, _: &()) -> Result<(), Box<dyn Error + Send + Sync>> {
+        self.validate(&JobCommand::Cancel)
+    }
+
+    #[update]
+    pub fn cancel(&mut self, _ctx: &mut SyncWorkflowContext<Self>, _: ()) -> JobStatus {
+        self.accept(JobCommand::Cancel)
+    }
+
+    #[update_validator(publish_now)]
+    fn validate_publish_now(&self, _ctx: &WorkflowContextView, _: &()) -> Result<(), Box<dyn Error + Send + Sync>> {
+        self.validate(&JobCommand::PublishNow)
+    }
+
+    #[update]
+    pub fn publish_now(&mut self, _ctx: &mut SyncWorkflowContext<Self>, _: ()) -> JobStatus {
+        self.accept(JobCommand::PublishNow)
+    }
+}
+
+impl PublishPostWorkflow {
+    /// One command at a time, and only in the states that allow it: two concurrent commands
+    /// cannot both win, and none can slip in while an attempt talks to the platform.
+    fn validate(&self, command: &JobCommand) -> Result<(), Box<dyn Error + Send + Sync>> {
+        if !self.accepts_commands {
+            return Err("this job was created before job commands existed and cannot take them".into());
+        }
+        if let Some(pending) = &self.pending {
+            return Err(format!("cannot {}: a {} command is being applied", command.name(), pending.name()).into());
+        }
+        command.allowed_in(self.status).map_err(Into::into)
+    }
+
+    fn accept(&mut self, command: JobCommand) -> JobStatus {
+        self.pending = Some(command);
+        self.status
+    }
+}
+
+/// Waits until `at` (forever if `None`) or until a command is accepted, whichever comes first;
+/// a command accepted while the timer fired still wins, so a cancelled job never publishes.
+async fn wait_for_time_or_command(
+    ctx: &mut WorkflowContext<PublishPostWorkflow>,
+    at: Option<DateTime<Utc>>,
+) -> WorkflowResult<Option<JobCommand>> {
+    loop {
+        if let Some(command) = ctx.state_mut(|s| s.pending.take()) {
+            return Ok(Some(command));
+        }
+        let Some(at) = at else {
+            ctx.wait_condition(|s| s.pending.is_some()).await?;
+            continue;
+        };
+        let Ok(remaining) = (at - now(ctx)?).to_std() else { return Ok(None) };
+        if remaining.is_zero() {
+            return Ok(None);
+        }
+        let mut timer = std::pin::pin!(ctx.timer(remaining));
+        temporalio_sdk::workflows::select! {
+            _ = timer.as_mut() => {}
+            _ = ctx.wait_condition(|s| s.pending.is_some()) => timer.cancel(),
+        }
+    }
+}
+
+/// Carries out an accepted command and says what the run loop does next.
+async fn apply(ctx: &mut WorkflowContext<PublishPostWorkflow>, command: JobCommand) -> WorkflowResult<Phase> {
+    let status = ctx.state(|s| s.status);
+    Ok(match command {
+        JobCommand::Cancel => {
+            let result = finish(ctx, Change::to(JobStatus::Cancelled)).await?;
+            Phase::Done(result)
+        }
+        JobCommand::Reschedule { publish_at } => {
+            // A new time is a new plan: a fresh retry budget, and readiness checked again.
+            ctx.state_mut(|s| {
+                s.publish_at = publish_at;
+                s.retries_used = 0;
+            });
+            mirror(ctx, Change { publish_at: Some(publish_at), ..Change::to(JobStatus::Scheduled) }).await?;
+            check_readiness(ctx).await;
+            Phase::AwaitPublishTime
+        }
+        JobCommand::RetryNow | JobCommand::PublishNow if status == JobStatus::NeedsAttention => {
+            // The creator fixed what was wrong (or checked the platform): a fresh retry budget.
+            ctx.state_mut(|s| s.retries_used = 0);
+            Phase::Run { preflight: true, creator_retry: true }
+        }
+        JobCommand::RetryNow | JobCommand::PublishNow => Phase::Run { preflight: status == JobStatus::Scheduled, creator_retry: false },
+    })
+}
+
+/// Preflight (when asked), then attempts until one publishes or a wait or the creator is due.
+async fn publish(ctx: &mut WorkflowContext<PublishPostWorkflow>, preflight: bool, creator_retry: bool) -> WorkflowResult<Phase> {
+    let job_id = ctx.state(|s| s.input.job_id);
+    mirror(ctx, Change::to(JobStatus::Publishing)).await?;
+    if preflight {
+        let report: PreflightReport = ctx
+            .execute_activity(
+                PublishActivities::preflight,
+                PreflightRequest { job_id },
+                infrastructure_activity_options(Duration::from_secs(120)),
+            )
+            .await?;
+        if !report.ok {
+            let error = report.error.unwrap_or_else(|| JobError::new("preflight.failed", "preflight failed without naming a cause"));
+            mirror(ctx, Change { last_error: Some(error), ..Change::to(JobStatus::NeedsAttention) }).await?;
+            return Ok(Phase::AwaitCreator);
+        }
+    }
+    let attempt = ctx.state_mut(|s| {
+        s.attempt_count += 1;
+        s.attempt_count
+    });
+    mirror(ctx, Change::to(JobStatus::Publishing)).await?;
+    let outcome = run_attempt(ctx, PublishRequest { job_id, attempt, creator_retry }).await;
+    match outcome {
+        AttemptOutcome::Published { platform_post_id, published_at } => {
+            let change = Change { published_at: Some(published_at), platform_post_id: Some(platform_post_id), ..Change::to(JobStatus::Published) };
+            Ok(Phase::Done(finish(ctx, change).await?))
+        }
+        AttemptOutcome::Failed { error, retryable, retry_after_ms } => {
+            let ours = ctx.state_mut(|s| {
+                let wait = s.input.retry_backoff_ms.get(s.retries_used).copied();
+                s.retries_used += usize::from(wait.is_some());
+                wait
+            });
+            match (retryable, ours) {
+                (true, Some(ours_ms)) => {
+                    let wait = Duration::from_millis(ours_ms.max(retry_after_ms.unwrap_or(0)));
+                    let at = now(ctx)? + chrono::Duration::from_std(wait).unwrap_or_default();
+                    mirror(ctx, Change { last_error: Some(error), next_attempt_at: Some(at), ..Change::to(JobStatus::Failed) }).await?;
+                    Ok(Phase::AwaitRetry { at })
+                }
+                _ => {
+                    mirror(ctx, Change { last_error: Some(error), ..Change::to(JobStatus::NeedsAttention) }).await?;
+                    Ok(Phase::AwaitCreator)
+                }
+            }
+        }
+    }
+}
+
+async fn run_attempt(ctx: &mut WorkflowContext<PublishPostWorkflow>, request: PublishRequest) -> AttemptOutcome {
+    ctx.execute_activity(PublishActivities::publish, request, publish_activity_options())
+        .await
+        // The activity reports platform failures as values; an error here means our own
+        // infrastructure kept failing (database down, workers crashing), which is transient.
+        .unwrap_or_else(|e| AttemptOutcome::Failed {
+            error: JobError::new("worker.attempt_failed", format!("the attempt could not run: {e}")),
+            retryable: true,
+            retry_after_ms: None,
+        })
+}
+
+/// Readiness for the UI long before the publish time (the activity stores it). Only
+/// informative: the preflight at publish time is the gate, so a failure here is ignored.
+async fn check_readiness(ctx: &mut WorkflowContext<PublishPostWorkflow>) {
+    let job_id = ctx.state(|s| s.input.job_id);
+    let _ = ctx
+        .execute_activity(PublishActivities::preflight, PreflightRequest { job_id }, readiness_activity_options())
+        .await;
+}
+
+/// The workflow as it ran before job commands (histories v1, v2): kept so that workflows started
+/// then still replay. Remove with `deprecate_patch` once none of them can be running.
+async fn run_before_commands(ctx: &mut WorkflowContext<PublishPostWorkflow>) -> WorkflowResult<PublishJobResult> {
         let input = ctx.state(|s| s.input.clone());
+        if ctx.patched(READINESS_AT_START) {
+            let _ = ctx
+                .execute_activity(
+                    PublishActivities::preflight,
+                    PreflightRequest { job_id: input.job_id },
+                    readiness_activity_options(),
+                )
+                .await;
+        }
         sleep_until(ctx, input.publish_at).await?;
 
         let report: PreflightReport = ctx
@@ -62,7 +339,7 @@ impl PublishPostWorkflow {
             let error = report.error.unwrap_or_else(|| {
                 JobError::new("preflight.failed", "preflight failed without naming a cause")
             });
-            return finish(ctx, JobStatus::NeedsAttention, Some(error), None, None).await;
+            return finish(ctx, Change { last_error: Some(error), ..Change::to(JobStatus::NeedsAttention) }).await;
         }
 
         let mut backoff = input.retry_backoff();
@@ -71,40 +348,23 @@ impl PublishPostWorkflow {
                 s.attempt_count += 1;
                 s.attempt_count
             });
-            mirror(ctx, JobStatus::Publishing, None, None, None, None).await?;
-
-            let outcome = ctx
-                .execute_activity(
-                    PublishActivities::publish,
-                    PublishRequest { job_id: input.job_id, attempt },
-                    publish_activity_options(),
-                )
-                .await
-                // The activity reports platform failures as values; an error here means our own
-                // infrastructure kept failing (database down, workers crashing), which is transient.
-                .unwrap_or_else(|e| AttemptOutcome::Failed {
-                    error: JobError::new("worker.attempt_failed", format!("the attempt could not run: {e}")),
-                    retryable: true,
-                    retry_after_ms: None,
-                });
-
+            mirror(ctx, Change::to(JobStatus::Publishing)).await?;
+            let outcome = run_attempt(ctx, PublishRequest { job_id: input.job_id, attempt, creator_retry: false }).await;
             match outcome {
                 AttemptOutcome::Published { platform_post_id, published_at } => {
-                    return finish(ctx, JobStatus::Published, None, Some(published_at), Some(platform_post_id))
-                        .await;
+                    return finish(ctx, Change { published_at: Some(published_at), platform_post_id: Some(platform_post_id), ..Change::to(JobStatus::Published) }).await;
                 }
                 AttemptOutcome::Failed { error, retryable, retry_after_ms } => {
                     let wait = match (retryable, backoff.next()) {
                         (true, Some(ours)) => ours.max(Duration::from_millis(retry_after_ms.unwrap_or(0))),
-                        _ => return finish(ctx, JobStatus::NeedsAttention, Some(error), None, None).await,
+                        _ => return finish(ctx, Change { last_error: Some(error), ..Change::to(JobStatus::NeedsAttention) }).await,
                     };
                     let next_attempt_at = now(ctx)? + chrono::Duration::from_std(wait).unwrap_or_default();
-                    mirror(ctx, JobStatus::Failed, Some(error), Some(next_attempt_at), None, None).await?;
+                    mirror(ctx, Change { last_error: Some(error), next_attempt_at: Some(next_attempt_at), ..Change::to(JobStatus::Failed) }).await?;
                     ctx.timer(wait).await;
                 }
             }
         }
-    }
 }
 
 /// Sleeps on durable timers until `at` (a no-op when it has passed). Loops because a timer
@@ -127,27 +387,40 @@ fn now(ctx: &WorkflowContext<PublishPostWorkflow>) -> WorkflowResult<DateTime<Ut
     Ok(DateTime::<Utc>::from(time))
 }
 
-async fn mirror(
-    ctx: &mut WorkflowContext<PublishPostWorkflow>,
+/// What a transition changes. Fields left `None` are cleared, except `publish_at`.
+struct Change {
     status: JobStatus,
     last_error: Option<JobError>,
     next_attempt_at: Option<DateTime<Utc>>,
     published_at: Option<DateTime<Utc>>,
     platform_post_id: Option<String>,
-) -> WorkflowResult<()> {
+    publish_at: Option<DateTime<Utc>>,
+}
+
+impl Change {
+    fn to(status: JobStatus) -> Self {
+        Change { status, last_error: None, next_attempt_at: None, published_at: None, platform_post_id: None, publish_at: None }
+    }
+}
+
+/// Records the transition in the workflow's state at once (commands are validated against it),
+/// then mirrors it into Postgres.
+async fn mirror(ctx: &mut WorkflowContext<PublishPostWorkflow>, change: Change) -> WorkflowResult<()> {
     let (job_id, seq, attempt_count) = ctx.state_mut(|s| {
         s.seq += 1;
+        s.status = change.status;
         (s.input.job_id, s.seq, s.attempt_count)
     });
     let transition = JobTransition {
         job_id,
         seq,
-        status,
+        status: change.status,
         attempt_count,
-        last_error,
-        next_attempt_at,
-        published_at,
-        platform_post_id,
+        last_error: change.last_error,
+        next_attempt_at: change.next_attempt_at,
+        published_at: change.published_at,
+        platform_post_id: change.platform_post_id,
+        publish_at: change.publish_at,
     };
     ctx.execute_activity(
         PublishActivities::mirror_transition,
@@ -158,20 +431,16 @@ async fn mirror(
     Ok(())
 }
 
-async fn finish(
-    ctx: &mut WorkflowContext<PublishPostWorkflow>,
-    status: JobStatus,
-    last_error: Option<JobError>,
-    published_at: Option<DateTime<Utc>>,
-    platform_post_id: Option<String>,
-) -> WorkflowResult<PublishJobResult> {
-    mirror(ctx, status, last_error.clone(), None, published_at, platform_post_id.clone()).await?;
-    Ok(PublishJobResult {
-        status,
+/// Mirrors the final transition and returns the workflow's result.
+async fn finish(ctx: &mut WorkflowContext<PublishPostWorkflow>, change: Change) -> WorkflowResult<PublishJobResult> {
+    let result = PublishJobResult {
+        status: change.status,
         attempt_count: ctx.state(|s| s.attempt_count),
-        platform_post_id,
-        last_error,
-    })
+        platform_post_id: change.platform_post_id.clone(),
+        last_error: change.last_error.clone(),
+    };
+    mirror(ctx, change).await?;
+    Ok(result)
 }
 
 /// Options for activities that only touch our own infrastructure (Postgres, the platform's
@@ -184,6 +453,13 @@ fn infrastructure_activity_options(timeout: Duration) -> ActivityOptions {
                 .maximum_interval(Duration::from_secs(60))
                 .build(),
         )
+        .build()
+}
+
+/// The early readiness check is worth a few tries, not a delay of the publish.
+fn readiness_activity_options() -> ActivityOptions {
+    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(120))
+        .retry_policy(RetryPolicy::builder().initial_interval(Duration::from_secs(1)).maximum_attempts(3).build())
         .build()
 }
 

@@ -181,6 +181,10 @@ pub struct PublishRequest {
     pub job_id: Uuid,
     /// 1-based attempt number; `publish_attempts` has one row per number.
     pub attempt: i32,
+    /// The creator asked to try again after we could not tell whether an earlier attempt went
+    /// through: publish calls with an unknown outcome no longer block this attempt.
+    #[serde(default)]
+    pub creator_retry: bool,
 }
 
 /// What one attempt achieved. Failures are values, not activity errors, so the workflow (not
@@ -200,6 +204,53 @@ pub enum AttemptOutcome {
     },
 }
 
+/// A creator's command to a job, delivered as a Temporal update so the workflow, which owns the
+/// job's state, decides whether it is allowed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum JobCommand {
+    /// Skip the rest of the wait (`failed`), or run preflight and publish with a fresh retry
+    /// budget (`needs_attention`).
+    RetryNow,
+    /// Publish at another time; the job's one workflow re-arms its timer.
+    Reschedule { publish_at: DateTime<Utc> },
+    /// Never publish.
+    Cancel,
+    /// Publish now instead of at the scheduled time (preflight first).
+    PublishNow,
+}
+
+impl JobCommand {
+    pub fn name(&self) -> &'static str {
+        match self {
+            JobCommand::RetryNow => "retry",
+            JobCommand::Reschedule { .. } => "reschedule",
+            JobCommand::Cancel => "cancel",
+            JobCommand::PublishNow => "publish-now",
+        }
+    }
+
+    /// Whether a job in `status` takes this command, and if not, why.
+    pub fn allowed_in(&self, status: JobStatus) -> Result<(), String> {
+        use JobStatus::*;
+        let allowed: &[JobStatus] = match self {
+            JobCommand::RetryNow => &[Failed, NeedsAttention],
+            JobCommand::Reschedule { .. } | JobCommand::Cancel | JobCommand::PublishNow => &[Scheduled, Failed, NeedsAttention],
+        };
+        if allowed.contains(&status) {
+            return Ok(());
+        }
+        let why = match status {
+            Publishing => "an attempt is talking to the platform right now",
+            Published => "the post is already published",
+            Cancelled => "the job was cancelled",
+            Scheduled => "the job has not failed; it is waiting for its publish time",
+            Failed | NeedsAttention => "it does not apply here",
+        };
+        Err(format!("cannot {} a job that is {status}: {why}", self.name()))
+    }
+}
+
 /// A job state written to Postgres. `seq` grows with every transition of the workflow, and the
 /// mirror ignores a write whose `seq` is not newer than the row's: a late write never moves a
 /// job backwards.
@@ -213,6 +264,9 @@ pub struct JobTransition {
     pub next_attempt_at: Option<DateTime<Utc>>,
     pub published_at: Option<DateTime<Utc>>,
     pub platform_post_id: Option<String>,
+    /// A new publish time (reschedule); `None` keeps the row's.
+    #[serde(default)]
+    pub publish_at: Option<DateTime<Utc>>,
 }
 
 /// The workflow's result, shown in the Temporal Web UI.
@@ -241,6 +295,24 @@ mod tests {
     fn workflow_id_is_derived_from_the_job_id() {
         let id = Uuid::nil();
         assert_eq!(workflow_id(id), "publish-job:00000000-0000-0000-0000-000000000000");
+    }
+
+    #[test]
+    fn commands_are_allowed_only_in_the_states_the_product_defines() {
+        use JobStatus::*;
+        let reschedule = JobCommand::Reschedule { publish_at: Utc::now() };
+        for (command, allowed) in [
+            (JobCommand::RetryNow, vec![Failed, NeedsAttention]),
+            (reschedule, vec![Scheduled, Failed, NeedsAttention]),
+            (JobCommand::Cancel, vec![Scheduled, Failed, NeedsAttention]),
+            (JobCommand::PublishNow, vec![Scheduled, Failed, NeedsAttention]),
+        ] {
+            for status in JobStatus::ALL {
+                assert_eq!(command.allowed_in(status).is_ok(), allowed.contains(&status), "{command:?} in {status}");
+            }
+        }
+        let refusal = JobCommand::Cancel.allowed_in(Publishing).unwrap_err();
+        assert!(refusal.contains("publishing"), "{refusal}");
     }
 
     #[test]

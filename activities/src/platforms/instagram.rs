@@ -139,7 +139,7 @@ impl InstagramClient {
                 .map_err(|_| PlatformError::malformed(PLATFORM, "success body", request_id));
         }
         match serde_json::from_slice::<ErrorEnvelope>(&body) {
-            Ok(envelope) => Err(classify(envelope.error, request_id)),
+            Ok(envelope) => Err(classify(status, envelope.error, request_id)),
             Err(_) => Err(PlatformError::unexpected_http(PLATFORM, status, request_id)),
         }
     }
@@ -154,7 +154,7 @@ fn trace_id(response: &Response) -> Option<String> {
 }
 
 /// Turns a Graph API error into our classification (platforms.md, "Error envelope").
-fn classify(error: GraphError, header_trace_id: Option<String>) -> PlatformError {
+fn classify(status: reqwest::StatusCode, error: GraphError, header_trace_id: Option<String>) -> PlatformError {
     let code = match error.error_subcode {
         Some(sub) => format!("{PLATFORM}.{}.{sub}", error.code),
         None => format!("{PLATFORM}.{}", error.code),
@@ -166,6 +166,7 @@ fn classify(error: GraphError, header_trace_id: Option<String>) -> PlatformError
         message: if error.message.is_empty() { "Instagram reported an error".into() } else { error.message },
         request_id: error.fbtrace_id.or(header_trace_id),
         retry_after,
+        certainly_rejected: status.is_client_error(),
     }
 }
 
@@ -193,6 +194,7 @@ mod tests {
 
     fn graph(code: i64, subcode: Option<i64>) -> PlatformError {
         classify(
+            reqwest::StatusCode::BAD_REQUEST,
             GraphError { message: "m".into(), code, error_subcode: subcode, fbtrace_id: Some("t".into()) },
             None,
         )

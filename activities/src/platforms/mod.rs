@@ -17,6 +17,9 @@ pub enum ErrorClass {
     Token,
     /// The post itself is not acceptable: the creator must fix it.
     Permanent,
+    /// The platform may or may not have published the post, and cannot be asked: trying again
+    /// could post twice, so a person must look.
+    OutcomeUnknown,
 }
 
 /// A failed platform call. `code` is stable (`instagram.190.463`, `tiktok.rate_limit_exceeded`);
@@ -31,6 +34,9 @@ pub struct PlatformError {
     pub request_id: Option<String>,
     /// A wait the platform demands before the next try (daily quotas).
     pub retry_after: Option<Duration>,
+    /// The platform certainly did not act on the request: it was never sent, or refused with a
+    /// 4xx answer. A timeout or a 5xx leaves the outcome open.
+    pub certainly_rejected: bool,
 }
 
 impl PlatformError {
@@ -45,12 +51,26 @@ impl PlatformError {
     /// A transport failure: no answer, so the outcome of the call is unknown and it is transient.
     fn transport(platform: &str, error: reqwest::Error) -> Self {
         let kind = if error.is_timeout() { "timeout" } else { "network" };
+        let certainly_rejected = error.is_connect();
         PlatformError {
             class: ErrorClass::Transient,
             code: format!("{platform}.{kind}"),
             message: format!("{platform} could not be reached: {}", error.without_url()),
             request_id: None,
             retry_after: None,
+            certainly_rejected,
+        }
+    }
+
+    /// Our own error about a post, not the platform's.
+    pub fn new(class: ErrorClass, code: impl Into<String>, message: impl Into<String>) -> Self {
+        PlatformError {
+            class,
+            code: code.into(),
+            message: message.into(),
+            request_id: None,
+            retry_after: None,
+            certainly_rejected: true,
         }
     }
 
@@ -67,6 +87,7 @@ impl PlatformError {
             message: format!("{platform} answered HTTP {status} without an error description"),
             request_id,
             retry_after: None,
+            certainly_rejected: status.is_client_error(),
         }
     }
 
@@ -77,6 +98,7 @@ impl PlatformError {
             message: format!("{platform} answered with a malformed {what}"),
             request_id,
             retry_after: None,
+            certainly_rejected: false,
         }
     }
 }

@@ -75,6 +75,7 @@ impl PublishStatus {
             message: format!("TikTok could not publish the post: {reason}"),
             request_id,
             retry_after: None,
+            certainly_rejected: true,
         }
     }
 }
@@ -97,6 +98,38 @@ struct ApiError {
 #[derive(Deserialize)]
 struct PublishIdData {
     publish_id: String,
+}
+
+/// Tokens from `POST /v2/oauth/token/`. Lifetimes differ between TikTok's pages, so we keep what
+/// each response says, and always the newest refresh token (it may rotate).
+#[derive(Deserialize)]
+pub struct RefreshedTokens {
+    pub access_token: SecretString,
+    pub expires_in: i64,
+    pub refresh_token: SecretString,
+}
+
+/// TikTok's OAuth endpoint answers in its own shape, not the API envelope.
+#[derive(Deserialize)]
+struct OauthError {
+    error: String,
+    #[serde(default)]
+    error_description: String,
+    #[serde(default)]
+    log_id: Option<String>,
+}
+
+/// The app credentials TikTok's OAuth endpoint needs to refresh a creator's token.
+#[derive(Clone)]
+pub struct AppCredentials {
+    pub client_key: String,
+    pub client_secret: SecretString,
+}
+
+impl std::fmt::Debug for AppCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppCredentials").field("client_key", &self.client_key).finish_non_exhaustive()
+    }
 }
 
 impl TiktokClient {
@@ -155,6 +188,44 @@ impl TiktokClient {
         self.send(request).await
     }
 
+    /// Exchanges a refresh token for new tokens.
+    #[instrument(skip_all, err(Display))]
+    pub async fn refresh(&self, app: &AppCredentials, refresh_token: &SecretString) -> Result<Reply<RefreshedTokens>, PlatformError> {
+        let form = [
+            ("client_key", app.client_key.as_str()),
+            ("client_secret", app.client_secret.expose_secret()),
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token.expose_secret()),
+        ];
+        let response = self
+            .http
+            .post(format!("{}/v2/oauth/token/", self.base))
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| PlatformError::transport(PLATFORM, e))?;
+        let header_log_id = log_id(&response);
+        let status = response.status();
+        let body = response.bytes().await.map_err(|e| PlatformError::transport(PLATFORM, e))?;
+        if status.is_success()
+            && let Ok(tokens) = serde_json::from_slice::<RefreshedTokens>(&body)
+        {
+            return Ok(Reply { value: tokens, request_id: header_log_id });
+        }
+        match serde_json::from_slice::<OauthError>(&body) {
+            Ok(error) => Err(PlatformError {
+                // A refresh token that is revoked or expired can only be replaced by reconnecting.
+                class: if error.error == "invalid_grant" { ErrorClass::Token } else { ErrorClass::Permanent },
+                code: format!("{PLATFORM}.oauth.{}", error.error),
+                message: format!("TikTok refused to refresh the token: {}", error.error_description),
+                request_id: error.log_id.or(header_log_id),
+                retry_after: None,
+                certainly_rejected: true,
+            }),
+            Err(_) => Err(PlatformError::unexpected_http(PLATFORM, status, header_log_id)),
+        }
+    }
+
     fn post(&self, path: &str, token: &SecretString) -> RequestBuilder {
         self.http.post(format!("{}{path}", self.base)).bearer_auth(token.expose_secret())
     }
@@ -210,6 +281,7 @@ fn classify(status: reqwest::StatusCode, error: ApiError, header_log_id: Option<
         message: if error.message.is_empty() { format!("TikTok reported {}", error.code) } else { error.message },
         request_id: error.log_id.or(header_log_id),
         retry_after,
+        certainly_rejected: status.is_client_error(),
     }
 }
 

@@ -1,0 +1,147 @@
+//! `/v1/publish-jobs/{id}/{retry,reschedule,cancel,publish-now}`: a creator's commands. Each is a
+//! Temporal update to the job's one workflow, which validates it against the job's true state:
+//! two concurrent commands cannot both win, and none can race a publish into a second post.
+
+use std::time::{Duration, Instant};
+
+use autopost_workflows::{Channel, PublishPostWorkflow};
+use axum::{
+    Json, Router,
+    extract::{Path, State},
+    routing::post,
+};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use temporalio_client::{WorkflowExecuteUpdateOptions, WorkflowQueryOptions, errors::WorkflowUpdateError};
+
+use crate::{
+    ApiState,
+    error::ApiError,
+    extract::ApiJson,
+    jobs::{JobView, load},
+    parse_id,
+};
+
+pub fn router() -> Router<ApiState> {
+    Router::new()
+        .route("/v1/publish-jobs/{id}/retry", post(retry))
+        .route("/v1/publish-jobs/{id}/reschedule", post(reschedule))
+        .route("/v1/publish-jobs/{id}/cancel", post(cancel))
+        .route("/v1/publish-jobs/{id}/publish-now", post(publish_now))
+}
+
+/// How long a command waits for the workflow to mirror what it did.
+const MIRROR_WAIT: Duration = Duration::from_secs(10);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reschedule {
+    publish_at: DateTime<Utc>,
+}
+
+async fn retry(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Json<JobView>, ApiError> {
+    run(&state, &id, Command::RetryNow).await.map(Json)
+}
+
+async fn reschedule(State(state): State<ApiState>, Path(id): Path<String>, ApiJson(body): ApiJson<Reschedule>) -> Result<Json<JobView>, ApiError> {
+    if body.publish_at <= Utc::now() {
+        return Err(ApiError::unprocessable("publish_at_in_past", "publish_at", "the new publish time must be in the future"));
+    }
+    run(&state, &id, Command::Reschedule(body.publish_at)).await.map(Json)
+}
+
+async fn cancel(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Json<JobView>, ApiError> {
+    run(&state, &id, Command::Cancel).await.map(Json)
+}
+
+/// Publishes at once (preflight first) and waits a bounded time for the outcome; the job JSON
+/// says `publishing` if the platform is still at work when the wait ends.
+async fn publish_now(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Json<JobView>, ApiError> {
+    if !state.settings.publish_now_enabled {
+        return Err(ApiError::Forbidden { code: "feature_disabled", message: "publish-now is disabled (AUTOPOST_PUBLISH_NOW)".into() });
+    }
+    let job_id = parse_id(&id)?;
+    let channel: Channel = load(&state, job_id).await?.channel.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+    if !allows_immediate_publish(channel) {
+        return Err(ApiError::Conflict { code: "publish_now_unsupported", message: format!("{channel} does not allow immediate publishing"), status: None });
+    }
+    run(&state, &id, Command::PublishNow).await?;
+    let deadline = Instant::now() + state.settings.publish_now_wait;
+    loop {
+        let job = load(&state, job_id).await?;
+        let settled = ["published", "failed", "needs_attention", "cancelled"].contains(&job.status.as_str());
+        if settled || Instant::now() >= deadline {
+            return Ok(Json(job));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Both platforms' publishing APIs post at once when asked; a channel whose adapter cannot
+/// (one that only schedules on the platform's side, say) would answer `false`.
+fn allows_immediate_publish(channel: Channel) -> bool {
+    match channel {
+        Channel::Instagram | Channel::Tiktok => true,
+    }
+}
+
+enum Command {
+    RetryNow,
+    Reschedule(DateTime<Utc>),
+    Cancel,
+    PublishNow,
+}
+
+/// Sends the command to the job's workflow and returns the job once the workflow mirrored it.
+#[tracing::instrument(skip(state, command), fields(command = command.name()))]
+async fn run(state: &ApiState, id: &str, command: Command) -> Result<JobView, ApiError> {
+    let job_id = parse_id(id)?;
+    let before = load(state, job_id).await?;
+    let handle = state.temporal.get_workflow_handle::<PublishPostWorkflow>(before.workflow_id.clone());
+    let options = WorkflowExecuteUpdateOptions::default;
+    let result = match command {
+        Command::RetryNow => handle.execute_update(PublishPostWorkflow::retry_now, (), options()).await,
+        Command::Reschedule(at) => handle.execute_update(PublishPostWorkflow::reschedule, at, options()).await,
+        Command::Cancel => handle.execute_update(PublishPostWorkflow::cancel, (), options()).await,
+        Command::PublishNow => handle.execute_update(PublishPostWorkflow::publish_now, (), options()).await,
+    };
+    match result {
+        Ok(_) => {}
+        // The workflow's validator refused: the job's state does not allow the command.
+        Err(WorkflowUpdateError::Failed(failure)) => {
+            let status = handle.query(PublishPostWorkflow::status, (), WorkflowQueryOptions::default()).await.ok();
+            return Err(ApiError::Conflict { code: "invalid_state", message: failure.message, status: Some(status.map_or(before.status.clone(), |s| s.to_string())) });
+        }
+        // The workflow has ended (published, cancelled, or before commands existed and done).
+        Err(WorkflowUpdateError::NotFound(_)) => {
+            let job = load(state, job_id).await?;
+            return Err(ApiError::Conflict {
+                code: "invalid_state",
+                message: format!("cannot {} a job that is {}: its workflow has finished", command.name(), job.status),
+                status: Some(job.status),
+            });
+        }
+        Err(other) => return Err(ApiError::Unavailable(format!("{} failed: {other}", command.name()))),
+    }
+    // The workflow mirrors every command it carries out; wait for it so the answer is current.
+    let deadline = Instant::now() + MIRROR_WAIT;
+    loop {
+        let job = load(state, job_id).await?;
+        if job.version > before.version || Instant::now() >= deadline {
+            tracing::info!(%job_id, status = %job.status, "command applied");
+            return Ok(job);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+impl Command {
+    fn name(&self) -> &'static str {
+        match self {
+            Command::RetryNow => "retry",
+            Command::Reschedule(_) => "reschedule",
+            Command::Cancel => "cancel",
+            Command::PublishNow => "publish-now",
+        }
+    }
+}
