@@ -8,3 +8,7 @@ CREATE TABLE idempotency_keys (
     created_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (creator_id, key)
 );
+
+-- The `x-request-id` of the API call that created or last commanded the job, so the worker's
+-- logs of an attempt can be joined with the API's logs of the request behind it.
+ALTER TABLE publish_jobs ADD COLUMN last_request_id text;

@@ -253,6 +253,8 @@ impl System {
             // A retry must not stall the bench for the production 5 minutes; retries are counted.
             .env("AUTOPOST_RETRY_BACKOFF", "1s,1s,1s")
             .env("AUTOPOST_LOG_FORMAT", "json")
+            // Never the default metrics port: a `dev` stack may be running beside the bench.
+            .env("AUTOPOST_WORKER_METRICS_LISTEN", "127.0.0.1:0")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

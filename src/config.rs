@@ -69,6 +69,18 @@ pub struct Config {
     #[arg(long, env = "AUTOPOST_PUBLISH_NOW_WAIT", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
     pub publish_now_wait: Duration,
 
+    /// Where the worker serves `GET /metrics` (Prometheus), its own and the Temporal SDK's.
+    #[arg(long, env = "AUTOPOST_WORKER_METRICS_LISTEN", default_value = "127.0.0.1:9464", global = true)]
+    pub worker_metrics_listen: SocketAddr,
+
+    /// How often the worker compares Postgres with Temporal to find lost workflows.
+    #[arg(long, env = "AUTOPOST_RECONCILE_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration, global = true)]
+    pub reconcile_interval: Duration,
+
+    /// Jobs younger than this are not reconciled: the API may still be starting their workflow.
+    #[arg(long, env = "AUTOPOST_RECONCILE_GRACE", default_value = "60s", value_parser = humantime::parse_duration, global = true)]
+    pub reconcile_grace: Duration,
+
     /// Log output: `json` for machines, `pretty` for people. Levels come from `RUST_LOG`.
     #[arg(long, env = "AUTOPOST_LOG_FORMAT", default_value = "json", global = true)]
     pub log_format: LogFormat,

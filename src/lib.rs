@@ -3,6 +3,8 @@
 
 pub mod bench;
 pub mod config;
+pub mod metrics;
+pub mod reconcile;
 pub mod telemetry;
 
 use std::sync::Arc;
@@ -78,6 +80,7 @@ pub async fn run_api(
             publish_now_enabled: config.publish_now,
             publish_now_wait: config.publish_now_wait,
         }),
+        metrics: Some(metrics::handle()),
     };
     tracing::info!(address = %listener.local_addr()?, "API listening");
     autopost_api::serve(listener, state, shutdown).await
@@ -91,8 +94,26 @@ pub async fn run_worker(
     db: PgPool,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let runtime = Runtime::from_current_tokio(RuntimeOptions::default())?;
+    let sdk_metrics = metrics::SdkMetrics::start()?;
+    let metrics_listener = tokio::net::TcpListener::bind(config.worker_metrics_listen)
+        .await
+        .with_context(|| format!("listening on {} for worker metrics", config.worker_metrics_listen))?;
+    tracing::info!(address = %metrics_listener.local_addr()?, "worker metrics listening");
+    let runtime_options = RuntimeOptions::builder().telemetry_options(sdk_metrics.telemetry.clone()).build().map_err(anyhow::Error::msg)?;
+    let runtime = Runtime::from_current_tokio(runtime_options)?;
+    metrics::handle();
+    tokio::spawn(async move {
+        if let Err(e) = metrics::serve_worker_metrics(metrics_listener, Some(&sdk_metrics)).await {
+            tracing::error!(error = %format!("{e:#}"), "worker metrics stopped");
+        }
+    });
     let client = connect_temporal(config).await?;
+    let reconcile = reconcile::ReconcileSettings {
+        task_queue: config.task_queue.clone(),
+        retry_backoff: config.retry_backoff.0.clone(),
+        grace: config.reconcile_grace,
+    };
+    tokio::spawn(reconcile::run(db.clone(), client.clone(), reconcile, config.reconcile_interval));
     let activities = WorkerActivities::new(db, PlatformSettings {
         instagram_api_base: config.instagram_api_base.clone(),
         tiktok_api_base: config.tiktok_api_base.clone(),

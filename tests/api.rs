@@ -175,3 +175,12 @@ async fn health_and_readiness_report_their_dependencies() {
 fn uuid_v4() -> String {
     uuid::Uuid::new_v4().to_string()
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_openapi_document_is_served() {
+    let app = TestApp::spawn().await;
+    let (status, doc) = app.get("/openapi.json").await;
+    assert_eq!(status, 200, "{doc}");
+    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.1")), "{}", doc["openapi"]);
+    assert!(doc["paths"]["/v1/publish-jobs"]["post"].is_object());
+}

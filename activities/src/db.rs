@@ -10,6 +10,8 @@ use uuid::Uuid;
 /// A job with the account it publishes to, as an attempt needs it.
 pub struct JobForPublish {
     pub id: Uuid,
+    /// The `x-request-id` of the API call that created or last commanded the job.
+    pub last_request_id: Option<String>,
     pub channel: Channel,
     pub publish_at: DateTime<Utc>,
     pub caption: String,
@@ -38,7 +40,7 @@ pub enum DbError {
 #[instrument(skip(db))]
 pub async fn load_job(db: &PgPool, job_id: Uuid) -> Result<JobForPublish, DbError> {
     let row = sqlx::query!(
-        r#"SELECT j.id, j.channel, j.publish_at, j.caption, j.media,
+        r#"SELECT j.id, j.last_request_id, j.channel, j.publish_at, j.caption, j.media,
                   a.id AS account_id, a.platform_user_id, a.access_token, a.token_expires_at, a.refresh_token
            FROM publish_jobs j JOIN social_accounts a ON a.id = j.account_id
            WHERE j.id = $1"#,
@@ -51,6 +53,7 @@ pub async fn load_job(db: &PgPool, job_id: Uuid) -> Result<JobForPublish, DbErro
     let media = serde_json::from_value(row.media).map_err(|e| DbError::Corrupt(job_id, format!("media: {e}")))?;
     Ok(JobForPublish {
         id: row.id,
+        last_request_id: row.last_request_id,
         channel,
         publish_at: row.publish_at,
         caption: row.caption,

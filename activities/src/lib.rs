@@ -90,7 +90,12 @@ impl WorkerActivities {
         _ctx: ActivityContext,
         transition: JobTransition,
     ) -> Result<(), ActivityError> {
-        let applied = db::apply_transition(&self.db, &transition).await.map_err(retry_later)?;
+        let applied = db::apply_transition(&self.db, &transition).await.map_err(|e| match e {
+            // The row is gone (the API removed a job whose start it believed failed): retrying
+            // forever would hide it; failing the workflow shows it to operators.
+            db::DbError::JobMissing(_) => ActivityError::application(ApplicationFailure::non_retryable(e)),
+            other => retry_later(other),
+        })?;
         if applied {
             tracing::info!(job_id = %transition.job_id, status = %transition.status, attempt = transition.attempt_count,
                 error_code = transition.last_error.as_ref().map(|e| e.code.as_str()), "job transition");

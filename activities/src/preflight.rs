@@ -62,6 +62,10 @@ impl WorkerActivities {
             Err(other) => return Err(other),
         };
         let error = checks.iter().find_map(|c| c.error.clone());
+        if let Some(error) = &error {
+            metrics::counter!("autopost_preflight_failures_total", "reason" => error.code.clone()).increment(1);
+            tracing::info!(%job_id, error_code = %error.code, "preflight failed");
+        }
         let report = PreflightReport {
             ok: error.is_none(),
             checked_at: Utc::now(),

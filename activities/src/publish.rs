@@ -81,7 +81,7 @@ impl WorkerActivities {
             Channel::Instagram => self.instagram_attempt(ctx, &job, request.attempt).await,
             Channel::Tiktok => self.tiktok_attempt(ctx, &job, request.attempt).await,
         };
-        let outcome = match result {
+        let (outcome, platform_request_id) = match result {
             Ok(published) => {
                 db::finish_attempt(&self.db, job.id, request.attempt, AttemptEnd {
                     success: true,
@@ -91,7 +91,10 @@ impl WorkerActivities {
                     request_id: published.request_id.as_deref(),
                 })
                 .await?;
-                AttemptOutcome::Published { platform_post_id: published.platform_post_id, published_at: Utc::now() }
+                let now = Utc::now();
+                let lag = (now - job.publish_at).to_std().unwrap_or_default();
+                metrics::histogram!("autopost_publish_lag_seconds", "channel" => job.channel.as_str()).record(lag.as_secs_f64());
+                (AttemptOutcome::Published { platform_post_id: published.platform_post_id, published_at: now }, published.request_id)
             }
             Err(AttemptError::Platform(error)) => {
                 db::finish_attempt(&self.db, job.id, request.attempt, AttemptEnd {
@@ -102,11 +105,12 @@ impl WorkerActivities {
                     request_id: error.request_id.as_deref(),
                 })
                 .await?;
-                AttemptOutcome::Failed {
+                let outcome = AttemptOutcome::Failed {
                     error: error.to_job_error(),
                     retryable: error.retryable(),
                     retry_after_ms: error.retry_after.map(|d| d.as_millis() as u64),
-                }
+                };
+                (outcome, error.request_id)
             }
             Err(AttemptError::Db(e)) => return Err(e),
         };
@@ -114,9 +118,24 @@ impl WorkerActivities {
             AttemptOutcome::Published { .. } => ("published", None),
             AttemptOutcome::Failed { error, .. } => ("failed", Some(error.code.clone())),
         };
+        metrics::counter!("autopost_publish_attempts_total",
+            "channel" => job.channel.as_str(), "outcome" => status, "error_code" => error_code.clone().unwrap_or_default())
+        .increment(1);
+        // One line per attempt, with everything needed to follow it across the API, Temporal
+        // and the platform's support.
+        let info = ctx.info();
         tracing::info!(
-            job_id = %job.id, attempt = request.attempt, channel = %job.channel, status, error_code,
-            duration_ms = started.elapsed().as_millis() as u64, "publish attempt"
+            request_id = job.last_request_id.as_deref(),
+            job_id = %job.id,
+            workflow_id = info.workflow_id.as_deref(),
+            run_id = info.workflow_run_id.as_deref(),
+            attempt = request.attempt,
+            channel = %job.channel,
+            status,
+            error_code,
+            platform_request_id = platform_request_id.as_deref(),
+            duration_ms = started.elapsed().as_millis() as u64,
+            "publish attempt"
         );
         Ok(outcome)
     }
@@ -142,14 +161,17 @@ impl WorkerActivities {
             }
         }
         let container = match container {
-            Some(existing) => existing,
+            Some(existing) => {
+                // This attempt carries on with an earlier one's container: record it here too.
+                db::record_reference(&self.db, job.id, attempt, &existing, None).await?;
+                existing
+            }
             None => {
                 let created = self.instagram.create_container(ig_user, token, &job.caption, media).await?;
                 db::record_reference(&self.db, job.id, attempt, &created.value, created.request_id.as_deref()).await?;
                 created.value
             }
         };
-        db::record_reference(&self.db, job.id, attempt, &container, None).await?;
 
         let mut waited = Processing::new();
         loop {
@@ -198,7 +220,10 @@ impl WorkerActivities {
             }
         }
         let publish_id = match publish_id {
-            Some(existing) => existing,
+            Some(existing) => {
+                db::record_reference(&self.db, job.id, attempt, &existing, None).await?;
+                existing
+            }
             None => {
                 if db::has_unresolved_publish_request(&self.db, job.id).await? {
                     return Err(tiktok_outcome_unknown("an earlier attempt stopped while TikTok was starting the post").into());
@@ -229,7 +254,6 @@ impl WorkerActivities {
                 started.value
             }
         };
-        db::record_reference(&self.db, job.id, attempt, &publish_id, None).await?;
 
         let mut waited = Processing::new();
         loop {

@@ -12,7 +12,12 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::{ApiState, error::ApiError, extract::ApiJson, parse_id};
+use crate::{
+    ApiState,
+    error::{ApiError, ErrorBody},
+    extract::ApiJson,
+    parse_id,
+};
 
 pub fn router() -> Router<ApiState> {
     Router::new()
@@ -20,23 +25,27 @@ pub fn router() -> Router<ApiState> {
         .route("/v1/accounts/{id}", get(get_account))
 }
 
-#[derive(Deserialize)]
+/// A creator's account to link, with its tokens; they are stored, never returned.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LinkAccount {
     creator_id: String,
     channel: Channel,
     platform_user_id: String,
+    #[schema(value_type = String)]
     access_token: SecretString,
     token_expires_at: DateTime<Utc>,
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     refresh_token: Option<SecretString>,
 }
 
 /// An account as the API shows it: everything but the tokens.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct AccountView {
     id: Uuid,
     creator_id: String,
+    #[schema(value_type = Channel)]
     channel: String,
     platform_user_id: String,
     token_expires_at: DateTime<Utc>,
@@ -46,6 +55,15 @@ pub struct AccountView {
 }
 
 /// Links an account, or refreshes the tokens of one the same creator linked before (201, 200).
+#[utoipa::path(post, path = "/v1/accounts", tag = "accounts", request_body = LinkAccount, responses(
+    (status = 201, description = "The account was linked", body = AccountView),
+    (status = 200, description = "The creator had linked this platform account before: its tokens were replaced", body = AccountView),
+    (status = 400, description = "The body cannot be read (`invalid_body`)", body = ErrorBody),
+    (status = 409, description = "Another creator linked this platform account (`account_linked_elsewhere`)", body = ErrorBody),
+    (status = 415, description = "The body is not `application/json` (`unsupported_media_type`)", body = ErrorBody),
+    (status = 422, description = "A value breaks a rule (`required`, `token_expired`)", body = ErrorBody),
+    (status = 500, description = "Internal error (`internal`), logged", body = ErrorBody),
+))]
 #[tracing::instrument(skip_all, fields(creator_id = %body.creator_id, channel = %body.channel))]
 async fn link_account(
     State(state): State<ApiState>,
@@ -102,6 +120,13 @@ async fn link_account(
     Ok((status, Json(load(&state, id).await?)))
 }
 
+/// The account, without its tokens.
+#[utoipa::path(get, path = "/v1/accounts/{id}", tag = "accounts", params(("id" = Uuid, Path, description = "The account's id")), responses(
+    (status = 200, description = "The account", body = AccountView),
+    (status = 400, description = "The id is not a UUID (`invalid_id`)", body = ErrorBody),
+    (status = 404, description = "No account has this id (`not_found`)", body = ErrorBody),
+    (status = 500, description = "Internal error (`internal`), logged", body = ErrorBody),
+))]
 async fn get_account(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Json<AccountView>, ApiError> {
     Ok(Json(load(&state, parse_id(&id)?).await?))
 }

@@ -8,6 +8,7 @@ use autopost_workflows::{Channel, PublishPostWorkflow};
 use axum::{
     Json, Router,
     extract::{Path, State},
+    http::HeaderMap,
     routing::post,
 };
 use chrono::{DateTime, Utc};
@@ -16,10 +17,10 @@ use temporalio_client::{WorkflowExecuteUpdateOptions, WorkflowQueryOptions, erro
 
 use crate::{
     ApiState,
-    error::ApiError,
+    error::{ApiError, ErrorBody},
     extract::ApiJson,
     jobs::{JobView, load},
-    parse_id,
+    observability, parse_id,
 };
 
 pub fn router() -> Router<ApiState> {
@@ -33,30 +34,74 @@ pub fn router() -> Router<ApiState> {
 /// How long a command waits for the workflow to mirror what it did.
 const MIRROR_WAIT: Duration = Duration::from_secs(10);
 
-#[derive(Deserialize)]
+/// The new publish time.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Reschedule {
     publish_at: DateTime<Utc>,
 }
 
-async fn retry(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Json<JobView>, ApiError> {
-    run(&state, &id, Command::RetryNow).await.map(Json)
+/// Retries a `failed` job now, or a `needs_attention` one with a fresh retry budget (preflight first).
+#[utoipa::path(post, path = "/v1/publish-jobs/{id}/retry", tag = "commands", params(("id" = Uuid, Path, description = "The job's id")), responses(
+    (status = 200, description = "The job after the command", body = JobView),
+    (status = 400, description = "The id is not a UUID (`invalid_id`)", body = ErrorBody),
+    (status = 404, description = "No job has this id (`not_found`)", body = ErrorBody),
+    (status = 409, description = "The job's status does not allow this (`invalid_state`; `status` is the job's current one)", body = ErrorBody),
+    (status = 503, description = "Temporal is unreachable (`unavailable`); nothing was changed", body = ErrorBody),
+    (status = 500, description = "Internal error (`internal`), logged", body = ErrorBody),
+))]
+async fn retry(State(state): State<ApiState>, Path(id): Path<String>, headers: HeaderMap) -> Result<Json<JobView>, ApiError> {
+    run(&state, &id, Command::RetryNow, &headers).await.map(Json)
 }
 
-async fn reschedule(State(state): State<ApiState>, Path(id): Path<String>, ApiJson(body): ApiJson<Reschedule>) -> Result<Json<JobView>, ApiError> {
+/// Moves a `scheduled`, `failed` or `needs_attention` job to another publish time.
+#[utoipa::path(post, path = "/v1/publish-jobs/{id}/reschedule", tag = "commands", request_body = Reschedule, params(("id" = Uuid, Path, description = "The job's id")), responses(
+    (status = 200, description = "The job after the command", body = JobView),
+    (status = 400, description = "The id is not a UUID (`invalid_id`) or the body cannot be read (`invalid_body`)", body = ErrorBody),
+    (status = 404, description = "No job has this id (`not_found`)", body = ErrorBody),
+    (status = 409, description = "The job's status does not allow this (`invalid_state`; `status` is the job's current one)", body = ErrorBody),
+    (status = 415, description = "The body is not `application/json` (`unsupported_media_type`)", body = ErrorBody),
+    (status = 422, description = "The new time is not in the future (`publish_at_in_past`)", body = ErrorBody),
+    (status = 503, description = "Temporal is unreachable (`unavailable`); nothing was changed", body = ErrorBody),
+    (status = 500, description = "Internal error (`internal`), logged", body = ErrorBody),
+))]
+async fn reschedule(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<Reschedule>,
+) -> Result<Json<JobView>, ApiError> {
     if body.publish_at <= Utc::now() {
         return Err(ApiError::unprocessable("publish_at_in_past", "publish_at", "the new publish time must be in the future"));
     }
-    run(&state, &id, Command::Reschedule(body.publish_at)).await.map(Json)
+    run(&state, &id, Command::Reschedule(body.publish_at), &headers).await.map(Json)
 }
 
-async fn cancel(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Json<JobView>, ApiError> {
-    run(&state, &id, Command::Cancel).await.map(Json)
+/// Cancels a `scheduled`, `failed` or `needs_attention` job: it will never publish.
+#[utoipa::path(post, path = "/v1/publish-jobs/{id}/cancel", tag = "commands", params(("id" = Uuid, Path, description = "The job's id")), responses(
+    (status = 200, description = "The job after the command", body = JobView),
+    (status = 400, description = "The id is not a UUID (`invalid_id`)", body = ErrorBody),
+    (status = 404, description = "No job has this id (`not_found`)", body = ErrorBody),
+    (status = 409, description = "The job's status does not allow this (`invalid_state`; `status` is the job's current one)", body = ErrorBody),
+    (status = 503, description = "Temporal is unreachable (`unavailable`); nothing was changed", body = ErrorBody),
+    (status = 500, description = "Internal error (`internal`), logged", body = ErrorBody),
+))]
+async fn cancel(State(state): State<ApiState>, Path(id): Path<String>, headers: HeaderMap) -> Result<Json<JobView>, ApiError> {
+    run(&state, &id, Command::Cancel, &headers).await.map(Json)
 }
 
 /// Publishes at once (preflight first) and waits a bounded time for the outcome; the job JSON
 /// says `publishing` if the platform is still at work when the wait ends.
-async fn publish_now(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Json<JobView>, ApiError> {
+#[utoipa::path(post, path = "/v1/publish-jobs/{id}/publish-now", tag = "commands", params(("id" = Uuid, Path, description = "The job's id")), responses(
+    (status = 200, description = "The job once settled, or `publishing` if the wait ended first", body = JobView),
+    (status = 400, description = "The id is not a UUID (`invalid_id`)", body = ErrorBody),
+    (status = 403, description = "Publish-now is disabled on this server (`feature_disabled`)", body = ErrorBody),
+    (status = 404, description = "No job has this id (`not_found`)", body = ErrorBody),
+    (status = 409, description = "The job's status does not allow this (`invalid_state`; `status` is the job's current one), or its channel cannot publish at once (`publish_now_unsupported`)", body = ErrorBody),
+    (status = 503, description = "Temporal is unreachable (`unavailable`); nothing was changed", body = ErrorBody),
+    (status = 500, description = "Internal error (`internal`), logged", body = ErrorBody),
+))]
+async fn publish_now(State(state): State<ApiState>, Path(id): Path<String>, headers: HeaderMap) -> Result<Json<JobView>, ApiError> {
     if !state.settings.publish_now_enabled {
         return Err(ApiError::Forbidden { code: "feature_disabled", message: "publish-now is disabled (AUTOPOST_PUBLISH_NOW)".into() });
     }
@@ -65,7 +110,7 @@ async fn publish_now(State(state): State<ApiState>, Path(id): Path<String>) -> R
     if !allows_immediate_publish(channel) {
         return Err(ApiError::Conflict { code: "publish_now_unsupported", message: format!("{channel} does not allow immediate publishing"), status: None });
     }
-    run(&state, &id, Command::PublishNow).await?;
+    run(&state, &id, Command::PublishNow, &headers).await?;
     let deadline = Instant::now() + state.settings.publish_now_wait;
     loop {
         let job = load(&state, job_id).await?;
@@ -94,9 +139,13 @@ enum Command {
 
 /// Sends the command to the job's workflow and returns the job once the workflow mirrored it.
 #[tracing::instrument(skip(state, command), fields(command = command.name()))]
-async fn run(state: &ApiState, id: &str, command: Command) -> Result<JobView, ApiError> {
+async fn run(state: &ApiState, id: &str, command: Command, headers: &HeaderMap) -> Result<JobView, ApiError> {
     let job_id = parse_id(id)?;
     let before = load(state, job_id).await?;
+    // The worker logs the attempts this command causes with the request's id.
+    if let Some(request_id) = observability::request_id(headers) {
+        sqlx::query!("UPDATE publish_jobs SET last_request_id = $2 WHERE id = $1", job_id, request_id).execute(&state.db).await?;
+    }
     let handle = state.temporal.get_workflow_handle::<PublishPostWorkflow>(before.workflow_id.clone());
     let options = WorkflowExecuteUpdateOptions::default;
     let result = match command {

@@ -50,19 +50,26 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
-#[derive(Serialize)]
+/// Every error the API answers with.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"error": {"code": "publish_at_in_past", "message": "the publish time must be in the future", "field": "publish_at"}}))]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
+    /// Stable and machine-readable, e.g. `invalid_body`, `not_found`, `invalid_state`.
     pub code: String,
+    /// For humans.
     pub message: String,
+    /// The offending input: a body path (`media[0].url`), a query parameter, `id` or a header.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub field: Option<String>,
     /// The job's current status, on conflicts with it.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<autopost_workflows::JobStatus>, nullable = false)]
     pub status: Option<String>,
 }
 

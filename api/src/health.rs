@@ -1,8 +1,13 @@
 //! Liveness and readiness for load balancers and operators.
 
 use axum::{Json, Router, extract::State, http::StatusCode, routing::get};
-use serde_json::{Value, json};
-use temporalio_client::WorkflowCountOptions;
+use serde::Serialize;
+use temporalio_client::{NamespacedClient, grpc::WorkflowService, tonic::IntoRequest};
+use temporalio_common::protos::temporal::api::{
+    enums::v1::{TaskQueueKind, TaskQueueType},
+    taskqueue::v1::TaskQueue,
+    workflowservice::v1::DescribeTaskQueueRequest,
+};
 
 use crate::ApiState;
 
@@ -10,24 +15,75 @@ pub fn router() -> Router<ApiState> {
     Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz))
 }
 
-async fn healthz() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+/// Liveness: `{"status": "ok"}`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Health {
+    #[schema(example = "ok")]
+    status: &'static str,
+}
+
+/// Readiness: whether each dependency answered, and whether any worker polls the task queue.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Ready {
+    ready: bool,
+    checks: ReadyChecks,
+    /// Jobs only publish while a worker polls: reported, but not a reason to take the API out
+    /// of service (jobs wait durably until a worker is back).
+    worker: WorkerCheck,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct WorkerCheck {
+    polling: bool,
+    /// Workers that polled the task queue recently.
+    pollers: usize,
+    task_queue: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ReadyChecks {
+    postgres: DependencyCheck,
+    temporal: DependencyCheck,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct DependencyCheck {
+    ok: bool,
+    /// Why the dependency did not answer; absent when `ok`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    error: Option<String>,
+}
+
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "Alive", body = Health)))]
+async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
 }
 
 /// Ready when Postgres answers and Temporal answers a visibility query.
-async fn readyz(State(state): State<ApiState>) -> (StatusCode, Json<Value>) {
+#[utoipa::path(get, path = "/readyz", tag = "health", responses(
+    (status = 200, description = "Postgres and Temporal answer", body = Ready),
+    (status = 503, description = "A dependency does not answer; `checks` says which", body = Ready),
+))]
+async fn readyz(State(state): State<ApiState>) -> (StatusCode, Json<Ready>) {
     let postgres = sqlx::query_scalar!("SELECT 1 AS \"one!\"").fetch_one(&state.db).await.map(drop).map_err(|e| e.to_string());
-    let temporal = state
-        .temporal
-        .count_workflows("WorkflowType = 'PublishPostWorkflow'", WorkflowCountOptions::default())
-        .await
-        .map(drop)
-        .map_err(|e| e.to_string());
-    let check = |r: &Result<(), String>| match r {
-        Ok(()) => json!({ "ok": true }),
-        Err(e) => json!({ "ok": false, "error": e }),
+    // Describing the task queue proves Temporal answers and says who polls it, in one cheap call.
+    let request = DescribeTaskQueueRequest {
+        namespace: state.temporal.namespace(),
+        task_queue: Some(TaskQueue { name: state.settings.task_queue.clone(), kind: TaskQueueKind::Normal as i32, ..Default::default() }),
+        task_queue_type: TaskQueueType::Workflow as i32,
+        ..Default::default()
     };
+    let pollers = WorkflowService::describe_task_queue(&mut state.temporal.clone(), request.into_request())
+        .await
+        .map(|r| r.into_inner().pollers.len())
+        .map_err(|e| e.message().to_owned());
+    let temporal = pollers.as_ref().map(drop).map_err(Clone::clone);
+    let pollers = pollers.unwrap_or(0);
+    let check = |r: Result<(), String>| DependencyCheck { ok: r.is_ok(), error: r.err() };
     let ready = postgres.is_ok() && temporal.is_ok();
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(json!({ "ready": ready, "checks": { "postgres": check(&postgres), "temporal": check(&temporal) } })))
+    let worker = WorkerCheck { polling: pollers > 0, pollers, task_queue: state.settings.task_queue.clone() };
+    (status, Json(Ready { ready, checks: ReadyChecks { postgres: check(postgres), temporal: check(temporal) }, worker }))
 }

@@ -13,7 +13,14 @@ use serde::{Deserialize, Serialize};
 use temporalio_client::{WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowStartOptions, errors::WorkflowStartError};
 use uuid::Uuid;
 
-use crate::{ApiState, error::ApiError, extract::ApiJson, parse_id, validate};
+use crate::{
+    ApiState,
+    error::{ApiError, ErrorBody},
+    extract::ApiJson,
+    observability,
+    openapi::{AttemptOutcome, Readiness},
+    parse_id, validate,
+};
 
 pub fn router() -> Router<ApiState> {
     Router::new()
@@ -22,7 +29,8 @@ pub fn router() -> Router<ApiState> {
         .route("/v1/publish-jobs/{id}/attempts", get(list_attempts))
 }
 
-#[derive(Deserialize, Serialize)]
+/// A post to schedule.
+#[derive(Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateJob {
     account_id: Uuid,
@@ -31,23 +39,33 @@ pub struct CreateJob {
     media: Vec<MediaItem>,
 }
 
-#[derive(Serialize)]
+/// A publish job as the API shows it.
+// In the views, `Option` fields are always present (null when unset): `required` says so.
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct JobView {
     id: Uuid,
     account_id: Uuid,
     creator_id: String,
+    #[schema(value_type = Channel)]
     pub(crate) channel: String,
+    #[schema(value_type = JobStatus)]
     pub(crate) status: String,
     publish_at: DateTime<Utc>,
     caption: String,
+    #[schema(value_type = Vec<MediaItem>)]
     media: serde_json::Value,
     attempt_count: i32,
+    #[schema(required)]
     last_error: Option<JobError>,
+    #[schema(required)]
     next_attempt_at: Option<DateTime<Utc>>,
+    #[schema(required)]
     published_at: Option<DateTime<Utc>>,
+    #[schema(required)]
     platform_post_id: Option<String>,
     pub(crate) workflow_id: String,
     /// The latest preflight: `{ok, checked_at, checks: [{name, ok, detail}]}`; null until checked.
+    #[schema(required, value_type = Option<Readiness>)]
     readiness: Option<serde_json::Value>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
@@ -113,6 +131,19 @@ impl From<JobRow> for JobView {
 ///
 /// With an `Idempotency-Key` header, a repeated request (same key, same body) returns the job the
 /// first one created, never a second job; the same key with another body is refused.
+#[utoipa::path(post, path = "/v1/publish-jobs", tag = "publish-jobs", request_body = CreateJob,
+    params(("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 255,
+        description = "Makes the create safe to retry: the same key with the same body returns the job the first request created (200); with another body it is refused (422 `idempotency_key_reused`). 1 to 255 visible ASCII characters, scoped to the account's creator")),
+    responses(
+        (status = 201, description = "The job was scheduled and its workflow started", body = JobView),
+        (status = 200, description = "A replay: this Idempotency-Key already created this job", body = JobView),
+        (status = 400, description = "The body cannot be read (`invalid_body`) or the Idempotency-Key header is malformed (`invalid_idempotency_key`)", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json` (`unsupported_media_type`)", body = ErrorBody),
+        (status = 422, description = "The post breaks a rule: `unknown_account`, `publish_at_in_past`, `caption_too_long`, `too_many_hashtags`, `too_many_mentions`, `media_missing`, `media_mixed`, `too_many_media`, `media_url_invalid`, `media_url_not_https`, `media_kind_mismatch`, `media_unsupported`; or `idempotency_key_reused` (field `Idempotency-Key`)", body = ErrorBody),
+        (status = 503, description = "Temporal is unreachable (`unavailable`); nothing was written", body = ErrorBody),
+        (status = 500, description = "Internal error (`internal`), logged", body = ErrorBody),
+    )
+)]
 #[tracing::instrument(skip_all, fields(account_id = %body.account_id))]
 async fn create_job(
     State(state): State<ApiState>,
@@ -142,8 +173,8 @@ async fn create_job(
     let media = serde_json::to_value(&body.media).map_err(anyhow::Error::from)?;
     let mut tx = state.db.begin().await?;
     sqlx::query!(
-        r#"INSERT INTO publish_jobs (id, creator_id, account_id, channel, publish_at, caption, media, workflow_id)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"#,
+        r#"INSERT INTO publish_jobs (id, creator_id, account_id, channel, publish_at, caption, media, workflow_id, last_request_id)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"#,
         job_id,
         account.creator_id,
         body.account_id,
@@ -152,6 +183,7 @@ async fn create_job(
         body.caption,
         media,
         workflow_id,
+        observability::request_id(&headers),
     )
     .execute(&mut *tx)
     .await?;
@@ -183,20 +215,22 @@ async fn create_job(
         channel,
         publish_at: body.publish_at,
         retry_backoff_ms: state.settings.retry_backoff.iter().map(|d| d.as_millis() as u64).collect(),
+        resume: None,
     };
     let options = WorkflowStartOptions::new(state.settings.task_queue.clone(), workflow_id)
         .id_conflict_policy(WorkflowIdConflictPolicy::Fail)
         // One workflow per job, ever: a job id is never run twice.
         .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
         .build();
-    if let Err(error) = state.temporal.start_workflow(PublishPostWorkflow::run, input, options).await {
-        // The idempotency key goes with the row (ON DELETE CASCADE), so a retry can try again.
-        sqlx::query!("DELETE FROM publish_jobs WHERE id = $1", job_id).execute(&state.db).await?;
-        return Err(match error {
-            // A fresh random id cannot collide; if it did, it is ours to investigate.
-            WorkflowStartError::AlreadyStarted { .. } => ApiError::Internal(anyhow::anyhow!("workflow for new job {job_id} already existed")),
-            other => ApiError::Unavailable(format!("starting the workflow failed: {other}")),
-        });
+    match state.temporal.start_workflow(PublishPostWorkflow::run, input, options).await {
+        Ok(_) => {}
+        // The reconciler found the row first and started it: the job is running, as wanted.
+        Err(WorkflowStartError::AlreadyStarted { .. }) => tracing::info!(%job_id, "workflow was already started"),
+        Err(error) => {
+            // The idempotency key goes with the row (ON DELETE CASCADE), so a retry can try again.
+            sqlx::query!("DELETE FROM publish_jobs WHERE id = $1", job_id).execute(&state.db).await?;
+            return Err(ApiError::Unavailable(format!("starting the workflow failed: {error}")));
+        }
     }
     tracing::info!(%job_id, channel = %channel, publish_at = %body.publish_at, "job scheduled");
     Ok((StatusCode::CREATED, Json(load(&state, job_id).await?)))
@@ -232,6 +266,13 @@ async fn replay(state: &ApiState, creator_id: &str, key: &str, request: &serde_j
     Ok(Some(load(state, earlier.job_id).await?))
 }
 
+/// One job, where it stands.
+#[utoipa::path(get, path = "/v1/publish-jobs/{id}", tag = "publish-jobs", params(("id" = Uuid, Path, description = "The job's id")), responses(
+    (status = 200, description = "The job", body = JobView),
+    (status = 400, description = "The id is not a UUID (`invalid_id`)", body = ErrorBody),
+    (status = 404, description = "No job has this id (`not_found`)", body = ErrorBody),
+    (status = 500, description = "Internal error (`internal`), logged", body = ErrorBody),
+))]
 async fn get_job(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Json<JobView>, ApiError> {
     Ok(Json(load(&state, parse_id(&id)?).await?))
 }
@@ -251,22 +292,35 @@ pub(crate) async fn load(state: &ApiState, id: Uuid) -> Result<JobView, ApiError
     Ok(row.into())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only this creator's jobs.
     creator_id: Option<String>,
+    /// Only jobs in this status.
+    #[param(value_type = Option<JobStatus>)]
     status: Option<String>,
+    /// Only jobs for this platform.
+    #[param(value_type = Option<Channel>)]
     channel: Option<String>,
+    /// Jobs whose `publish_at` is at or after this time (inclusive).
     from: Option<DateTime<Utc>>,
+    /// Jobs whose `publish_at` is before this time (exclusive).
     to: Option<DateTime<Utc>>,
+    /// Page size, 1 to 200; 50 when absent.
+    #[param(minimum = 1, maximum = 200, default = 50)]
     limit: Option<i64>,
+    /// The `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
-#[derive(Serialize)]
+/// One page of the calendar.
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct JobPage {
     jobs: Vec<JobView>,
-    /// Pass as `cursor` for the next page; absent on the last page.
+    /// Pass as `cursor` for the next page; null on the last page.
+    #[schema(required)]
     next_cursor: Option<String>,
 }
 
@@ -275,6 +329,11 @@ const MAX_PAGE: i64 = 200;
 
 /// The calendar: jobs ordered by publish time (then id), optionally filtered, `from` inclusive
 /// and `to` exclusive, paginated by a cursor on (publish_at, id).
+#[utoipa::path(get, path = "/v1/publish-jobs", tag = "publish-jobs", params(ListQuery), responses(
+    (status = 200, description = "One page of jobs, ordered by `publish_at` then `id`", body = JobPage),
+    (status = 400, description = "A query parameter is unknown or invalid (`invalid_query`, `field` names it)", body = ErrorBody),
+    (status = 500, description = "Internal error (`internal`), logged", body = ErrorBody),
+))]
 async fn list_jobs(State(state): State<ApiState>, query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>) -> Result<Json<JobPage>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", None, e.body_text()))?;
     if let Some(status) = &q.status {
@@ -334,24 +393,41 @@ fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
     Ok((at, id.parse().map_err(|_| invalid())?))
 }
 
-#[derive(Serialize)]
+/// One publish attempt.
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct AttemptView {
+    /// 1-based.
     attempt_number: i32,
     started_at: DateTime<Utc>,
+    /// Null while the attempt is in progress.
+    #[schema(required)]
     finished_at: Option<DateTime<Utc>>,
+    #[schema(value_type = AttemptOutcome)]
     outcome: String,
+    #[schema(required)]
     error_code: Option<String>,
+    #[schema(required)]
     error_message: Option<String>,
+    #[schema(required)]
     retryable: Option<bool>,
+    #[schema(required)]
     platform_request_id: Option<String>,
+    #[schema(required)]
     platform_reference: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct AttemptList {
     attempts: Vec<AttemptView>,
 }
 
+/// The job's publish attempts, in order.
+#[utoipa::path(get, path = "/v1/publish-jobs/{id}/attempts", tag = "publish-jobs", params(("id" = Uuid, Path, description = "The job's id")), responses(
+    (status = 200, description = "One row per attempt, by attempt number", body = AttemptList),
+    (status = 400, description = "The id is not a UUID (`invalid_id`)", body = ErrorBody),
+    (status = 404, description = "No job has this id (`not_found`)", body = ErrorBody),
+    (status = 500, description = "Internal error (`internal`), logged", body = ErrorBody),
+))]
 async fn list_attempts(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Json<AttemptList>, ApiError> {
     let id = parse_id(&id)?;
     load(&state, id).await?;

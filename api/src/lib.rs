@@ -7,6 +7,8 @@ pub mod error;
 mod extract;
 mod health;
 mod jobs;
+mod observability;
+pub mod openapi;
 pub mod validate;
 
 use std::time::Duration;
@@ -14,7 +16,10 @@ use std::time::Duration;
 use axum::Router;
 use sqlx::PgPool;
 use temporalio_client::Client;
-use tower_http::trace::TraceLayer;
+use tower_http::{
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    trace::TraceLayer,
+};
 use uuid::Uuid;
 
 use error::ApiError;
@@ -25,6 +30,8 @@ pub struct ApiState {
     pub db: PgPool,
     pub temporal: Client,
     pub settings: std::sync::Arc<ApiSettings>,
+    /// Renders the process's Prometheus metrics; `None` serves an empty page.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 #[derive(Clone, Debug)]
@@ -45,7 +52,16 @@ pub fn router(state: ApiState) -> Router {
         .merge(accounts::router())
         .merge(jobs::router())
         .merge(commands::router())
-        .layer(TraceLayer::new_for_http())
+        .merge(openapi::router())
+        .merge(observability::router())
+        .route_layer(axum::middleware::from_fn(observability::record_latency))
+        // Outermost first: take or make the request id, log with it, echo it in the response.
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
+            let request_id = observability::request_id(request.headers()).unwrap_or_default();
+            tracing::info_span!("request", method = %request.method(), uri = %request.uri(), request_id)
+        }))
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state)
 }
 

@@ -124,6 +124,9 @@ impl TestApp {
             .env("AUTOPOST_PLATFORM_PROCESSING_TIMEOUT", "20s")
             .env("AUTOPOST_PLATFORM_REQUEST_TIMEOUT", "5s")
             .env("AUTOPOST_LOG_FORMAT", "json")
+            .env("AUTOPOST_WORKER_METRICS_LISTEN", "127.0.0.1:0")
+            .env("AUTOPOST_RECONCILE_INTERVAL", "1s")
+            .env("AUTOPOST_RECONCILE_GRACE", "3s")
             .env("TIKTOK_CLIENT_KEY", "test-client-key")
             .env("TIKTOK_CLIENT_SECRET", "test-client-secret")
             .stdin(Stdio::null())
@@ -151,6 +154,27 @@ impl TestApp {
 
     pub fn worker_log(&self) -> String {
         std::fs::read_to_string(&self.worker_log).unwrap_or_default()
+    }
+
+    /// The worker's JSON log lines whose message is `message`.
+    pub fn worker_events(&self, message: &str) -> Vec<Value> {
+        self.worker_log()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|event| event["message"] == message)
+            .collect()
+    }
+
+    /// Where the (current) worker serves `/metrics`, from its log.
+    pub async fn worker_metrics_url(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(event) = self.worker_events("worker metrics listening").last() {
+                return format!("http://{}/metrics", event["address"].as_str().unwrap());
+            }
+            assert!(Instant::now() < deadline, "the worker never said where its metrics are");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     async fn wait_until_ready(&self) {

@@ -13,7 +13,10 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
-use temporalio_common::RetryPolicy;
+use temporalio_common::{
+    RetryPolicy,
+    search_attributes::{SearchAttributeKey, Timestamp},
+};
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
     ActivityOptions, ApplicationFailure, CancellableFuture, SyncWorkflowContext, WorkflowContext, WorkflowContextView,
@@ -23,7 +26,7 @@ use temporalio_sdk::{
 use crate::{
     activities::PublishActivities,
     types::{
-        AttemptOutcome, JobCommand, JobError, JobStatus, JobTransition, PreflightReport, PreflightRequest,
+        AttemptOutcome, JobCommand, JobError, Resume, JobStatus, JobTransition, PreflightReport, PreflightRequest,
         PublishJobInput, PublishJobResult, PublishRequest,
     },
 };
@@ -37,6 +40,13 @@ const PUBLISH_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Patch: preflight also runs when the workflow starts, so readiness shows before publish time.
 const READINESS_AT_START: &str = "readiness-at-start";
+/// Search attributes operators filter on in the Temporal Web UI (`PublishStatus = "failed"`).
+/// Keyword and Datetime only: SQL-backed Temporal allows very few Text attributes.
+pub const PUBLISH_STATUS: SearchAttributeKey<String> = SearchAttributeKey::keyword("PublishStatus");
+pub const CHANNEL: SearchAttributeKey<String> = SearchAttributeKey::keyword("Channel");
+pub const CREATOR_ID: SearchAttributeKey<String> = SearchAttributeKey::keyword("CreatorId");
+pub const PUBLISH_AT: SearchAttributeKey<Timestamp> = SearchAttributeKey::datetime("PublishAt");
+
 /// Patch: the run loop takes commands (retry, reschedule, cancel, publish-now) as updates.
 const JOB_COMMANDS: &str = "job-commands";
 
@@ -77,9 +87,9 @@ impl PublishPostWorkflow {
     pub fn new(_ctx: &WorkflowContextView, input: PublishJobInput) -> Self {
         let publish_at = input.publish_at;
         Self {
+            seq: input.resume.as_ref().map_or(0, |r| r.mirror_version),
+            attempt_count: input.resume.as_ref().map_or(0, |r| r.attempt_count),
             input,
-            seq: 0,
-            attempt_count: 0,
             status: JobStatus::Scheduled,
             publish_at,
             retries_used: 0,
@@ -96,8 +106,19 @@ impl PublishPostWorkflow {
             ctx.state_mut(|s| s.accepts_commands = false);
             return run_before_commands(ctx).await;
         }
-        check_readiness(ctx).await;
-        let mut phase = Phase::AwaitPublishTime;
+        let mut phase = match ctx.state(|s| s.input.resume.clone()) {
+            // The reconciler restarted a workflow lost outside our control: surface it and
+            // wait for the creator, whose retry will resolve what the lost run left behind.
+            Some(Resume { lost: Some(error), .. }) => {
+                mirror(ctx, Change { last_error: Some(error), ..Change::to(JobStatus::NeedsAttention) }).await?;
+                Phase::AwaitCreator
+            }
+            _ => {
+                publish_search_attributes(ctx);
+                check_readiness(ctx).await;
+                Phase::AwaitPublishTime
+            }
+        };
         loop {
             phase = match phase {
                 Phase::AwaitPublishTime => {
@@ -409,8 +430,14 @@ async fn mirror(ctx: &mut WorkflowContext<PublishPostWorkflow>, change: Change) 
     let (job_id, seq, attempt_count) = ctx.state_mut(|s| {
         s.seq += 1;
         s.status = change.status;
+        if let Some(at) = change.publish_at {
+            s.publish_at = at;
+        }
         (s.input.job_id, s.seq, s.attempt_count)
     });
+    if ctx.state(|s| s.accepts_commands) {
+        publish_search_attributes(ctx);
+    }
     let transition = JobTransition {
         job_id,
         seq,
@@ -429,6 +456,21 @@ async fn mirror(ctx: &mut WorkflowContext<PublishPostWorkflow>, change: Change) 
     )
     .await?;
     Ok(())
+}
+
+/// Keeps the Web UI's view current: search attributes to filter on, and a sentence per job.
+fn publish_search_attributes(ctx: &mut WorkflowContext<PublishPostWorkflow>) {
+    let (status, publish_at, channel, creator, attempts) =
+        ctx.state(|s| (s.status, s.publish_at, s.input.channel, s.input.creator_id.clone(), s.attempt_count));
+    ctx.upsert_search_attributes([
+        PUBLISH_STATUS.value_set(status.to_string()),
+        CHANNEL.value_set(channel.to_string()),
+        CREATOR_ID.value_set(creator.clone()),
+        PUBLISH_AT.value_set(Timestamp::new(publish_at.timestamp(), publish_at.timestamp_subsec_nanos() as i32)),
+    ]);
+    ctx.set_current_details(format!(
+        "{channel} post by creator {creator}, due {publish_at}: {status} after {attempts} attempt(s)"
+    ));
 }
 
 /// Mirrors the final transition and returns the workflow's result.

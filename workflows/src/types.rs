@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// The platform a post goes to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Channel {
     Instagram,
@@ -44,7 +44,7 @@ impl FromStr for Channel {
 }
 
 /// Where a publish job stands. Mirrors the `publish_jobs.status` check constraint.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobStatus {
     /// Waiting for its publish time.
@@ -105,7 +105,7 @@ pub struct UnknownValue(pub String);
 
 /// A failure the creator sees: `code` is stable and machine-readable (`instagram.190.463`,
 /// `preflight.token_expired`), `message` is for humans.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobError {
     pub code: String,
     pub message: String,
@@ -118,13 +118,13 @@ impl JobError {
 }
 
 /// One media item of a post, in posting order.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MediaItem {
     pub url: String,
     pub kind: MediaKind,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MediaKind {
     Image,
@@ -141,6 +141,21 @@ pub struct PublishJobInput {
     /// Waits before each retry; its length is the number of retries. Fixed when the job is
     /// created, so a configuration change never alters the history of a running workflow.
     pub retry_backoff_ms: Vec<u64>,
+    /// Set when the reconciler starts a new run for a job whose workflow was lost.
+    #[serde(default)]
+    pub resume: Option<Resume>,
+}
+
+/// How a restarted workflow picks up a job that already has a history in Postgres.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Resume {
+    /// The mirror's version: the new run's transitions continue above it.
+    pub mirror_version: i64,
+    /// Attempts the lost run made: the new run's attempt numbers continue above them.
+    #[serde(default)]
+    pub attempt_count: i32,
+    /// Why the job needs the creator now; `None` resumes the schedule as if nothing happened.
+    pub lost: Option<JobError>,
 }
 
 impl PublishJobInput {

@@ -1,0 +1,143 @@
+//! The OpenAPI 3.1 document, generated from the handlers' types and annotations with `utoipa`,
+//! served at `GET /openapi.json` and committed as `openapi.json` at the repository root.
+//!
+//! After changing a handler, a request or response type or an annotation, regenerate the
+//! committed copy with `UPDATE_OPENAPI=1 cargo test -p autopost-api openapi`; without
+//! `UPDATE_OPENAPI` that test fails while the committed copy is stale.
+
+use axum::{Json, Router, routing::get};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::OpenApi;
+
+use crate::{ApiState, accounts, commands, error, health, jobs, observability};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Autopost API",
+        license(name = "UNLICENSED"),
+        description = "Schedules Instagram and TikTok posts and reports where they stand. Every error is \
+            `{\"error\": {\"code\", \"message\", \"field\", \"status\"}}` (`ErrorBody`)."
+    ),
+    paths(
+        health::healthz,
+        health::readyz,
+        openapi_json,
+        accounts::link_account,
+        accounts::get_account,
+        jobs::create_job,
+        jobs::list_jobs,
+        jobs::get_job,
+        jobs::list_attempts,
+        commands::retry,
+        commands::reschedule,
+        commands::cancel,
+        commands::publish_now,
+        observability::metrics,
+    ),
+    components(schemas(error::ErrorBody, autopost_workflows::JobStatus, autopost_workflows::Channel)),
+    tags(
+        (name = "accounts", description = "Linking creators' platform accounts"),
+        (name = "publish-jobs", description = "Scheduling posts and the calendar"),
+        (name = "commands", description = "A creator's commands to a scheduled job"),
+        (name = "health", description = "Liveness and readiness"),
+        (name = "meta", description = "This document"),
+    )
+)]
+struct ApiDoc;
+
+/// The document as the API serves it.
+pub fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+/// The document as committed: pretty JSON with a final newline.
+pub fn pretty_json() -> String {
+    let mut json = serde_json::to_string_pretty(&document()).expect("the OpenAPI document serializes");
+    json.push('\n');
+    json
+}
+
+pub fn router() -> Router<ApiState> {
+    Router::new().route("/openapi.json", get(openapi_json))
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "meta", responses((status = 200, description = "The OpenAPI 3.1 document", body = Object)))]
+async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(document())
+}
+
+// Shapes the API emits from JSON columns or plain strings; they exist only to be documented.
+
+/// The latest preflight of a job: whether it can publish as it stands.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Readiness {
+    /// Every check passed.
+    ok: bool,
+    checked_at: DateTime<Utc>,
+    checks: Vec<ReadinessCheck>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ReadinessCheck {
+    name: ReadinessCheckName,
+    ok: bool,
+    /// What was found, for humans.
+    detail: String,
+}
+
+/// What a readiness check looked at.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadinessCheckName {
+    Account,
+    Token,
+    Media,
+}
+
+/// How a publish attempt ended; `in_progress` until it does.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    InProgress,
+    Success,
+    Failed,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    const REGENERATE: &str = "UPDATE_OPENAPI=1 cargo test -p autopost-api openapi";
+
+    /// Fails while the committed `openapi.json` differs from the handlers; `UPDATE_OPENAPI=1`
+    /// rewrites it instead.
+    #[test]
+    fn committed_openapi_json_is_current() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../openapi.json");
+        let rendered = pretty_json();
+        if std::env::var_os("UPDATE_OPENAPI").is_some() {
+            std::fs::write(&path, &rendered).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+            return;
+        }
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        if committed != rendered {
+            let line = committed.lines().zip(rendered.lines()).position(|(a, b)| a != b).unwrap_or(committed.lines().count().min(rendered.lines().count()));
+            panic!("openapi.json is stale (first difference at line {}); regenerate it with `{REGENERATE}` and commit it", line + 1);
+        }
+    }
+
+    #[test]
+    fn openapi_document_is_3_1_and_types_the_enums() {
+        let doc = serde_json::to_value(document()).unwrap();
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+        let schemas = &doc["components"]["schemas"];
+        assert_eq!(schemas["JobStatus"]["enum"], serde_json::json!(["scheduled", "publishing", "published", "failed", "needs_attention", "cancelled"]));
+        assert_eq!(schemas["JobView"]["properties"]["status"]["$ref"], "#/components/schemas/JobStatus");
+        assert_eq!(schemas["JobView"]["properties"]["media"]["items"]["$ref"], "#/components/schemas/MediaItem");
+    }
+}
