@@ -41,6 +41,8 @@ struct OpenJob {
     publish_at: DateTime<Utc>,
     version: i64,
     workflow_id: String,
+    last_error_code: Option<String>,
+    last_error_message: Option<String>,
     attempt_count: i32,
 }
 
@@ -63,7 +65,7 @@ pub async fn reconcile_once(db: &PgPool, temporal: &Client, settings: &Reconcile
     let grace = chrono::Duration::from_std(settings.grace).unwrap_or_default();
     let open = sqlx::query_as!(
         OpenJob,
-        r#"SELECT id, creator_id, channel, status, publish_at, version, workflow_id,
+        r#"SELECT id, creator_id, channel, status, publish_at, version, workflow_id, last_error_code, last_error_message,
                   -- The attempt log is written before the mirror: trust the larger count.
                   GREATEST(attempt_count, (SELECT max(attempt_number) FROM publish_attempts a WHERE a.job_id = j.id)) AS "attempt_count!"
            FROM publish_jobs j
@@ -91,6 +93,18 @@ pub async fn reconcile_once(db: &PgPool, temporal: &Client, settings: &Reconcile
             Ok(description) => match description.status() {
                 // Visibility lags; the workflow is fine.
                 WorkflowExecutionStatus::Running => continue,
+                // Workflows from before job commands ended in needs_attention: give the job a run
+                // that takes commands, keeping the error the creator must act on.
+                WorkflowExecutionStatus::Completed if job.status == "needs_attention" => {
+                    let error = JobError::new(
+                        job.last_error_code.clone().unwrap_or_else(|| "reconcile.workflow_lost".into()),
+                        job.last_error_message.clone().unwrap_or_else(|| "the job needs attention".into()),
+                    );
+                    if start(temporal, settings, &job, Resume { mirror_version: job.version, attempt_count: job.attempt_count, lost: Some(error) }).await? {
+                        report.surfaced.push(job.id);
+                    }
+                    continue;
+                }
                 status => format!("its workflow ended outside Autopost ({status:?})"),
             },
             Err(WorkflowInteractionError::NotFound(_)) => "its workflow was never started".to_owned(),
