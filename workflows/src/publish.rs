@@ -49,6 +49,9 @@ pub const PUBLISH_AT: SearchAttributeKey<Timestamp> = SearchAttributeKey::dateti
 
 /// Patch: the run loop takes commands (retry, reschedule, cancel, publish-now) as updates.
 const JOB_COMMANDS: &str = "job-commands";
+/// Patch: one `publishing` mirror write per attempt instead of two (one fewer activity for
+/// every publish, which is what a burst of posts due at once waits on).
+const ONE_PUBLISHING_MIRROR: &str = "one-publishing-mirror";
 
 #[workflow]
 pub struct PublishPostWorkflow {
@@ -265,7 +268,12 @@ async fn apply(ctx: &mut WorkflowContext<PublishPostWorkflow>, command: JobComma
 /// Preflight (when asked), then attempts until one publishes or a wait or the creator is due.
 async fn publish(ctx: &mut WorkflowContext<PublishPostWorkflow>, preflight: bool, creator_retry: bool) -> WorkflowResult<Phase> {
     let job_id = ctx.state(|s| s.input.job_id);
-    mirror(ctx, Change::to(JobStatus::Publishing)).await?;
+    let one_mirror = ctx.patched(ONE_PUBLISHING_MIRROR);
+    // With preflight, `publishing` is mirrored before it (so a command's caller sees it taken);
+    // without, the attempt's own mirror below is the first.
+    if preflight || !one_mirror {
+        mirror(ctx, Change::to(JobStatus::Publishing)).await?;
+    }
     if preflight {
         let report: PreflightReport = ctx
             .execute_activity(
@@ -284,7 +292,11 @@ async fn publish(ctx: &mut WorkflowContext<PublishPostWorkflow>, preflight: bool
         s.attempt_count += 1;
         s.attempt_count
     });
-    mirror(ctx, Change::to(JobStatus::Publishing)).await?;
+    // The attempt count reaches Postgres with the attempt's outcome; the attempt's own row is
+    // written by the activity as it starts.
+    if !(preflight && one_mirror) {
+        mirror(ctx, Change::to(JobStatus::Publishing)).await?;
+    }
     let outcome = run_attempt(ctx, PublishRequest { job_id, attempt, creator_retry }).await;
     match outcome {
         AttemptOutcome::Published { platform_post_id, published_at } => {
