@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use autopost_workflows::{Channel, PublishPostWorkflow};
+use autopost_workflows::{Channel, JobCommand, PublishPostWorkflow};
 use axum::{
     Json, Router,
     extract::{Path, State},
@@ -51,7 +51,7 @@ pub struct Reschedule {
     (status = 500, description = "Internal error (`internal`), logged", body = ErrorBody),
 ))]
 async fn retry(State(state): State<ApiState>, Path(id): Path<String>, headers: HeaderMap) -> Result<Json<JobView>, ApiError> {
-    run(&state, &id, Command::RetryNow, &headers).await.map(Json)
+    run(&state, &id, JobCommand::RetryNow, &headers).await.map(Json)
 }
 
 /// Moves a `scheduled`, `failed` or `needs_attention` job to another publish time.
@@ -74,7 +74,7 @@ async fn reschedule(
     if body.publish_at <= Utc::now() {
         return Err(ApiError::unprocessable("publish_at_in_past", "publish_at", "the new publish time must be in the future"));
     }
-    run(&state, &id, Command::Reschedule(body.publish_at), &headers).await.map(Json)
+    run(&state, &id, JobCommand::Reschedule { publish_at: body.publish_at }, &headers).await.map(Json)
 }
 
 /// Cancels a `scheduled`, `failed` or `needs_attention` job: it will never publish.
@@ -87,7 +87,7 @@ async fn reschedule(
     (status = 500, description = "Internal error (`internal`), logged", body = ErrorBody),
 ))]
 async fn cancel(State(state): State<ApiState>, Path(id): Path<String>, headers: HeaderMap) -> Result<Json<JobView>, ApiError> {
-    run(&state, &id, Command::Cancel, &headers).await.map(Json)
+    run(&state, &id, JobCommand::Cancel, &headers).await.map(Json)
 }
 
 /// Publishes at once (preflight first) and waits a bounded time for the outcome; the job JSON
@@ -110,7 +110,7 @@ async fn publish_now(State(state): State<ApiState>, Path(id): Path<String>, head
     if !allows_immediate_publish(channel) {
         return Err(ApiError::Conflict { code: "publish_now_unsupported", message: format!("{channel} does not allow immediate publishing"), status: None });
     }
-    run(&state, &id, Command::PublishNow, &headers).await?;
+    run(&state, &id, JobCommand::PublishNow, &headers).await?;
     let deadline = Instant::now() + state.settings.publish_now_wait;
     loop {
         let job = load(&state, job_id).await?;
@@ -130,16 +130,9 @@ fn allows_immediate_publish(channel: Channel) -> bool {
     }
 }
 
-enum Command {
-    RetryNow,
-    Reschedule(DateTime<Utc>),
-    Cancel,
-    PublishNow,
-}
-
 /// Sends the command to the job's workflow and returns the job once the workflow mirrored it.
 #[tracing::instrument(skip(state, command), fields(command = command.name()))]
-async fn run(state: &ApiState, id: &str, command: Command, headers: &HeaderMap) -> Result<JobView, ApiError> {
+async fn run(state: &ApiState, id: &str, command: JobCommand, headers: &HeaderMap) -> Result<JobView, ApiError> {
     let job_id = parse_id(id)?;
     let before = load(state, job_id).await?;
     // The worker logs the attempts this command causes with the request's id.
@@ -149,10 +142,10 @@ async fn run(state: &ApiState, id: &str, command: Command, headers: &HeaderMap) 
     let handle = state.temporal.get_workflow_handle::<PublishPostWorkflow>(before.workflow_id.clone());
     let options = WorkflowExecuteUpdateOptions::default;
     let result = match command {
-        Command::RetryNow => handle.execute_update(PublishPostWorkflow::retry_now, (), options()).await,
-        Command::Reschedule(at) => handle.execute_update(PublishPostWorkflow::reschedule, at, options()).await,
-        Command::Cancel => handle.execute_update(PublishPostWorkflow::cancel, (), options()).await,
-        Command::PublishNow => handle.execute_update(PublishPostWorkflow::publish_now, (), options()).await,
+        JobCommand::RetryNow => handle.execute_update(PublishPostWorkflow::retry_now, (), options()).await,
+        JobCommand::Reschedule { publish_at } => handle.execute_update(PublishPostWorkflow::reschedule, publish_at, options()).await,
+        JobCommand::Cancel => handle.execute_update(PublishPostWorkflow::cancel, (), options()).await,
+        JobCommand::PublishNow => handle.execute_update(PublishPostWorkflow::publish_now, (), options()).await,
     };
     match result {
         Ok(_) => {}
@@ -181,16 +174,5 @@ async fn run(state: &ApiState, id: &str, command: Command, headers: &HeaderMap) 
             return Ok(job);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-impl Command {
-    fn name(&self) -> &'static str {
-        match self {
-            Command::RetryNow => "retry",
-            Command::Reschedule(_) => "reschedule",
-            Command::Cancel => "cancel",
-            Command::PublishNow => "publish-now",
-        }
     }
 }
