@@ -1,7 +1,10 @@
-//! `autopost`: one binary, one subcommand per process kind.
+//! `autopost`: one binary, one subcommand per process kind. The logic is in `autopost-app`.
 
 use anyhow::Context;
-use autopost::{Config, config::LogFormat};
+use autopost_app::{
+    ApiConfig, Config, WorkerConfig,
+    config::{LogFormat, PostgresSettings, SandboxSettings, TemporalSettings},
+};
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 
@@ -10,89 +13,98 @@ use tokio::net::TcpListener;
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    #[command(flatten)]
-    config: Config,
+    /// Log output: `json` for machines, `pretty` for people (`dev`'s default). Levels come from `RUST_LOG`.
+    #[arg(long, env = "AUTOPOST_LOG_FORMAT", global = true)]
+    log_format: Option<LogFormat>,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Migrate, then run the API, a worker and the platform sandbox in one process.
-    Dev,
+    Dev(Config),
     /// Serve the REST API.
-    Api,
+    Api(ApiConfig),
     /// Run a worker: workflows and activities.
-    Worker,
+    Worker(WorkerConfig),
     /// Serve the platform sandbox (Instagram and TikTok emulator with media hosting).
-    Sandbox {
-        /// No processing delays and no practical Instagram quota, for `autopost bench`.
-        #[arg(long, env = "AUTOPOST_SANDBOX_INSTANT")]
-        instant: bool,
-    },
+    Sandbox(SandboxSettings),
     /// Create the database if needed and apply migrations.
-    Migrate,
+    Migrate(PostgresSettings),
     /// Measure job creation and a publish burst against a workflow baseline (see docs/benchmark.md).
-    Bench(autopost::bench::BenchArgs),
+    Bench {
+        #[command(flatten)]
+        postgres: PostgresSettings,
+        #[command(flatten)]
+        temporal: TemporalSettings,
+        #[command(flatten)]
+        args: autopost_bench::BenchArgs,
+    },
+    /// The worker `autopost bench` starts: a worker that also runs the bench's baseline.
+    #[command(hide = true)]
+    BenchWorker(WorkerConfig),
+    /// The sandbox `autopost bench` starts: no processing delays, no practical quota.
+    #[command(hide = true)]
+    BenchSandbox(SandboxSettings),
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let Cli { command, mut config } = Cli::parse();
-    if matches!(command, Command::Dev) && std::env::var_os("AUTOPOST_LOG_FORMAT").is_none() {
-        // `dev` is for people at a terminal, unless they asked for JSON.
-        config.log_format = LogFormat::Pretty;
-    }
-    autopost::telemetry::init(config.log_format);
+    let Cli { command, log_format } = Cli::parse();
+    // `dev` is for people at a terminal, unless they asked for JSON.
+    let default_format = if matches!(command, Command::Dev(_)) { LogFormat::Pretty } else { LogFormat::Json };
+    autopost_app::telemetry::init(log_format.unwrap_or(default_format));
     match command {
-        Command::Migrate => {
-            autopost::migrate(&config).await?;
+        Command::Migrate(postgres) => {
+            autopost_app::migrate(&postgres).await?;
             tracing::info!("migrations applied");
         }
-        Command::Api => {
-            let db = autopost::connect_db(&config).await?;
-            let listener = bind(config.listen).await?;
-            autopost::run_api(&config, db, listener, ctrl_c()).await?;
+        Command::Api(config) => {
+            let db = autopost_app::connect_db(&config.postgres).await?;
+            let listener = bind(config.api.listen).await?;
+            autopost_app::run_api(&config, db, listener, shutdown_signal()).await?;
         }
-        Command::Worker => {
-            let db = autopost::connect_db(&config).await?;
-            autopost::run_worker(&config, db, ctrl_c()).await?;
+        Command::Worker(config) => {
+            let db = autopost_app::connect_db(&config.postgres).await?;
+            autopost_app::run_worker(&config, db, shutdown_signal()).await?;
         }
-        Command::Sandbox { instant } => {
-            let options = if instant {
-                autopost_sandbox::SandboxOptions { instagram_quota_total: 1_000_000, ..autopost_sandbox::SandboxOptions::instant() }
-            } else {
-                autopost_sandbox::SandboxOptions::default()
-            };
-            autopost::run_sandbox_with(bind(config.sandbox_listen).await?, options, ctrl_c()).await?;
+        Command::Sandbox(settings) => {
+            autopost_app::run_sandbox(bind(settings.sandbox_listen).await?, shutdown_signal()).await?;
         }
-        Command::Bench(args) => autopost::bench::run(&config, args).await?,
-        Command::Dev => {
-            config.use_sandbox_platforms();
-            // The sandbox accepts any app credentials; real ones come from the environment.
-            config.tiktok_client_key.get_or_insert_with(|| "sandbox-client-key".into());
-            config.tiktok_client_secret.get_or_insert_with(|| "sandbox-client-secret".into());
-            let db = autopost::migrate(&config).await?;
-            let sandbox = bind(config.sandbox_listen).await?;
-            let api = bind(config.listen).await?;
-            tokio::spawn(autopost::run_sandbox(sandbox, ctrl_c()));
-            let api_config = config.clone();
-            let api_db = db.clone();
-            tokio::spawn(async move {
-                if let Err(e) = autopost::run_api(&api_config, api_db, api, ctrl_c()).await {
-                    tracing::error!(error = %format!("{e:#}"), "API stopped");
-                }
-            });
-            println!("autopost dev: API http://{}  sandbox {}  (Ctrl-C stops)", config.listen, config.sandbox_url());
-            autopost::run_worker(&config, db, ctrl_c()).await?;
-        }
+        Command::Bench { postgres, temporal, args } => autopost_bench::run(&postgres, &temporal, args).await?,
+        Command::BenchWorker(config) => autopost_bench::run_worker(&config, shutdown_signal()).await?,
+        Command::BenchSandbox(settings) => autopost_bench::run_sandbox(&settings, shutdown_signal()).await?,
+        Command::Dev(config) => dev(config).await?,
     }
     Ok(())
+}
+
+/// Everything in one process, with the platforms pointed at the built-in sandbox.
+async fn dev(mut config: Config) -> anyhow::Result<()> {
+    config.use_sandbox_platforms();
+    // The sandbox accepts any app credentials; real ones come from the environment.
+    config.worker.tiktok_client_key.get_or_insert_with(|| "sandbox-client-key".into());
+    config.worker.tiktok_client_secret.get_or_insert_with(|| "sandbox-client-secret".into());
+    let db = autopost_app::migrate(&config.postgres).await?;
+    let sandbox = bind(config.sandbox.sandbox_listen).await?;
+    let api = bind(config.api.listen).await?;
+    tokio::spawn(autopost_app::run_sandbox(sandbox, shutdown_signal()));
+    let api_config = config.api_config();
+    let api_db = db.clone();
+    tokio::spawn(async move {
+        if let Err(e) = autopost_app::run_api(&api_config, api_db, api, shutdown_signal()).await {
+            tracing::error!(error = %format!("{e:#}"), "API stopped");
+        }
+    });
+    println!("autopost dev: API http://{}  sandbox {}  (Ctrl-C stops)", config.api.listen, config.sandbox.url());
+    autopost_app::run_worker(&config.worker_config(), db, shutdown_signal()).await
 }
 
 async fn bind(address: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
     TcpListener::bind(address).await.with_context(|| format!("listening on {address}"))
 }
 
-async fn ctrl_c() {
+/// Ctrl-C or SIGTERM (what an orchestrator sends).
+async fn shutdown_signal() {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}

@@ -68,8 +68,8 @@ pub async fn load_job(db: &PgPool, job_id: Uuid) -> Result<JobForPublish, DbErro
     })
 }
 
-/// Writes a transition unless a newer one is already there. Returns whether it was applied.
-#[instrument(skip(db, transition), fields(job_id = %transition.job_id, seq = transition.seq, status = %transition.status))]
+/// Writes a transition unless a newer one (a higher `version`) is already there. Returns whether it was applied.
+#[instrument(skip(db, transition), fields(job_id = %transition.job_id, version = transition.version, status = %transition.status))]
 pub async fn apply_transition(db: &PgPool, transition: &JobTransition) -> Result<bool, DbError> {
     let (error_code, error_message) = match &transition.last_error {
         Some(e) => (Some(e.code.as_str()), Some(e.message.as_str())),
@@ -82,7 +82,7 @@ pub async fn apply_transition(db: &PgPool, transition: &JobTransition) -> Result
                publish_at = COALESCE($10, publish_at), version = $2, updated_at = now()
            WHERE id = $1 AND version < $2"#,
         transition.job_id,
-        transition.seq,
+        transition.version,
         transition.status.as_str(),
         transition.attempt_count,
         error_code,
@@ -119,13 +119,9 @@ pub struct RecordedReference {
 /// Opens the attempt's row (idempotent: a re-executed attempt finds its row again).
 #[instrument(skip(db))]
 pub async fn begin_attempt(db: &PgPool, job_id: Uuid, attempt: i32) -> Result<(), DbError> {
-    sqlx::query!(
-        "INSERT INTO publish_attempts (job_id, attempt_number) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-        job_id,
-        attempt
-    )
-    .execute(db)
-    .await?;
+    sqlx::query!("INSERT INTO publish_attempts (job_id, attempt_number) VALUES ($1, $2) ON CONFLICT DO NOTHING", job_id, attempt)
+        .execute(db)
+        .await?;
     Ok(())
 }
 
@@ -146,13 +142,7 @@ pub async fn recorded_references(db: &PgPool, job_id: Uuid) -> Result<Vec<Record
 
 /// Records what the platform created, before anything else is asked of it.
 #[instrument(skip(db))]
-pub async fn record_reference(
-    db: &PgPool,
-    job_id: Uuid,
-    attempt: i32,
-    reference: &str,
-    request_id: Option<&str>,
-) -> Result<(), DbError> {
+pub async fn record_reference(db: &PgPool, job_id: Uuid, attempt: i32, reference: &str, request_id: Option<&str>) -> Result<(), DbError> {
     sqlx::query!(
         r#"UPDATE publish_attempts
            SET platform_reference = $3, platform_request_id = COALESCE($4, platform_request_id)
@@ -170,26 +160,18 @@ pub async fn record_reference(
 /// Notes that a publish call whose result only its answer reveals is about to be sent.
 #[instrument(skip(db))]
 pub async fn mark_publish_requested(db: &PgPool, job_id: Uuid, attempt: i32) -> Result<(), DbError> {
-    sqlx::query!(
-        "UPDATE publish_attempts SET publish_requested_at = now() WHERE job_id = $1 AND attempt_number = $2",
-        job_id,
-        attempt
-    )
-    .execute(db)
-    .await?;
+    sqlx::query!("UPDATE publish_attempts SET publish_requested_at = now() WHERE job_id = $1 AND attempt_number = $2", job_id, attempt)
+        .execute(db)
+        .await?;
     Ok(())
 }
 
 /// The platform certainly refused the call: nothing is left to resolve.
 #[instrument(skip(db))]
 pub async fn clear_publish_requested(db: &PgPool, job_id: Uuid, attempt: i32) -> Result<(), DbError> {
-    sqlx::query!(
-        "UPDATE publish_attempts SET publish_requested_at = NULL WHERE job_id = $1 AND attempt_number = $2",
-        job_id,
-        attempt
-    )
-    .execute(db)
-    .await?;
+    sqlx::query!("UPDATE publish_attempts SET publish_requested_at = NULL WHERE job_id = $1 AND attempt_number = $2", job_id, attempt)
+        .execute(db)
+        .await?;
     Ok(())
 }
 

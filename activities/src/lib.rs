@@ -1,6 +1,5 @@
 //! The worker's activities: everything of a publish that does IO. Workflows decide; these act.
 
-pub mod bench;
 pub mod db;
 pub mod platforms;
 mod preflight;
@@ -8,13 +7,11 @@ mod publish;
 
 use std::{sync::Arc, time::Duration};
 
-use autopost_workflows::{
-    AttemptOutcome, JobTransition, PreflightReport, PreflightRequest, PublishRequest, activities as contract,
-};
+use autopost_workflows::{AttemptOutcome, JobTransition, PreflightReport, PreflightRequest, PublishRequest, activities as contract};
 use sqlx::PgPool;
 use temporalio_macros::activities;
-use temporalio_sdk::activities::{ActivityContext, ActivityError};
 use temporalio_sdk::ApplicationFailure;
+use temporalio_sdk::activities::{ActivityContext, ActivityError};
 
 use platforms::{instagram::InstagramClient, tiktok::TiktokClient};
 
@@ -61,35 +58,21 @@ impl WorkerActivities {
 #[activities]
 impl WorkerActivities {
     #[activity(definition = contract::Preflight)]
-    pub async fn preflight(
-        self: Arc<Self>,
-        _ctx: ActivityContext,
-        request: PreflightRequest,
-    ) -> Result<PreflightReport, ActivityError> {
+    pub async fn preflight(self: Arc<Self>, _ctx: ActivityContext, request: PreflightRequest) -> Result<PreflightReport, ActivityError> {
         self.run_preflight(request.job_id).await.map_err(retry_later)
     }
 
     #[activity(definition = contract::Publish)]
-    pub async fn publish(
-        self: Arc<Self>,
-        ctx: ActivityContext,
-        request: PublishRequest,
-    ) -> Result<AttemptOutcome, ActivityError> {
+    pub async fn publish(self: Arc<Self>, ctx: ActivityContext, request: PublishRequest) -> Result<AttemptOutcome, ActivityError> {
         self.run_attempt(&ctx, request).await.map_err(|e| match e {
             // The job row is gone: retrying cannot help, and publishing without it must not happen.
-            db::DbError::JobMissing(_) | db::DbError::Corrupt(..) => {
-                ActivityError::application(ApplicationFailure::non_retryable(e))
-            }
+            db::DbError::JobMissing(_) | db::DbError::Corrupt(..) => ActivityError::application(ApplicationFailure::non_retryable(e)),
             other => retry_later(other),
         })
     }
 
     #[activity(definition = contract::MirrorTransition)]
-    pub async fn mirror_transition(
-        self: Arc<Self>,
-        _ctx: ActivityContext,
-        transition: JobTransition,
-    ) -> Result<(), ActivityError> {
+    pub async fn mirror_transition(self: Arc<Self>, _ctx: ActivityContext, transition: JobTransition) -> Result<(), ActivityError> {
         let applied = db::apply_transition(&self.db, &transition).await.map_err(|e| match e {
             // The row is gone (the API removed a job whose start it believed failed): retrying
             // forever would hide it; failing the workflow shows it to operators.
@@ -100,7 +83,7 @@ impl WorkerActivities {
             tracing::info!(job_id = %transition.job_id, status = %transition.status, attempt = transition.attempt_count,
                 error_code = transition.last_error.as_ref().map(|e| e.code.as_str()), "job transition");
         } else {
-            tracing::info!(job_id = %transition.job_id, seq = transition.seq, "stale transition ignored");
+            tracing::info!(job_id = %transition.job_id, version = transition.version, "stale transition ignored");
         }
         Ok(())
     }

@@ -1,7 +1,7 @@
 //! Preflight: is the job publishable? Checks the account, its token (expiry and the platform's
 //! cheap probe) and every media item, and makes no publish call.
 
-use autopost_workflows::{Channel, JobError, MediaItem, MediaKind, PreflightReport, ReadinessCheck};
+use autopost_workflows::{Channel, JobError, MediaItem, PreflightReport, ReadinessCheck, rules};
 use chrono::Utc;
 use reqwest::{StatusCode, header};
 use tracing::instrument;
@@ -12,17 +12,6 @@ use crate::{
     db::{self, DbError, JobForPublish},
     platforms::{ErrorClass, PlatformError},
 };
-
-/// Content types and sizes each platform takes (platforms.md).
-fn accepted(channel: Channel, kind: MediaKind) -> (&'static [&'static str], u64) {
-    const MB: u64 = 1024 * 1024;
-    match (channel, kind) {
-        (Channel::Instagram, MediaKind::Image) => (&["image/jpeg"], 8 * MB),
-        (Channel::Instagram, MediaKind::Video) => (&["video/mp4", "video/quicktime"], 1024 * MB),
-        (Channel::Tiktok, MediaKind::Image) => (&["image/jpeg", "image/webp"], 20 * MB),
-        (Channel::Tiktok, MediaKind::Video) => (&["video/mp4", "video/webm", "video/quicktime"], 4096 * MB),
-    }
-}
 
 /// A refreshable token is refreshed when it expires within this margin, so the attempt that
 /// follows preflight never meets an expired one.
@@ -40,10 +29,7 @@ impl Check {
 
     fn failed(name: &str, code: &str, detail: impl Into<String>) -> Self {
         let detail = detail.into();
-        Check {
-            check: ReadinessCheck { name: name.into(), ok: false, detail: detail.clone() },
-            error: Some(JobError::new(code, detail)),
-        }
+        Check { check: ReadinessCheck { name: name.into(), ok: false, detail: detail.clone() }, error: Some(JobError::new(code, detail)) }
     }
 }
 
@@ -58,7 +44,9 @@ impl WorkerActivities {
                 checks
             }
             // Absence of data is a failure with a message, never a silent success.
-            Err(DbError::JobMissing(_)) => vec![Check::failed("account", "preflight.job_missing", "the job or its account no longer exists")],
+            Err(DbError::JobMissing(_)) => {
+                vec![Check::failed("account", "preflight.job_missing", "the job or its account no longer exists")]
+            }
             Err(other) => return Err(other),
         };
         let error = checks.iter().find_map(|c| c.error.clone());
@@ -66,12 +54,8 @@ impl WorkerActivities {
             metrics::counter!("autopost_preflight_failures_total", "reason" => error.code.clone()).increment(1);
             tracing::info!(%job_id, error_code = %error.code, "preflight failed");
         }
-        let report = PreflightReport {
-            ok: error.is_none(),
-            checked_at: Utc::now(),
-            checks: checks.into_iter().map(|c| c.check).collect(),
-            error,
-        };
+        let report =
+            PreflightReport { ok: error.is_none(), checked_at: Utc::now(), checks: checks.into_iter().map(|c| c.check).collect(), error };
         let readiness = serde_json::json!({ "ok": report.ok, "checked_at": report.checked_at, "checks": report.checks });
         db::store_readiness(&self.db, job_id, report.checked_at, &readiness).await?;
         Ok(report)
@@ -86,9 +70,17 @@ impl WorkerActivities {
                 return check;
             }
         } else if expires_at <= now {
-            return Check::failed("token", "preflight.token_expired", format!("the access token expired at {expires_at}; reconnect the account"));
+            return Check::failed(
+                "token",
+                "preflight.token_expired",
+                format!("the access token expired at {expires_at}; reconnect the account"),
+            );
         } else if expires_at <= job.publish_at && !refreshable {
-            return Check::failed("token", "preflight.token_expired", format!("the access token expires at {expires_at}, before the publish time; reconnect the account"));
+            return Check::failed(
+                "token",
+                "preflight.token_expired",
+                format!("the access token expires at {expires_at}, before the publish time; reconnect the account"),
+            );
         }
         let token = &job.account.access_token;
         let probe: Result<(), PlatformError> = match job.channel {
@@ -96,10 +88,20 @@ impl WorkerActivities {
             Channel::Tiktok => self.tiktok.creator_info(token).await.map(drop),
         };
         match probe {
-            Ok(()) if job.account.token_expires_at <= job.publish_at => Check::ok("token", format!("{} accepted the token; it will be refreshed before the publish time", job.channel)),
+            Ok(()) if job.account.token_expires_at <= job.publish_at => {
+                Check::ok("token", format!("{} accepted the token; it will be refreshed before the publish time", job.channel))
+            }
             Ok(()) => Check::ok("token", format!("{} accepted the token", job.channel)),
-            Err(e) if e.class == ErrorClass::Token => Check::failed("token", "preflight.token_rejected", format!("{} rejected the token ({}): {}", job.channel, e.code, e.message)),
-            Err(e) if e.class == ErrorClass::Permanent => Check::failed("token", "preflight.account_unusable", format!("{} refuses posts from this account ({}): {}", job.channel, e.code, e.message)),
+            Err(e) if e.class == ErrorClass::Token => Check::failed(
+                "token",
+                "preflight.token_rejected",
+                format!("{} rejected the token ({}): {}", job.channel, e.code, e.message),
+            ),
+            Err(e) if e.class == ErrorClass::Permanent => Check::failed(
+                "token",
+                "preflight.account_unusable",
+                format!("{} refuses posts from this account ({}): {}", job.channel, e.code, e.message),
+            ),
             // The platform could not answer now: the attempt itself will meet the same outage
             // and go through the retry schedule, which is the right place for it.
             Err(e) => Check::ok("token", format!("could not be verified now ({}); the publish attempt will retry", e.code)),
@@ -122,15 +124,25 @@ impl WorkerActivities {
                 let expires_at = Utc::now() + chrono::Duration::seconds(tokens.expires_in);
                 db::store_refreshed_tokens(&self.db, job.account.id, &tokens.access_token, expires_at, &tokens.refresh_token)
                     .await
-                    .map_err(|e| Check::failed("token", "preflight.token_refresh_failed", format!("the refreshed token could not be stored: {e}")))?;
+                    .map_err(|e| {
+                        Check::failed("token", "preflight.token_refresh_failed", format!("the refreshed token could not be stored: {e}"))
+                    })?;
                 tracing::info!(account_id = %job.account.id, %expires_at, "TikTok token refreshed");
                 job.account.access_token = tokens.access_token;
                 job.account.token_expires_at = expires_at;
                 job.account.refresh_token = Some(tokens.refresh_token);
                 Ok(())
             }
-            Err(e) if e.class == ErrorClass::Token => Err(Check::failed("token", "preflight.token_expired", format!("the token expired and TikTok refused to refresh it ({}); reconnect the account", e.code))),
-            Err(e) => Err(Check::failed("token", "preflight.token_refresh_failed", format!("the token expired and could not be refreshed now ({}): {}", e.code, e.message))),
+            Err(e) if e.class == ErrorClass::Token => Err(Check::failed(
+                "token",
+                "preflight.token_expired",
+                format!("the token expired and TikTok refused to refresh it ({}); reconnect the account", e.code),
+            )),
+            Err(e) => Err(Check::failed(
+                "token",
+                "preflight.token_refresh_failed",
+                format!("the token expired and could not be refreshed now ({}): {}", e.code, e.message),
+            )),
         }
     }
 
@@ -162,13 +174,20 @@ impl WorkerActivities {
             .and_then(|v| v.split(';').next())
             .map(|v| v.trim().to_ascii_lowercase())
             .unwrap_or_default();
-        let (types, max_bytes) = accepted(channel, item.kind);
-        if !types.contains(&content_type.as_str()) {
-            return Err(("preflight.media_unsupported", format!("content type `{content_type}` is not one of {} for a {channel} {:?}", types.join(", "), item.kind)));
+        let accepted = rules::accepted_files(channel, item.kind);
+        if !accepted.content_types.contains(&content_type.as_str()) {
+            return Err((
+                "preflight.media_unsupported",
+                format!(
+                    "content type `{content_type}` is not one of {} for a {channel} {:?}",
+                    accepted.content_types.join(", "),
+                    item.kind
+                ),
+            ));
         }
         let length = response.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        if let Some(length) = length.filter(|l| *l > max_bytes) {
-            return Err(("preflight.media_unsupported", format!("{length} bytes is over the {channel} limit of {max_bytes}")));
+        if let Some(length) = length.filter(|l| *l > accepted.max_bytes) {
+            return Err(("preflight.media_unsupported", format!("{length} bytes is over the {channel} limit of {}", accepted.max_bytes)));
         }
         Ok(())
     }

@@ -83,13 +83,18 @@ impl WorkerActivities {
         };
         let (outcome, platform_request_id) = match result {
             Ok(published) => {
-                db::finish_attempt(&self.db, job.id, request.attempt, AttemptEnd {
-                    success: true,
-                    error_code: None,
-                    error_message: None,
-                    retryable: None,
-                    request_id: published.request_id.as_deref(),
-                })
+                db::finish_attempt(
+                    &self.db,
+                    job.id,
+                    request.attempt,
+                    AttemptEnd {
+                        success: true,
+                        error_code: None,
+                        error_message: None,
+                        retryable: None,
+                        request_id: published.request_id.as_deref(),
+                    },
+                )
                 .await?;
                 let now = Utc::now();
                 let lag = (now - job.publish_at).to_std().unwrap_or_default();
@@ -97,13 +102,18 @@ impl WorkerActivities {
                 (AttemptOutcome::Published { platform_post_id: published.platform_post_id, published_at: now }, published.request_id)
             }
             Err(AttemptError::Platform(error)) => {
-                db::finish_attempt(&self.db, job.id, request.attempt, AttemptEnd {
-                    success: false,
-                    error_code: Some(&error.code),
-                    error_message: Some(&error.message),
-                    retryable: Some(error.retryable()),
-                    request_id: error.request_id.as_deref(),
-                })
+                db::finish_attempt(
+                    &self.db,
+                    job.id,
+                    request.attempt,
+                    AttemptEnd {
+                        success: false,
+                        error_code: Some(&error.code),
+                        error_message: Some(&error.message),
+                        retryable: Some(error.retryable()),
+                        request_id: error.request_id.as_deref(),
+                    },
+                )
                 .await?;
                 let outcome = AttemptOutcome::Failed {
                     error: error.to_job_error(),
@@ -184,7 +194,11 @@ impl WorkerActivities {
                     return Err(permanent("instagram.container_error", message).into());
                 }
                 (ContainerStatus::Expired, _) => {
-                    let expired = PlatformError::new(ErrorClass::Transient, "instagram.container_expired", "the media container expired before it was published");
+                    let expired = PlatformError::new(
+                        ErrorClass::Transient,
+                        "instagram.container_expired",
+                        "the media container expired before it was published",
+                    );
                     return Err(PlatformError { request_id: reply.request_id, ..expired }.into());
                 }
                 (ContainerStatus::InProgress, _) => self.wait_while_processing(ctx, job.channel, &mut waited, &container).await?,
@@ -269,7 +283,13 @@ impl WorkerActivities {
     /// Sleeps before the next status read, heartbeating so Temporal notices a dead worker quickly.
     /// Reads start fast and slow down to the poll interval: most posts are ready within seconds,
     /// and the platforms rate-limit status reads.
-    async fn wait_while_processing(&self, ctx: &ActivityContext, channel: Channel, waited: &mut Processing, reference: &str) -> Result<(), PlatformError> {
+    async fn wait_while_processing(
+        &self,
+        ctx: &ActivityContext,
+        channel: Channel,
+        waited: &mut Processing,
+        reference: &str,
+    ) -> Result<(), PlatformError> {
         if waited.started.elapsed() >= self.settings.processing_timeout {
             return Err(processing_timeout(channel, waited.started.elapsed()));
         }

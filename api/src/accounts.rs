@@ -3,26 +3,24 @@
 use autopost_workflows::Channel;
 use axum::{
     Json, Router,
-    extract::{Path, State},
+    extract::State,
     http::StatusCode,
     routing::{get, post},
 };
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::{
     ApiState,
-    error::{ApiError, ErrorBody},
-    extract::ApiJson,
-    parse_id,
+    error::{ApiError, ErrorBody, responses},
+    extract::{ApiJson, ApiPath},
+    views::AccountView,
 };
 
 pub fn router() -> Router<ApiState> {
-    Router::new()
-        .route("/v1/accounts", post(link_account))
-        .route("/v1/accounts/{id}", get(get_account))
+    Router::new().route("/v1/accounts", post(link_account)).route("/v1/accounts/{id}", get(get_account))
 }
 
 /// A creator's account to link, with its tokens; they are stored, never returned.
@@ -40,29 +38,15 @@ pub struct LinkAccount {
     refresh_token: Option<SecretString>,
 }
 
-/// An account as the API shows it: everything but the tokens.
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct AccountView {
-    id: Uuid,
-    creator_id: String,
-    #[schema(value_type = Channel)]
-    channel: String,
-    platform_user_id: String,
-    token_expires_at: DateTime<Utc>,
-    has_refresh_token: bool,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-}
-
 /// Links an account, or refreshes the tokens of one the same creator linked before (201, 200).
 #[utoipa::path(post, path = "/v1/accounts", tag = "accounts", request_body = LinkAccount, responses(
     (status = 201, description = "The account was linked", body = AccountView),
     (status = 200, description = "The creator had linked this platform account before: its tokens were replaced", body = AccountView),
     (status = 400, description = "The body cannot be read (`invalid_body`)", body = ErrorBody),
     (status = 409, description = "Another creator linked this platform account (`account_linked_elsewhere`)", body = ErrorBody),
-    (status = 415, description = "The body is not `application/json` (`unsupported_media_type`)", body = ErrorBody),
+    (status = 415, response = responses::UnsupportedMediaType),
     (status = 422, description = "A value breaks a rule (`required`, `token_expired`)", body = ErrorBody),
-    (status = 500, description = "Internal error (`internal`), logged", body = ErrorBody),
+    (status = 500, response = responses::Internal),
 ))]
 #[tracing::instrument(skip_all, fields(creator_id = %body.creator_id, channel = %body.channel))]
 async fn link_account(
@@ -78,7 +62,11 @@ async fn link_account(
         return Err(ApiError::unprocessable("required", "access_token", "access_token must not be empty"));
     }
     if body.token_expires_at <= Utc::now() {
-        return Err(ApiError::unprocessable("token_expired", "token_expires_at", "the token has already expired; reconnect to get a fresh one"));
+        return Err(ApiError::unprocessable(
+            "token_expired",
+            "token_expires_at",
+            "the token has already expired; reconnect to get a fresh one",
+        ));
     }
     let existing = sqlx::query!(
         "SELECT id, creator_id FROM social_accounts WHERE channel = $1 AND platform_user_id = $2",
@@ -116,24 +104,27 @@ async fn link_account(
     .fetch_optional(&state.db)
     .await?
     // The conditional upsert returns nothing only if another creator linked it meanwhile.
-    .ok_or_else(|| ApiError::Conflict { code: "account_linked_elsewhere", message: "this account is linked to another creator".into(), status: None })?;
+    .ok_or_else(|| ApiError::Conflict {
+        code: "account_linked_elsewhere",
+        message: "this account is linked to another creator".into(),
+        status: None,
+    })?;
     Ok((status, Json(load(&state, id).await?)))
 }
 
 /// The account, without its tokens.
 #[utoipa::path(get, path = "/v1/accounts/{id}", tag = "accounts", params(("id" = Uuid, Path, description = "The account's id")), responses(
     (status = 200, description = "The account", body = AccountView),
-    (status = 400, description = "The id is not a UUID (`invalid_id`)", body = ErrorBody),
+    (status = 400, response = responses::InvalidId),
     (status = 404, description = "No account has this id (`not_found`)", body = ErrorBody),
-    (status = 500, description = "Internal error (`internal`), logged", body = ErrorBody),
+    (status = 500, response = responses::Internal),
 ))]
-async fn get_account(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Json<AccountView>, ApiError> {
-    Ok(Json(load(&state, parse_id(&id)?).await?))
+async fn get_account(State(state): State<ApiState>, ApiPath(id): ApiPath<Uuid>) -> Result<Json<AccountView>, ApiError> {
+    Ok(Json(load(&state, id).await?))
 }
 
 async fn load(state: &ApiState, id: Uuid) -> Result<AccountView, ApiError> {
-    sqlx::query_as!(
-        AccountView,
+    let row = sqlx::query!(
         r#"SELECT id, creator_id, channel, platform_user_id, token_expires_at,
                   refresh_token IS NOT NULL AS "has_refresh_token!", created_at, updated_at
            FROM social_accounts WHERE id = $1"#,
@@ -141,5 +132,15 @@ async fn load(state: &ApiState, id: Uuid) -> Result<AccountView, ApiError> {
     )
     .fetch_optional(&state.db)
     .await?
-    .ok_or(ApiError::NotFound { what: "account" })
+    .ok_or(ApiError::NotFound { what: "account" })?;
+    Ok(AccountView {
+        channel: row.channel.parse().map_err(|e| anyhow::anyhow!("account {id}: {e}"))?,
+        id: row.id,
+        creator_id: row.creator_id,
+        platform_user_id: row.platform_user_id,
+        token_expires_at: row.token_expires_at,
+        has_refresh_token: row.has_refresh_token,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+    })
 }

@@ -5,22 +5,19 @@
 use std::time::{Duration, Instant};
 
 use autopost_workflows::{Channel, JobCommand, PublishPostWorkflow};
-use axum::{
-    Json, Router,
-    extract::{Path, State},
-    http::HeaderMap,
-    routing::post,
-};
+use axum::{Json, Router, extract::State, http::HeaderMap, routing::post};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use temporalio_client::{WorkflowExecuteUpdateOptions, WorkflowQueryOptions, errors::WorkflowUpdateError};
+use uuid::Uuid;
 
 use crate::{
     ApiState,
-    error::{ApiError, ErrorBody},
-    extract::ApiJson,
-    jobs::{JobView, load},
-    observability, parse_id,
+    error::{ApiError, ErrorBody, responses},
+    extract::{ApiJson, ApiPath},
+    jobs::load,
+    observability,
+    views::JobView,
 };
 
 pub fn router() -> Router<ApiState> {
@@ -44,78 +41,71 @@ pub struct Reschedule {
 /// Retries a `failed` job now, or a `needs_attention` one with a fresh retry budget (preflight first).
 #[utoipa::path(post, path = "/v1/publish-jobs/{id}/retry", tag = "commands", params(("id" = Uuid, Path, description = "The job's id")), responses(
     (status = 200, description = "The job after the command", body = JobView),
-    (status = 400, description = "The id is not a UUID (`invalid_id`)", body = ErrorBody),
-    (status = 404, description = "No job has this id (`not_found`)", body = ErrorBody),
-    (status = 409, description = "The job's status does not allow this (`invalid_state`; `status` is the job's current one)", body = ErrorBody),
-    (status = 503, description = "Temporal is unreachable (`unavailable`); nothing was changed", body = ErrorBody),
-    (status = 500, description = "Internal error (`internal`), logged", body = ErrorBody),
+    (status = 400, response = responses::InvalidId),
+    responses::CommandErrors,
 ))]
-async fn retry(State(state): State<ApiState>, Path(id): Path<String>, headers: HeaderMap) -> Result<Json<JobView>, ApiError> {
-    run(&state, &id, JobCommand::RetryNow, &headers).await.map(Json)
+async fn retry(State(state): State<ApiState>, ApiPath(id): ApiPath<Uuid>, headers: HeaderMap) -> Result<Json<JobView>, ApiError> {
+    run(&state, id, JobCommand::Retry, &headers).await.map(Json)
 }
 
 /// Moves a `scheduled`, `failed` or `needs_attention` job to another publish time.
 #[utoipa::path(post, path = "/v1/publish-jobs/{id}/reschedule", tag = "commands", request_body = Reschedule, params(("id" = Uuid, Path, description = "The job's id")), responses(
     (status = 200, description = "The job after the command", body = JobView),
     (status = 400, description = "The id is not a UUID (`invalid_id`) or the body cannot be read (`invalid_body`)", body = ErrorBody),
-    (status = 404, description = "No job has this id (`not_found`)", body = ErrorBody),
-    (status = 409, description = "The job's status does not allow this (`invalid_state`; `status` is the job's current one)", body = ErrorBody),
-    (status = 415, description = "The body is not `application/json` (`unsupported_media_type`)", body = ErrorBody),
+    (status = 415, response = responses::UnsupportedMediaType),
     (status = 422, description = "The new time is not in the future (`publish_at_in_past`)", body = ErrorBody),
-    (status = 503, description = "Temporal is unreachable (`unavailable`); nothing was changed", body = ErrorBody),
-    (status = 500, description = "Internal error (`internal`), logged", body = ErrorBody),
+    responses::CommandErrors,
 ))]
 async fn reschedule(
     State(state): State<ApiState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<Uuid>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<Reschedule>,
 ) -> Result<Json<JobView>, ApiError> {
     if body.publish_at <= Utc::now() {
         return Err(ApiError::unprocessable("publish_at_in_past", "publish_at", "the new publish time must be in the future"));
     }
-    run(&state, &id, JobCommand::Reschedule { publish_at: body.publish_at }, &headers).await.map(Json)
+    run(&state, id, JobCommand::Reschedule { publish_at: body.publish_at }, &headers).await.map(Json)
 }
 
 /// Cancels a `scheduled`, `failed` or `needs_attention` job: it will never publish.
 #[utoipa::path(post, path = "/v1/publish-jobs/{id}/cancel", tag = "commands", params(("id" = Uuid, Path, description = "The job's id")), responses(
     (status = 200, description = "The job after the command", body = JobView),
-    (status = 400, description = "The id is not a UUID (`invalid_id`)", body = ErrorBody),
-    (status = 404, description = "No job has this id (`not_found`)", body = ErrorBody),
-    (status = 409, description = "The job's status does not allow this (`invalid_state`; `status` is the job's current one)", body = ErrorBody),
-    (status = 503, description = "Temporal is unreachable (`unavailable`); nothing was changed", body = ErrorBody),
-    (status = 500, description = "Internal error (`internal`), logged", body = ErrorBody),
+    (status = 400, response = responses::InvalidId),
+    responses::CommandErrors,
 ))]
-async fn cancel(State(state): State<ApiState>, Path(id): Path<String>, headers: HeaderMap) -> Result<Json<JobView>, ApiError> {
-    run(&state, &id, JobCommand::Cancel, &headers).await.map(Json)
+async fn cancel(State(state): State<ApiState>, ApiPath(id): ApiPath<Uuid>, headers: HeaderMap) -> Result<Json<JobView>, ApiError> {
+    run(&state, id, JobCommand::Cancel, &headers).await.map(Json)
 }
 
 /// Publishes at once (preflight first) and waits a bounded time for the outcome; the job JSON
 /// says `publishing` if the platform is still at work when the wait ends.
 #[utoipa::path(post, path = "/v1/publish-jobs/{id}/publish-now", tag = "commands", params(("id" = Uuid, Path, description = "The job's id")), responses(
     (status = 200, description = "The job once settled, or `publishing` if the wait ended first", body = JobView),
-    (status = 400, description = "The id is not a UUID (`invalid_id`)", body = ErrorBody),
+    (status = 400, response = responses::InvalidId),
     (status = 403, description = "Publish-now is disabled on this server (`feature_disabled`)", body = ErrorBody),
-    (status = 404, description = "No job has this id (`not_found`)", body = ErrorBody),
+    (status = 404, response = responses::JobNotFound),
     (status = 409, description = "The job's status does not allow this (`invalid_state`; `status` is the job's current one), or its channel cannot publish at once (`publish_now_unsupported`)", body = ErrorBody),
-    (status = 503, description = "Temporal is unreachable (`unavailable`); nothing was changed", body = ErrorBody),
-    (status = 500, description = "Internal error (`internal`), logged", body = ErrorBody),
+    (status = 503, response = responses::Unavailable),
+    (status = 500, response = responses::Internal),
 ))]
-async fn publish_now(State(state): State<ApiState>, Path(id): Path<String>, headers: HeaderMap) -> Result<Json<JobView>, ApiError> {
+async fn publish_now(State(state): State<ApiState>, ApiPath(job_id): ApiPath<Uuid>, headers: HeaderMap) -> Result<Json<JobView>, ApiError> {
     if !state.settings.publish_now_enabled {
         return Err(ApiError::Forbidden { code: "feature_disabled", message: "publish-now is disabled (AUTOPOST_PUBLISH_NOW)".into() });
     }
-    let job_id = parse_id(&id)?;
-    let channel: Channel = load(&state, job_id).await?.channel.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let channel = load(&state, job_id).await?.channel;
     if !allows_immediate_publish(channel) {
-        return Err(ApiError::Conflict { code: "publish_now_unsupported", message: format!("{channel} does not allow immediate publishing"), status: None });
+        return Err(ApiError::Conflict {
+            code: "publish_now_unsupported",
+            message: format!("{channel} does not allow immediate publishing"),
+            status: None,
+        });
     }
-    run(&state, &id, JobCommand::PublishNow, &headers).await?;
+    run(&state, job_id, JobCommand::PublishNow, &headers).await?;
     let deadline = Instant::now() + state.settings.publish_now_wait;
     loop {
         let job = load(&state, job_id).await?;
-        let settled = ["published", "failed", "needs_attention", "cancelled"].contains(&job.status.as_str());
-        if settled || Instant::now() >= deadline {
+        if job.status.is_settled() || Instant::now() >= deadline {
             return Ok(Json(job));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -132,8 +122,7 @@ fn allows_immediate_publish(channel: Channel) -> bool {
 
 /// Sends the command to the job's workflow and returns the job once the workflow mirrored it.
 #[tracing::instrument(skip(state, command), fields(command = command.name()))]
-async fn run(state: &ApiState, id: &str, command: JobCommand, headers: &HeaderMap) -> Result<JobView, ApiError> {
-    let job_id = parse_id(id)?;
+async fn run(state: &ApiState, job_id: Uuid, command: JobCommand, headers: &HeaderMap) -> Result<JobView, ApiError> {
     let before = load(state, job_id).await?;
     // The worker logs the attempts this command causes with the request's id.
     if let Some(request_id) = observability::request_id(headers) {
@@ -142,7 +131,7 @@ async fn run(state: &ApiState, id: &str, command: JobCommand, headers: &HeaderMa
     let handle = state.temporal.get_workflow_handle::<PublishPostWorkflow>(before.workflow_id.clone());
     let options = WorkflowExecuteUpdateOptions::default;
     let result = match command {
-        JobCommand::RetryNow => handle.execute_update(PublishPostWorkflow::retry_now, (), options()).await,
+        JobCommand::Retry => handle.execute_update(PublishPostWorkflow::retry, (), options()).await,
         JobCommand::Reschedule { publish_at } => handle.execute_update(PublishPostWorkflow::reschedule, publish_at, options()).await,
         JobCommand::Cancel => handle.execute_update(PublishPostWorkflow::cancel, (), options()).await,
         JobCommand::PublishNow => handle.execute_update(PublishPostWorkflow::publish_now, (), options()).await,
@@ -152,9 +141,13 @@ async fn run(state: &ApiState, id: &str, command: JobCommand, headers: &HeaderMa
         // The workflow's validator refused: the job's state does not allow the command.
         Err(WorkflowUpdateError::Failed(failure)) => {
             let status = handle.query(PublishPostWorkflow::status, (), WorkflowQueryOptions::default()).await.ok();
-            return Err(ApiError::Conflict { code: "invalid_state", message: failure.message, status: Some(status.map_or(before.status.clone(), |s| s.to_string())) });
+            return Err(ApiError::Conflict {
+                code: "invalid_state",
+                message: failure.message,
+                status: Some(status.unwrap_or(before.status)),
+            });
         }
-        // The workflow has ended (published, cancelled, or before commands existed and done).
+        // The workflow has ended (published or cancelled).
         Err(WorkflowUpdateError::NotFound(_)) => {
             let job = load(state, job_id).await?;
             return Err(ApiError::Conflict {

@@ -1,6 +1,7 @@
 //! The API's one error type. Every error leaves as `{"error":{"code","message","field"}}` with a
 //! fitting status; internal details are logged, never returned.
 
+use autopost_workflows::JobStatus;
 use axum::{
     Json,
     http::StatusCode,
@@ -12,17 +13,12 @@ use serde::Serialize;
 pub enum ApiError {
     /// The request is malformed (400) or well-formed but not acceptable (422).
     #[error("{message}")]
-    Invalid {
-        status: StatusCode,
-        code: &'static str,
-        field: Option<String>,
-        message: String,
-    },
+    Invalid { status: StatusCode, code: &'static str, field: Option<String>, message: String },
     #[error("{what} not found")]
     NotFound { what: &'static str },
     /// The request conflicts with the current state; `status` is the job's, where one applies.
     #[error("{message}")]
-    Conflict { code: &'static str, message: String, status: Option<String> },
+    Conflict { code: &'static str, message: String, status: Option<JobStatus> },
     #[error("{message}")]
     Forbidden { code: &'static str, message: String },
     /// A dependency (Temporal) is unreachable; nothing was written.
@@ -69,14 +65,14 @@ pub struct ErrorDetail {
     pub field: Option<String>,
     /// The job's current status, on conflicts with it.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<autopost_workflows::JobStatus>, nullable = false)]
-    pub status: Option<String>,
+    #[schema(nullable = false)]
+    pub status: Option<JobStatus>,
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let job_status = match &self {
-            ApiError::Conflict { status, .. } => status.clone(),
+            ApiError::Conflict { status, .. } => *status,
             _ => None,
         };
         let (status, code, field) = match &self {
@@ -100,5 +96,64 @@ impl IntoResponse for ApiError {
         };
         let body = ErrorBody { error: ErrorDetail { code: code.to_owned(), message, field, status: job_status } };
         (status, Json(body)).into_response()
+    }
+}
+
+/// Reusable OpenAPI responses for the errors many routes share; each is an [`ErrorBody`].
+pub mod responses {
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder, response::Response};
+
+    fn error_body(description: &str) -> RefOr<Response> {
+        let content = ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build();
+        ResponseBuilder::new().description(description).content("application/json", content).build().into()
+    }
+
+    macro_rules! error_responses {
+        ($($(#[$doc:meta])* $name:ident => $description:literal,)*) => {$(
+            $(#[$doc])*
+            pub struct $name;
+            impl<'r> utoipa::ToResponse<'r> for $name {
+                fn response() -> (&'r str, RefOr<Response>) {
+                    (stringify!($name), error_body($description))
+                }
+            }
+        )*};
+    }
+
+    error_responses! {
+        /// 400 on routes whose only 400 is a malformed id in the path.
+        InvalidId => "The id is not a UUID (`invalid_id`, field `id`)",
+        /// 404 on `/v1/publish-jobs/{id}/...`.
+        JobNotFound => "No job has this id (`not_found`)",
+        /// 409 on the commands.
+        InvalidState => "The job's status does not allow this (`invalid_state`; `status` is the job's current one)",
+        /// 415 on routes that take a body.
+        UnsupportedMediaType => "The body is not `application/json` (`unsupported_media_type`)",
+        /// 503 on routes that talk to Temporal.
+        Unavailable => "Temporal is unreachable (`unavailable`); nothing was changed",
+        /// 500 everywhere.
+        Internal => "Internal error (`internal`), logged",
+    }
+
+    fn refs(responses: &[(&str, &str)]) -> std::collections::BTreeMap<String, RefOr<Response>> {
+        responses.iter().map(|(status, name)| (status.to_string(), RefOr::Ref(Ref::from_response_name(*name)))).collect()
+    }
+
+    /// The errors of a route that reads one job: 400, 404, 500.
+    pub struct JobReadErrors;
+
+    impl utoipa::IntoResponses for JobReadErrors {
+        fn responses() -> std::collections::BTreeMap<String, RefOr<Response>> {
+            refs(&[("400", "InvalidId"), ("404", "JobNotFound"), ("500", "Internal")])
+        }
+    }
+
+    /// The errors every command shares: 404, 409, 503, 500.
+    pub struct CommandErrors;
+
+    impl utoipa::IntoResponses for CommandErrors {
+        fn responses() -> std::collections::BTreeMap<String, RefOr<Response>> {
+            refs(&[("404", "JobNotFound"), ("409", "InvalidState"), ("503", "Unavailable"), ("500", "Internal")])
+        }
     }
 }

@@ -1,9 +1,9 @@
-//! A JSON body extractor whose rejections name the offending field in our error format.
+//! Extractors whose rejections are in our error format and name the offending field.
 
 use axum::{
     body::Bytes,
-    extract::{FromRequest, Request},
-    http::header,
+    extract::{FromRequest, FromRequestParts, Path, Request},
+    http::{header, request::Parts},
 };
 use serde::de::DeserializeOwned;
 
@@ -15,11 +15,8 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let is_json = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/json"));
+        let is_json =
+            req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/json"));
         if !is_json {
             return Err(ApiError::Invalid {
                 status: axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -28,9 +25,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
                 message: "send the body as JSON with `Content-Type: application/json`".into(),
             });
         }
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|e| ApiError::bad_request("invalid_body", None, e.body_text()))?;
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| ApiError::bad_request("invalid_body", None, e.body_text()))?;
         parse(&bytes).map(ApiJson)
     }
 }
@@ -41,11 +36,22 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let path = e.path().to_string();
         let field = (path != ".").then_some(path);
         let inner = e.into_inner();
-        let message = if inner.is_syntax() || inner.is_eof() {
-            format!("the body is not valid JSON: {inner}")
-        } else {
-            inner.to_string()
-        };
+        let message = if inner.is_syntax() || inner.is_eof() { format!("the body is not valid JSON: {inner}") } else { inner.to_string() };
         ApiError::bad_request("invalid_body", field, message)
     })
+}
+
+/// A path parameter (`{id}`) parsed into `T`; a malformed one is a 400 naming the field
+/// (`invalid_id`) instead of axum's plain-text rejection or a misleading 404.
+pub struct ApiPath<T>(pub T);
+
+impl<T: std::str::FromStr, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::bad_request("invalid_id", Some("id".into()), e.body_text()))?;
+        raw.parse().map(ApiPath).map_err(|_| ApiError::bad_request("invalid_id", Some("id".into()), format!("`{raw}` is not a valid id")))
+    }
 }

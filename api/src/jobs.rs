@@ -1,25 +1,24 @@
 //! `/v1/publish-jobs`: scheduling posts and reading where they stand. A job is created here and
 //! handed to its workflow; after that only the workflow changes it.
 
-use autopost_workflows::{Channel, JobError, JobStatus, MediaItem, PublishJobInput, PublishPostWorkflow, workflow_id};
+use autopost_workflows::{Channel, JobStatus, MediaItem, PublishJobInput, workflow_id};
 use axum::{
     Json, Router,
-    extract::{Path, Query, State},
+    extract::{Query, State},
     http::{HeaderMap, StatusCode},
     routing::get,
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use temporalio_client::{WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowStartOptions, errors::WorkflowStartError};
 use uuid::Uuid;
 
 use crate::{
     ApiState,
-    error::{ApiError, ErrorBody},
-    extract::ApiJson,
-    observability,
-    openapi::{AttemptOutcome, Readiness},
-    parse_id, validate,
+    engine::{self, Start},
+    error::{ApiError, ErrorBody, responses},
+    extract::{ApiJson, ApiPath},
+    observability, validate,
+    views::{AttemptList, AttemptView, JobPage, JobRow, JobView},
 };
 
 pub fn router() -> Router<ApiState> {
@@ -39,93 +38,6 @@ pub struct CreateJob {
     media: Vec<MediaItem>,
 }
 
-/// A publish job as the API shows it.
-// In the views, `Option` fields are always present (null when unset): `required` says so.
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct JobView {
-    id: Uuid,
-    account_id: Uuid,
-    creator_id: String,
-    #[schema(value_type = Channel)]
-    pub(crate) channel: String,
-    #[schema(value_type = JobStatus)]
-    pub(crate) status: String,
-    publish_at: DateTime<Utc>,
-    caption: String,
-    #[schema(value_type = Vec<MediaItem>)]
-    media: serde_json::Value,
-    attempt_count: i32,
-    #[schema(required)]
-    last_error: Option<JobError>,
-    #[schema(required)]
-    next_attempt_at: Option<DateTime<Utc>>,
-    #[schema(required)]
-    published_at: Option<DateTime<Utc>>,
-    #[schema(required)]
-    platform_post_id: Option<String>,
-    pub(crate) workflow_id: String,
-    /// The latest preflight: `{ok, checked_at, checks: [{name, ok, detail}]}`; null until checked.
-    #[schema(required, value_type = Option<Readiness>)]
-    readiness: Option<serde_json::Value>,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-    /// The mirror's sequence number: it grows with every transition the workflow writes.
-    #[serde(skip)]
-    pub(crate) version: i64,
-}
-
-/// A `publish_jobs` row as read by the queries below.
-struct JobRow {
-    id: Uuid,
-    account_id: Uuid,
-    creator_id: String,
-    channel: String,
-    status: String,
-    publish_at: DateTime<Utc>,
-    caption: String,
-    media: serde_json::Value,
-    attempt_count: i32,
-    last_error_code: Option<String>,
-    last_error_message: Option<String>,
-    next_attempt_at: Option<DateTime<Utc>>,
-    published_at: Option<DateTime<Utc>>,
-    platform_post_id: Option<String>,
-    workflow_id: String,
-    readiness: Option<serde_json::Value>,
-    version: i64,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-}
-
-impl From<JobRow> for JobView {
-    fn from(r: JobRow) -> Self {
-        let last_error = match (r.last_error_code, r.last_error_message) {
-            (Some(code), Some(message)) => Some(JobError { code, message }),
-            _ => None,
-        };
-        JobView {
-            id: r.id,
-            account_id: r.account_id,
-            creator_id: r.creator_id,
-            channel: r.channel,
-            status: r.status,
-            publish_at: r.publish_at,
-            caption: r.caption,
-            media: r.media,
-            attempt_count: r.attempt_count,
-            last_error,
-            next_attempt_at: r.next_attempt_at,
-            published_at: r.published_at,
-            platform_post_id: r.platform_post_id,
-            workflow_id: r.workflow_id,
-            readiness: r.readiness,
-            version: r.version,
-            created_at: r.created_at,
-            updated_at: r.updated_at,
-        }
-    }
-}
-
 /// Validates the post, writes the job and starts its workflow. If the workflow cannot be
 /// started the row is removed again and the caller gets 503: nothing is half-created.
 ///
@@ -138,10 +50,10 @@ impl From<JobRow> for JobView {
         (status = 201, description = "The job was scheduled and its workflow started", body = JobView),
         (status = 200, description = "A replay: this Idempotency-Key already created this job", body = JobView),
         (status = 400, description = "The body cannot be read (`invalid_body`) or the Idempotency-Key header is malformed (`invalid_idempotency_key`)", body = ErrorBody),
-        (status = 415, description = "The body is not `application/json` (`unsupported_media_type`)", body = ErrorBody),
+        (status = 415, response = responses::UnsupportedMediaType),
         (status = 422, description = "The post breaks a rule: `unknown_account`, `publish_at_in_past`, `caption_too_long`, `too_many_hashtags`, `too_many_mentions`, `media_missing`, `media_mixed`, `too_many_media`, `media_url_invalid`, `media_url_not_https`, `media_kind_mismatch`, `media_unsupported`; or `idempotency_key_reused` (field `Idempotency-Key`)", body = ErrorBody),
-        (status = 503, description = "Temporal is unreachable (`unavailable`); nothing was written", body = ErrorBody),
-        (status = 500, description = "Internal error (`internal`), logged", body = ErrorBody),
+        (status = 503, response = responses::Unavailable),
+        (status = 500, response = responses::Internal),
     )
 )]
 #[tracing::instrument(skip_all, fields(account_id = %body.account_id))]
@@ -165,8 +77,7 @@ async fn create_job(
     if body.publish_at <= Utc::now() {
         return Err(ApiError::unprocessable("publish_at_in_past", "publish_at", "the publish time must be in the future"));
     }
-    validate::media(channel, &body.media, &state.settings.media_policy)?;
-    validate::caption(channel, &body.caption, &body.media)?;
+    validate::post(channel, &body.caption, &body.media, &state.settings.media_policy)?;
 
     let job_id = Uuid::new_v4();
     let workflow_id = workflow_id(job_id);
@@ -217,15 +128,10 @@ async fn create_job(
         retry_backoff_ms: state.settings.retry_backoff.iter().map(|d| d.as_millis() as u64).collect(),
         resume: None,
     };
-    let options = WorkflowStartOptions::new(state.settings.task_queue.clone(), workflow_id)
-        .id_conflict_policy(WorkflowIdConflictPolicy::Fail)
-        // One workflow per job, ever: a job id is never run twice.
-        .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
-        .build();
-    match state.temporal.start_workflow(PublishPostWorkflow::run, input, options).await {
-        Ok(_) => {}
+    match engine::start_publish_workflow(&state.temporal, &state.settings.task_queue, input).await {
+        Ok(Start::Started) => {}
         // The reconciler found the row first and started it: the job is running, as wanted.
-        Err(WorkflowStartError::AlreadyStarted { .. }) => tracing::info!(%job_id, "workflow was already started"),
+        Ok(Start::AlreadyRunning) => tracing::info!(%job_id, "workflow was already started"),
         Err(error) => {
             // The idempotency key goes with the row (ON DELETE CASCADE), so a retry can try again.
             sqlx::query!("DELETE FROM publish_jobs WHERE id = $1", job_id).execute(&state.db).await?;
@@ -240,7 +146,13 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get(IDEMPOTENCY_KEY) else { return Ok(None) };
-    let invalid = || ApiError::bad_request("invalid_idempotency_key", Some("Idempotency-Key".into()), "the Idempotency-Key header must be 1 to 255 visible ASCII characters");
+    let invalid = || {
+        ApiError::bad_request(
+            "invalid_idempotency_key",
+            Some("Idempotency-Key".into()),
+            "the Idempotency-Key header must be 1 to 255 visible ASCII characters",
+        )
+    };
     let key = value.to_str().map_err(|_| invalid())?.trim();
     if key.is_empty() || key.len() > 255 {
         return Err(invalid());
@@ -269,12 +181,10 @@ async fn replay(state: &ApiState, creator_id: &str, key: &str, request: &serde_j
 /// One job, where it stands.
 #[utoipa::path(get, path = "/v1/publish-jobs/{id}", tag = "publish-jobs", params(("id" = Uuid, Path, description = "The job's id")), responses(
     (status = 200, description = "The job", body = JobView),
-    (status = 400, description = "The id is not a UUID (`invalid_id`)", body = ErrorBody),
-    (status = 404, description = "No job has this id (`not_found`)", body = ErrorBody),
-    (status = 500, description = "Internal error (`internal`), logged", body = ErrorBody),
+    responses::JobReadErrors,
 ))]
-async fn get_job(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Json<JobView>, ApiError> {
-    Ok(Json(load(&state, parse_id(&id)?).await?))
+async fn get_job(State(state): State<ApiState>, ApiPath(id): ApiPath<Uuid>) -> Result<Json<JobView>, ApiError> {
+    Ok(Json(load(&state, id).await?))
 }
 
 pub(crate) async fn load(state: &ApiState, id: Uuid) -> Result<JobView, ApiError> {
@@ -289,7 +199,7 @@ pub(crate) async fn load(state: &ApiState, id: Uuid) -> Result<JobView, ApiError
     .fetch_optional(&state.db)
     .await?
     .ok_or(ApiError::NotFound { what: "publish job" })?;
-    Ok(row.into())
+    row.try_into()
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -315,15 +225,6 @@ pub struct ListQuery {
     cursor: Option<String>,
 }
 
-/// One page of the calendar.
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct JobPage {
-    jobs: Vec<JobView>,
-    /// Pass as `cursor` for the next page; null on the last page.
-    #[schema(required)]
-    next_cursor: Option<String>,
-}
-
 const DEFAULT_PAGE: i64 = 50;
 const MAX_PAGE: i64 = 200;
 
@@ -332,15 +233,22 @@ const MAX_PAGE: i64 = 200;
 #[utoipa::path(get, path = "/v1/publish-jobs", tag = "publish-jobs", params(ListQuery), responses(
     (status = 200, description = "One page of jobs, ordered by `publish_at` then `id`", body = JobPage),
     (status = 400, description = "A query parameter is unknown or invalid (`invalid_query`, `field` names it)", body = ErrorBody),
-    (status = 500, description = "Internal error (`internal`), logged", body = ErrorBody),
+    (status = 500, response = responses::Internal),
 ))]
-async fn list_jobs(State(state): State<ApiState>, query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>) -> Result<Json<JobPage>, ApiError> {
+async fn list_jobs(
+    State(state): State<ApiState>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<JobPage>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", None, e.body_text()))?;
     if let Some(status) = &q.status {
-        status.parse::<JobStatus>().map_err(|_| ApiError::bad_request("invalid_query", Some("status".into()), format!("unknown status `{status}`")))?;
+        status
+            .parse::<JobStatus>()
+            .map_err(|_| ApiError::bad_request("invalid_query", Some("status".into()), format!("unknown status `{status}`")))?;
     }
     if let Some(channel) = &q.channel {
-        channel.parse::<Channel>().map_err(|_| ApiError::bad_request("invalid_query", Some("channel".into()), format!("unknown channel `{channel}`")))?;
+        channel
+            .parse::<Channel>()
+            .map_err(|_| ApiError::bad_request("invalid_query", Some("channel".into()), format!("unknown channel `{channel}`")))?;
     }
     let limit = q.limit.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
@@ -372,7 +280,7 @@ async fn list_jobs(State(state): State<ApiState>, query: Result<Query<ListQuery>
     )
     .fetch_all(&state.db)
     .await?;
-    let mut jobs: Vec<JobView> = rows.into_iter().map(JobView::from).collect();
+    let mut jobs = rows.into_iter().map(JobView::try_from).collect::<Result<Vec<_>, _>>()?;
     let next_cursor = if jobs.len() as i64 > limit {
         jobs.truncate(limit as usize);
         jobs.last().map(|j| encode_cursor(j.publish_at, j.id))
@@ -393,46 +301,14 @@ fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
     Ok((at, id.parse().map_err(|_| invalid())?))
 }
 
-/// One publish attempt.
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct AttemptView {
-    /// 1-based.
-    attempt_number: i32,
-    started_at: DateTime<Utc>,
-    /// Null while the attempt is in progress.
-    #[schema(required)]
-    finished_at: Option<DateTime<Utc>>,
-    #[schema(value_type = AttemptOutcome)]
-    outcome: String,
-    #[schema(required)]
-    error_code: Option<String>,
-    #[schema(required)]
-    error_message: Option<String>,
-    #[schema(required)]
-    retryable: Option<bool>,
-    #[schema(required)]
-    platform_request_id: Option<String>,
-    #[schema(required)]
-    platform_reference: Option<String>,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct AttemptList {
-    attempts: Vec<AttemptView>,
-}
-
 /// The job's publish attempts, in order.
 #[utoipa::path(get, path = "/v1/publish-jobs/{id}/attempts", tag = "publish-jobs", params(("id" = Uuid, Path, description = "The job's id")), responses(
     (status = 200, description = "One row per attempt, by attempt number", body = AttemptList),
-    (status = 400, description = "The id is not a UUID (`invalid_id`)", body = ErrorBody),
-    (status = 404, description = "No job has this id (`not_found`)", body = ErrorBody),
-    (status = 500, description = "Internal error (`internal`), logged", body = ErrorBody),
+    responses::JobReadErrors,
 ))]
-async fn list_attempts(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Json<AttemptList>, ApiError> {
-    let id = parse_id(&id)?;
+async fn list_attempts(State(state): State<ApiState>, ApiPath(id): ApiPath<Uuid>) -> Result<Json<AttemptList>, ApiError> {
     load(&state, id).await?;
-    let attempts = sqlx::query_as!(
-        AttemptView,
+    let rows = sqlx::query!(
         r#"SELECT attempt_number, started_at, finished_at, outcome, error_code, error_message, retryable,
                   platform_request_id, platform_reference
            FROM publish_attempts WHERE job_id = $1 ORDER BY attempt_number"#,
@@ -440,6 +316,22 @@ async fn list_attempts(State(state): State<ApiState>, Path(id): Path<String>) ->
     )
     .fetch_all(&state.db)
     .await?;
+    let attempts = rows
+        .into_iter()
+        .map(|r| {
+            Ok(AttemptView {
+                outcome: r.outcome.parse().map_err(|e: String| anyhow::anyhow!("job {id} attempt {}: {e}", r.attempt_number))?,
+                attempt_number: r.attempt_number,
+                started_at: r.started_at,
+                finished_at: r.finished_at,
+                error_code: r.error_code,
+                error_message: r.error_message,
+                retryable: r.retryable,
+                platform_request_id: r.platform_request_id,
+                platform_reference: r.platform_reference,
+            })
+        })
+        .collect::<Result<_, ApiError>>()?;
     Ok(Json(AttemptList { attempts }))
 }
 

@@ -1,8 +1,12 @@
-//! The REST API the web UI talks to. It reads the Postgres mirror and starts (later: commands)
-//! workflows; it never publishes anything itself.
+//! The REST API the web UI talks to. It reads the Postgres mirror, starts each job's workflow
+//! and sends it the creator's commands; it never publishes anything itself.
+//!
+//! One module per resource, each with its own `router()`; `views` holds what they answer with,
+//! `engine` the workflow start shared with the reconciler, and `openapi` collects it all.
 
 mod accounts;
 mod commands;
+pub mod engine;
 pub mod error;
 mod extract;
 mod health;
@@ -10,6 +14,7 @@ mod jobs;
 mod observability;
 pub mod openapi;
 pub mod validate;
+pub mod views;
 
 use std::time::Duration;
 
@@ -20,9 +25,6 @@ use tower_http::{
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
     trace::TraceLayer,
 };
-use uuid::Uuid;
-
-use error::ApiError;
 
 /// What the handlers share. Cheap to clone.
 #[derive(Clone)]
@@ -73,9 +75,4 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await?;
     Ok(())
-}
-
-/// Ids in paths: a malformed one names the field instead of falling through to a 404.
-fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
-    raw.parse().map_err(|_| ApiError::bad_request("invalid_id", Some("id".into()), format!("`{raw}` is not a valid id")))
 }

@@ -6,11 +6,13 @@
 //! `UPDATE_OPENAPI` that test fails while the committed copy is stale.
 
 use axum::{Json, Router, routing::get};
-use chrono::{DateTime, Utc};
-use serde::Serialize;
 use utoipa::OpenApi;
 
-use crate::{ApiState, accounts, commands, error, health, jobs, observability};
+use crate::{
+    ApiState, accounts, commands,
+    error::{self, responses},
+    health, jobs, observability,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -36,7 +38,17 @@ use crate::{ApiState, accounts, commands, error, health, jobs, observability};
         commands::publish_now,
         observability::metrics,
     ),
-    components(schemas(error::ErrorBody, autopost_workflows::JobStatus, autopost_workflows::Channel)),
+    components(
+        schemas(error::ErrorBody, autopost_workflows::JobStatus, autopost_workflows::Channel),
+        responses(
+            responses::InvalidId,
+            responses::JobNotFound,
+            responses::InvalidState,
+            responses::UnsupportedMediaType,
+            responses::Unavailable,
+            responses::Internal,
+        ),
+    ),
     tags(
         (name = "accounts", description = "Linking creators' platform accounts"),
         (name = "publish-jobs", description = "Scheduling posts and the calendar"),
@@ -69,43 +81,6 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
     Json(document())
 }
 
-// Shapes the API emits from JSON columns or plain strings; they exist only to be documented.
-
-/// The latest preflight of a job: whether it can publish as it stands.
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct Readiness {
-    /// Every check passed.
-    ok: bool,
-    checked_at: DateTime<Utc>,
-    checks: Vec<ReadinessCheck>,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct ReadinessCheck {
-    name: ReadinessCheckName,
-    ok: bool,
-    /// What was found, for humans.
-    detail: String,
-}
-
-/// What a readiness check looked at.
-#[derive(Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ReadinessCheckName {
-    Account,
-    Token,
-    Media,
-}
-
-/// How a publish attempt ended; `in_progress` until it does.
-#[derive(Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum AttemptOutcome {
-    InProgress,
-    Success,
-    Failed,
-}
-
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -126,7 +101,11 @@ mod tests {
         }
         let committed = std::fs::read_to_string(&path).unwrap_or_default();
         if committed != rendered {
-            let line = committed.lines().zip(rendered.lines()).position(|(a, b)| a != b).unwrap_or(committed.lines().count().min(rendered.lines().count()));
+            let line = committed
+                .lines()
+                .zip(rendered.lines())
+                .position(|(a, b)| a != b)
+                .unwrap_or(committed.lines().count().min(rendered.lines().count()));
             panic!("openapi.json is stale (first difference at line {}); regenerate it with `{REGENERATE}` and commit it", line + 1);
         }
     }
@@ -136,7 +115,10 @@ mod tests {
         let doc = serde_json::to_value(document()).unwrap();
         assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
         let schemas = &doc["components"]["schemas"];
-        assert_eq!(schemas["JobStatus"]["enum"], serde_json::json!(["scheduled", "publishing", "published", "failed", "needs_attention", "cancelled"]));
+        assert_eq!(
+            schemas["JobStatus"]["enum"],
+            serde_json::json!(["scheduled", "publishing", "published", "failed", "needs_attention", "cancelled"])
+        );
         assert_eq!(schemas["JobView"]["properties"]["status"]["$ref"], "#/components/schemas/JobStatus");
         assert_eq!(schemas["JobView"]["properties"]["media"]["items"]["$ref"], "#/components/schemas/MediaItem");
     }

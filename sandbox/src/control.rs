@@ -26,11 +26,7 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
 }
 
 fn bad_request(message: impl Into<String>) -> Response {
-    (
-        StatusCode::BAD_REQUEST,
-        Json(json!({ "error": message.into() })),
-    )
-        .into_response()
+    (StatusCode::BAD_REQUEST, Json(json!({ "error": message.into() }))).into_response()
 }
 
 fn ok() -> Response {
@@ -67,12 +63,7 @@ async fn add_fault(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     match Fault::from_spec(spec) {
         Ok((endpoint, fault)) => {
             tracing::info!(endpoint = endpoint.name(), ?fault, "fault queued");
-            shared
-                .lock()
-                .faults
-                .entry(endpoint)
-                .or_default()
-                .push_back(fault);
+            shared.lock().faults.entry(endpoint).or_default().push_back(fault);
             ok()
         }
         Err(message) => bad_request(message),
@@ -92,11 +83,7 @@ async fn revoke(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
         Ok(request) => request,
         Err(message) => return bad_request(message),
     };
-    let tokens: Vec<String> = [request.access_token, request.refresh_token]
-        .into_iter()
-        .flatten()
-        .filter(|t| !t.is_empty())
-        .collect();
+    let tokens: Vec<String> = [request.access_token, request.refresh_token].into_iter().flatten().filter(|t| !t.is_empty()).collect();
     if tokens.is_empty() {
         return bad_request("give access_token and/or refresh_token");
     }

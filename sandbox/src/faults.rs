@@ -65,9 +65,7 @@ impl Endpoint {
     }
 
     pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|endpoint| endpoint.name() == name)
+        Self::ALL.into_iter().find(|endpoint| endpoint.name() == name)
     }
 
     pub fn names() -> Vec<&'static str> {
@@ -110,26 +108,16 @@ impl Fault {
     /// nothing, so a missing status means 500 unless a delay is given (a pure
     /// "slow answer" fault); a body without status is also sent with 500.
     pub fn from_spec(spec: FaultSpec) -> Result<(Endpoint, Fault), String> {
-        let endpoint = Endpoint::from_name(&spec.endpoint).ok_or_else(|| {
-            format!(
-                "unknown endpoint {:?}; known: {}",
-                spec.endpoint,
-                Endpoint::names().join(", ")
-            )
-        })?;
+        let endpoint = Endpoint::from_name(&spec.endpoint)
+            .ok_or_else(|| format!("unknown endpoint {:?}; known: {}", spec.endpoint, Endpoint::names().join(", ")))?;
         if spec.times == 0 {
             return Err("times must be at least 1".into());
         }
         let status = match spec.status {
             Some(code) => Some(
-                StatusCode::from_u16(code)
-                    .ok()
-                    .filter(|s| !s.is_informational())
-                    .ok_or_else(|| format!("invalid HTTP status {code}"))?,
+                StatusCode::from_u16(code).ok().filter(|s| !s.is_informational()).ok_or_else(|| format!("invalid HTTP status {code}"))?,
             ),
-            None if spec.delay_ms == 0 || spec.body.is_some() => {
-                Some(StatusCode::INTERNAL_SERVER_ERROR)
-            }
+            None if spec.delay_ms == 0 || spec.body.is_some() => Some(StatusCode::INTERNAL_SERVER_ERROR),
             None => None,
         };
         let fault = Fault {

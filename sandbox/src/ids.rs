@@ -41,12 +41,7 @@ pub fn tiktok_open_id(token: &str) -> String {
 /// A Facebook-style `fbtrace_id`: 11 random alphanumeric characters.
 pub(crate) fn fbtrace_id() -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    uuid::Uuid::new_v4()
-        .as_bytes()
-        .iter()
-        .take(11)
-        .map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()]))
-        .collect()
+    uuid::Uuid::new_v4().as_bytes().iter().take(11).map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()])).collect()
 }
 
 /// A TikTok-style `log_id`: UTC timestamp followed by random upper-case hex.
@@ -66,10 +61,7 @@ mod tests {
 
     #[test]
     fn derived_ids_are_stable_and_follow_the_subject() {
-        assert_eq!(
-            instagram_user_id("alice"),
-            instagram_user_id("alice.refreshed")
-        );
+        assert_eq!(instagram_user_id("alice"), instagram_user_id("alice.refreshed"));
         assert_ne!(instagram_user_id("alice"), instagram_user_id("bob"));
         assert_eq!(instagram_user_id("alice").len(), 17);
         assert_eq!(tiktok_open_id("alice.at-1"), tiktok_open_id("alice.rt-2"));

@@ -45,10 +45,7 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
         .route("/{version}/{node}", get(get_node))
         .route("/{version}/{node}/media", post(create_media))
         .route("/{version}/{node}/media_publish", post(publish_media))
-        .route(
-            "/{version}/{node}/content_publishing_limit",
-            get(publishing_limit),
-        )
+        .route("/{version}/{node}/content_publishing_limit", get(publishing_limit))
         .fallback(unknown_path)
         .layer(middleware::from_fn(trace_header))
 }
@@ -160,17 +157,9 @@ fn fault_response(trace: &Trace, status: StatusCode, body: Option<Value>) -> Res
 }
 
 /// Counts the call, applies faults, runs `operation` and renders its result.
-async fn run(
-    shared: &Shared,
-    trace: &Trace,
-    endpoint: Endpoint,
-    operation: impl FnOnce() -> Result<Value, IgError>,
-) -> Response {
+async fn run(shared: &Shared, trace: &Trace, endpoint: Endpoint, operation: impl FnOnce() -> Result<Value, IgError>) -> Response {
     let on_fault = |status, body| fault_response(trace, status, body);
-    with_faults(shared, endpoint, on_fault, async {
-        respond(trace, operation())
-    })
-    .await
+    with_faults(shared, endpoint, on_fault, async { respond(trace, operation()) }).await
 }
 
 /// Everything a Graph API call carries besides its path.
@@ -183,59 +172,36 @@ struct IgCall {
 impl IgCall {
     /// Merges query-string and body parameters (the query wins on conflict).
     fn parse(query: Option<&str>, headers: &HeaderMap, body: &[u8]) -> Result<Self, IgError> {
-        let mut params: HashMap<String, String> = query
-            .map(|query| {
-                url::form_urlencoded::parse(query.as_bytes())
-                    .into_owned()
-                    .collect()
-            })
-            .unwrap_or_default();
+        let mut params: HashMap<String, String> =
+            query.map(|query| url::form_urlencoded::parse(query.as_bytes()).into_owned().collect()).unwrap_or_default();
         for (name, value) in body_params(headers, body)? {
             params.entry(name).or_insert(value);
         }
         let bearer = header_str(headers, header::AUTHORIZATION).and_then(|value| {
             let (scheme, token) = value.split_once(' ')?;
             // The Graph API also accepts the legacy `OAuth` scheme.
-            let known =
-                scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("oauth");
+            let known = scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("oauth");
             known.then(|| token.trim().to_owned())
         });
         let host = header_str(headers, header::HOST).map(str::to_owned);
-        Ok(Self {
-            params,
-            bearer,
-            host,
-        })
+        Ok(Self { params, bearer, host })
     }
 
     fn param(&self, name: &str) -> Option<&str> {
-        self.params
-            .get(name)
-            .map(String::as_str)
-            .filter(|value| !value.is_empty())
+        self.params.get(name).map(String::as_str).filter(|value| !value.is_empty())
     }
 
     /// The requested `fields`, e.g. `status_code,status`.
     fn fields(&self) -> Vec<&str> {
-        self.param("fields")
-            .map(|f| f.split(',').map(str::trim).collect())
-            .unwrap_or_default()
+        self.param("fields").map(|f| f.split(',').map(str::trim).collect()).unwrap_or_default()
     }
 
     /// Checks the access token: any non-empty, well-formed token is valid
     /// unless it was revoked through the control API.
     fn authenticate(&self, shared: &Shared) -> Result<&str, IgError> {
-        let token = self
-            .params
-            .get("access_token")
-            .or(self.bearer.as_ref())
-            .map_or("", String::as_str);
+        let token = self.params.get("access_token").or(self.bearer.as_ref()).map_or("", String::as_str);
         if token.is_empty() || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(IgError::new(
-                190,
-                Some(467),
-                "Invalid OAuth access token - Cannot parse access token",
-            ));
+            return Err(IgError::new(190, Some(467), "Invalid OAuth access token - Cannot parse access token"));
         }
         if shared.lock().is_revoked(token) {
             return Err(IgError::new(
@@ -260,25 +226,20 @@ fn body_params(headers: &HeaderMap, body: &[u8]) -> Result<Vec<(String, String)>
     if body.is_empty() {
         return Ok(Vec::new());
     }
-    let content_type = header_str(headers, header::CONTENT_TYPE)
-        .unwrap_or_default()
-        .to_ascii_lowercase();
+    let content_type = header_str(headers, header::CONTENT_TYPE).unwrap_or_default().to_ascii_lowercase();
     let looks_like_json = body.trim_ascii_start().starts_with(b"{");
-    let is_json = content_type.starts_with("application/json")
-        || (!content_type.starts_with("application/x-www-form-urlencoded") && looks_like_json);
+    let is_json =
+        content_type.starts_with("application/json") || (!content_type.starts_with("application/x-www-form-urlencoded") && looks_like_json);
     if !is_json {
         return Ok(url::form_urlencoded::parse(body).into_owned().collect());
     }
-    let object: Map<String, Value> = serde_json::from_slice(body)
-        .map_err(|error| IgError::param(format!("(#100) Invalid JSON body: {error}")))?;
+    let object: Map<String, Value> =
+        serde_json::from_slice(body).map_err(|error| IgError::param(format!("(#100) Invalid JSON body: {error}")))?;
     let as_param = |value: Value| match value {
         Value::String(text) => text,
         other => other.to_string(),
     };
-    Ok(object
-        .into_iter()
-        .map(|(name, value)| (name, as_param(value)))
-        .collect())
+    Ok(object.into_iter().map(|(name, value)| (name, as_param(value))).collect())
 }
 
 /// `vNN.N`, as in `v25.0`.
@@ -291,23 +252,11 @@ fn valid_version(version: &str) -> bool {
 }
 
 fn check_version(version: &str) -> Result<(), IgError> {
-    if valid_version(version) {
-        Ok(())
-    } else {
-        Err(IgError::new(
-            2500,
-            None,
-            format!("Unknown path components: /{version}"),
-        ))
-    }
+    if valid_version(version) { Ok(()) } else { Err(IgError::new(2500, None, format!("Unknown path components: /{version}"))) }
 }
 
 async fn unknown_path(Extension(trace): Extension<Trace>, uri: Uri) -> Response {
-    let error = IgError::new(
-        2500,
-        None,
-        format!("Unknown path components: {}", uri.path()),
-    );
+    let error = IgError::new(2500, None, format!("Unknown path components: {}", uri.path()));
     respond(&trace, Err(error))
 }
 
@@ -370,11 +319,7 @@ fn refresh_token(token: &str, call: &IgCall) -> Result<Value, IgError> {
         return Err(IgError::param("(#100) grant_type must be ig_refresh_token"));
     }
     // Keep the subject so the refreshed token belongs to the same user.
-    let fresh = format!(
-        "{}.ig-{}",
-        ids::token_subject(token),
-        ids::random_token_part()
-    );
+    let fresh = format!("{}.ig-{}", ids::token_subject(token), ids::random_token_part());
     Ok(json!({
         "access_token": fresh,
         "token_type": "bearer",
@@ -386,10 +331,7 @@ fn refresh_token(token: &str, call: &IgCall) -> Result<Value, IgError> {
 /// `id` comes back unless other fields are asked for.
 fn container_status(shared: &Shared, call: &IgCall, container_id: &str) -> Result<Value, IgError> {
     let state = shared.lock();
-    let container = state
-        .containers
-        .get(container_id)
-        .ok_or_else(|| IgError::unknown_object("get", container_id))?;
+    let container = state.containers.get(container_id).ok_or_else(|| IgError::unknown_object("get", container_id))?;
     let status = container.status(Instant::now());
     let mut body = json!({ "id": container_id });
     for field in call.fields() {
@@ -438,44 +380,25 @@ fn create_container(shared: &Shared, call: &IgCall, ig_user_id: &str) -> Result<
         .titled("Caption too long"));
     }
     let media_type = call.param("media_type").map(str::to_ascii_uppercase);
-    let (kind, media_url) = match (
-        media_type.as_deref(),
-        call.param("image_url"),
-        call.param("video_url"),
-    ) {
+    let (kind, media_url) = match (media_type.as_deref(), call.param("image_url"), call.param("video_url")) {
         (None | Some("IMAGE"), Some(url), _) => (ContainerKind::Image, url),
         (Some("REELS"), _, Some(url)) => (ContainerKind::Reel, url),
         (Some("REELS"), _, None) => {
-            return Err(IgError::param(
-                "(#100) The parameter video_url is required.",
-            ));
+            return Err(IgError::param("(#100) The parameter video_url is required."));
         }
         (None, None, Some(_)) => {
-            return Err(IgError::new(
-                100,
-                Some(2207023),
-                "(#100) The media type VIDEO is not supported; use media_type=REELS.",
-            ));
+            return Err(IgError::new(100, Some(2207023), "(#100) The media type VIDEO is not supported; use media_type=REELS."));
         }
         (None | Some("IMAGE"), None, _) => {
-            return Err(IgError::param(
-                "(#100) The parameter image_url is required.",
-            ));
+            return Err(IgError::param("(#100) The parameter image_url is required."));
         }
         (Some(other), _, _) => {
-            return Err(IgError::new(
-                100,
-                Some(2207023),
-                format!("(#100) The media type {other} is not supported by this sandbox."),
-            ));
+            return Err(IgError::new(100, Some(2207023), format!("(#100) The media type {other} is not supported by this sandbox.")));
         }
     };
 
     let mut state = shared.lock();
-    check_media(
-        media::resolve(&state, call.host.as_deref(), media_url),
-        kind,
-    )?;
+    check_media(media::resolve(&state, call.host.as_deref(), media_url), kind)?;
     let id = (CONTAINER_ID_BASE + shared.next_id()).to_string();
     let ready_after = match kind {
         ContainerKind::Image => shared.options.container_ready_after,
@@ -503,33 +426,23 @@ fn check_media(source: MediaSource, kind: ContainerKind) -> Result<(), IgError> 
         MediaSource::Foreign => return Ok(()),
         MediaSource::Own(Some(media)) => media,
         MediaSource::Invalid | MediaSource::Own(None) => {
-            return Err(IgError::new(
-                9004,
-                Some(2207052),
-                "Media download has failed. The media URI doesn't meet our requirements.",
-            )
-            .titled("Media download has failed"));
+            return Err(IgError::new(9004, Some(2207052), "Media download has failed. The media URI doesn't meet our requirements.")
+                .titled("Media download has failed"));
         }
     };
     match kind {
-        ContainerKind::Image if media.mime() != "image/jpeg" => Err(IgError::new(
-            36001,
-            Some(2207005),
-            "The image format is not supported. Only JPEG images can be published.",
-        )
-        .titled("Unsupported image format")),
-        ContainerKind::Image if media.len() > IMAGE_MAX_BYTES => Err(IgError::new(
-            36000,
-            Some(2207004),
-            "The image is too large to download: at most 8 MB is allowed.",
-        )
-        .titled("Image too large")),
-        ContainerKind::Reel if !media.is_video() => Err(IgError::new(
-            352,
-            Some(2207026),
-            "The video format is not supported. Please check the spec for supported formats.",
-        )
-        .titled("Unsupported video format")),
+        ContainerKind::Image if media.mime() != "image/jpeg" => {
+            Err(IgError::new(36001, Some(2207005), "The image format is not supported. Only JPEG images can be published.")
+                .titled("Unsupported image format"))
+        }
+        ContainerKind::Image if media.len() > IMAGE_MAX_BYTES => {
+            Err(IgError::new(36000, Some(2207004), "The image is too large to download: at most 8 MB is allowed.")
+                .titled("Image too large"))
+        }
+        ContainerKind::Reel if !media.is_video() => {
+            Err(IgError::new(352, Some(2207026), "The video format is not supported. Please check the spec for supported formats.")
+                .titled("Unsupported video format"))
+        }
         _ => Ok(()),
     }
 }
@@ -554,9 +467,7 @@ async fn publish_media(
 /// `POST /{ig-user-id}/media_publish?creation_id=...`. The check and the
 /// publication happen under one lock, so concurrent retries publish once.
 fn publish_container(shared: &Shared, call: &IgCall, ig_user_id: &str) -> Result<Value, IgError> {
-    let container_id = call
-        .param("creation_id")
-        .ok_or_else(|| IgError::param("(#100) The parameter creation_id is required."))?;
+    let container_id = call.param("creation_id").ok_or_else(|| IgError::param("(#100) The parameter creation_id is required."))?;
     let mut guard = shared.lock();
     let state = &mut *guard;
     let quota_usage = state.instagram_quota_usage(ig_user_id);
@@ -568,19 +479,15 @@ fn publish_container(shared: &Shared, call: &IgCall, ig_user_id: &str) -> Result
     match container.status(Instant::now()) {
         ContainerStatus::Finished => {}
         ContainerStatus::InProgress => {
-            return Err(
-                IgError::new(9007, Some(2207027), "Media ID is not available")
-                    .titled("The media is not ready for publishing, please wait for a moment"),
-            );
+            return Err(IgError::new(9007, Some(2207027), "Media ID is not available")
+                .titled("The media is not ready for publishing, please wait for a moment"));
         }
         // The real error for a second publish is not documented. Code 100
         // without a subcode is a permanent "bad request", so a client never
         // loops on it; per platforms.md it must read the container's
         // status_code, see PUBLISHED, and count the post as done.
         ContainerStatus::Published => {
-            return Err(IgError::param(
-                "(#100) This media container has already been published.",
-            ));
+            return Err(IgError::param("(#100) This media container has already been published."));
         }
         ContainerStatus::Expired => {
             return Err(IgError::param("(#100) This media container has expired."));
@@ -650,16 +557,11 @@ mod tests {
     #[test]
     fn json_and_form_bodies_become_params() {
         let mut headers = HeaderMap::new();
-        let form =
-            IgCall::parse(Some("caption=q"), &headers, b"caption=b&image_url=x%20y").unwrap();
+        let form = IgCall::parse(Some("caption=q"), &headers, b"caption=b&image_url=x%20y").unwrap();
         assert_eq!(form.param("caption"), Some("q"));
         assert_eq!(form.param("image_url"), Some("x y"));
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        let json =
-            IgCall::parse(None, &headers, br#"{"creation_id": 17, "caption": "c"}"#).unwrap();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let json = IgCall::parse(None, &headers, br#"{"creation_id": 17, "caption": "c"}"#).unwrap();
         assert_eq!(json.param("creation_id"), Some("17"));
         assert!(IgCall::parse(None, &headers, b"{oops").is_err());
     }

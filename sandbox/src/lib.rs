@@ -103,9 +103,7 @@ impl Sandbox {
     }
 
     pub fn with_options(options: SandboxOptions) -> Self {
-        Self {
-            shared: Arc::new(state::Shared::new(options)),
-        }
+        Self { shared: Arc::new(state::Shared::new(options)) }
     }
 
     /// All routes: `/instagram/{version}/...`, `/tiktok/v2/...`,

@@ -33,19 +33,13 @@ fn builtin(name: &str) -> Option<MediaObject> {
         "sample.mp4" => ("video/mp4", SAMPLE_MP4),
         _ => return None,
     };
-    Some(MediaObject {
-        content_type: content_type.into(),
-        bytes: Bytes::from_static(bytes),
-    })
+    Some(MediaObject { content_type: content_type.into(), bytes: Bytes::from_static(bytes) })
 }
 
 impl World {
     /// Uploaded media first, so an upload can shadow a built-in until reset.
     pub fn media(&self, name: &str) -> Option<MediaObject> {
-        self.uploaded_media
-            .get(name)
-            .cloned()
-            .or_else(|| builtin(name))
+        self.uploaded_media.get(name).cloned().or_else(|| builtin(name))
     }
 }
 
@@ -71,8 +65,7 @@ pub(crate) fn resolve(world: &World, request_host: Option<&str>, media_url: &str
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
         return MediaSource::Invalid;
     }
-    let Some(own) = request_host.and_then(|host| Url::parse(&format!("http://{host}/")).ok())
-    else {
+    let Some(own) = request_host.and_then(|host| Url::parse(&format!("http://{host}/")).ok()) else {
         return MediaSource::Foreign;
     };
     let same_port = url.port_or_known_default() == own.port_or_known_default();
@@ -81,10 +74,7 @@ pub(crate) fn resolve(world: &World, request_host: Option<&str>, media_url: &str
         return MediaSource::Foreign;
     }
     // Anything on our host outside `/media/{name}` would be a 404 when fetched.
-    let name = url
-        .path()
-        .strip_prefix("/media/")
-        .filter(|name| !name.is_empty() && !name.contains('/'));
+    let name = url.path().strip_prefix("/media/").filter(|name| !name.is_empty() && !name.contains('/'));
     MediaSource::Own(name.and_then(|name| world.media(name)))
 }
 
@@ -99,9 +89,7 @@ fn is_loopback(url: &Url) -> bool {
 
 pub(crate) fn router() -> Router<Arc<Shared>> {
     // `get` also answers HEAD, with the same headers and no body.
-    Router::new()
-        .route("/{name}", get(get_media).put(put_media))
-        .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES))
+    Router::new().route("/{name}", get(get_media).put(put_media)).layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES))
 }
 
 async fn get_media(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Response {
@@ -113,23 +101,14 @@ async fn get_media(State(shared): State<Arc<Shared>>, Path(name): Path<String>) 
         let Some(media) = shared.lock().media(&name) else {
             return (StatusCode::NOT_FOUND, "not found").into_response();
         };
-        let content_type = HeaderValue::from_str(&media.content_type)
-            .unwrap_or(HeaderValue::from_static("application/octet-stream"));
-        let headers = [
-            (header::CONTENT_TYPE, content_type),
-            (header::CONTENT_LENGTH, HeaderValue::from(media.len())),
-        ];
+        let content_type = HeaderValue::from_str(&media.content_type).unwrap_or(HeaderValue::from_static("application/octet-stream"));
+        let headers = [(header::CONTENT_TYPE, content_type), (header::CONTENT_LENGTH, HeaderValue::from(media.len()))];
         (headers, Body::from(media.bytes)).into_response()
     })
     .await
 }
 
-async fn put_media(
-    State(shared): State<Arc<Shared>>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-    bytes: Bytes,
-) -> Response {
+async fn put_media(State(shared): State<Arc<Shared>>, Path(name): Path<String>, headers: HeaderMap, bytes: Bytes) -> Response {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
@@ -137,15 +116,9 @@ async fn put_media(
         .filter(|value| !value.is_empty())
         .map_or_else(|| content_type_for(&name).to_owned(), str::to_owned);
     let size = bytes.len();
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("localhost");
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
     let url = format!("http://{host}/media/{name}");
-    let media = MediaObject {
-        content_type: content_type.clone(),
-        bytes,
-    };
+    let media = MediaObject { content_type: content_type.clone(), bytes };
     shared.lock().uploaded_media.insert(name.clone(), media);
     tracing::debug!(%name, %content_type, size, "media stored");
     let body = json!({"name": name, "url": url, "content_type": content_type, "size": size});
@@ -154,9 +127,7 @@ async fn put_media(
 
 /// Content type from the file extension, for uploads without `Content-Type`.
 fn content_type_for(name: &str) -> &'static str {
-    let extension = name
-        .rsplit_once('.')
-        .map(|(_, ext)| ext.to_ascii_lowercase());
+    let extension = name.rsplit_once('.').map(|(_, ext)| ext.to_ascii_lowercase());
     match extension.as_deref() {
         Some("jpg" | "jpeg") => "image/jpeg",
         Some("png") => "image/png",
@@ -177,30 +148,12 @@ mod tests {
     fn own_host_detection() {
         let world = World::default();
         let host = Some("127.0.0.1:8080");
-        assert!(matches!(
-            resolve(&world, host, "http://localhost:8080/media/sample.jpg"),
-            MediaSource::Own(Some(_))
-        ));
-        assert!(matches!(
-            resolve(&world, host, "http://127.0.0.1:8080/media/nope.jpg"),
-            MediaSource::Own(None)
-        ));
-        assert!(matches!(
-            resolve(&world, host, "http://127.0.0.1:8080/other"),
-            MediaSource::Own(None)
-        ));
-        assert!(matches!(
-            resolve(&world, host, "http://127.0.0.1:9090/media/sample.jpg"),
-            MediaSource::Foreign
-        ));
-        assert!(matches!(
-            resolve(&world, host, "https://cdn.example.com/a.jpg"),
-            MediaSource::Foreign
-        ));
-        assert!(matches!(
-            resolve(&world, host, "not a url"),
-            MediaSource::Invalid
-        ));
+        assert!(matches!(resolve(&world, host, "http://localhost:8080/media/sample.jpg"), MediaSource::Own(Some(_))));
+        assert!(matches!(resolve(&world, host, "http://127.0.0.1:8080/media/nope.jpg"), MediaSource::Own(None)));
+        assert!(matches!(resolve(&world, host, "http://127.0.0.1:8080/other"), MediaSource::Own(None)));
+        assert!(matches!(resolve(&world, host, "http://127.0.0.1:9090/media/sample.jpg"), MediaSource::Foreign));
+        assert!(matches!(resolve(&world, host, "https://cdn.example.com/a.jpg"), MediaSource::Foreign));
+        assert!(matches!(resolve(&world, host, "not a url"), MediaSource::Invalid));
     }
 
     #[test]

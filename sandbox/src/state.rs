@@ -28,20 +28,14 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub fn new(options: SandboxOptions) -> Self {
-        Self {
-            options,
-            state: Mutex::new(State::default()),
-            next_id: AtomicU64::new(1),
-        }
+        Self { options, state: Mutex::new(State::default()), next_id: AtomicU64::new(1) }
     }
 
     /// Locks the state. A panic while the lock was held cannot leave the
     /// state half-updated in a way that matters for an emulator, so a
     /// poisoned lock is simply taken over. Never hold the guard across `.await`.
     pub fn lock(&self) -> MutexGuard<'_, State> {
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn next_id(&self) -> u64 {
@@ -92,11 +86,7 @@ impl State {
     /// Instagram posts published for `ig_user_id` within the last 24 hours.
     pub fn instagram_quota_usage(&self, ig_user_id: &str) -> usize {
         let since = Utc::now() - chrono::Duration::hours(24);
-        self.posts
-            .iter()
-            .filter(|p| p.channel == "instagram" && p.platform_user_id == ig_user_id)
-            .filter(|p| p.received_at > since)
-            .count()
+        self.posts.iter().filter(|p| p.channel == "instagram" && p.platform_user_id == ig_user_id).filter(|p| p.received_at > since).count()
     }
 
     /// Forgets everything a test or demo did; built-in media stay.

@@ -22,12 +22,7 @@ use crate::media::{self, MediaSource};
 use crate::state::{MediaObject, Publish, PublishStatus, Shared};
 
 /// The privacy levels every sandbox creator offers.
-const PRIVACY_LEVELS: [&str; 4] = [
-    "PUBLIC_TO_EVERYONE",
-    "MUTUAL_FOLLOW_FRIENDS",
-    "FOLLOWER_OF_CREATOR",
-    "SELF_ONLY",
-];
+const PRIVACY_LEVELS: [&str; 4] = ["PUBLIC_TO_EVERYONE", "MUTUAL_FOLLOW_FRIENDS", "FOLLOWER_OF_CREATOR", "SELF_ONLY"];
 /// Limits in UTF-16 code units ("runes" in TikTok's docs).
 const VIDEO_TITLE_MAX: usize = 2200;
 const PHOTO_TITLE_MAX: usize = 90;
@@ -75,11 +70,7 @@ struct TtError {
 
 impl TtError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-        }
+        Self { status, code, message: message.into() }
     }
 
     fn invalid_param(message: impl Into<String>) -> Self {
@@ -87,11 +78,7 @@ impl TtError {
     }
 
     fn token_invalid() -> Self {
-        Self::new(
-            StatusCode::UNAUTHORIZED,
-            "access_token_invalid",
-            "The access token is invalid or not found in the request.",
-        )
+        Self::new(StatusCode::UNAUTHORIZED, "access_token_invalid", "The access token is invalid or not found in the request.")
     }
 }
 
@@ -114,17 +101,9 @@ fn fault_response(log_id: &LogId, status: StatusCode, body: Option<Value>) -> Re
         return (status, Json(body)).into_response();
     }
     let error = match status {
-        StatusCode::TOO_MANY_REQUESTS => TtError::new(
-            status,
-            "rate_limit_exceeded",
-            "API rate limit exceeded, please retry later.",
-        ),
+        StatusCode::TOO_MANY_REQUESTS => TtError::new(status, "rate_limit_exceeded", "API rate limit exceeded, please retry later."),
         StatusCode::UNAUTHORIZED => TtError::token_invalid(),
-        _ => TtError::new(
-            status,
-            "internal_error",
-            "Something went wrong. Please try again later.",
-        ),
+        _ => TtError::new(status, "internal_error", "Something went wrong. Please try again later."),
     };
     let mut response = respond(log_id, Err(error));
     *response.status_mut() = status;
@@ -132,17 +111,9 @@ fn fault_response(log_id: &LogId, status: StatusCode, body: Option<Value>) -> Re
 }
 
 /// Counts the call, applies faults, runs `operation` and renders its result.
-async fn run(
-    shared: &Shared,
-    log_id: &LogId,
-    endpoint: Endpoint,
-    operation: impl FnOnce() -> Result<Value, TtError>,
-) -> Response {
+async fn run(shared: &Shared, log_id: &LogId, endpoint: Endpoint, operation: impl FnOnce() -> Result<Value, TtError>) -> Response {
     let on_fault = |status, body| fault_response(log_id, status, body);
-    with_faults(shared, endpoint, on_fault, async {
-        respond(log_id, operation())
-    })
-    .await
+    with_faults(shared, endpoint, on_fault, async { respond(log_id, operation()) }).await
 }
 
 /// The bearer token, if present, well-formed and not revoked.
@@ -162,8 +133,7 @@ fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<String, TtError>
 }
 
 fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, TtError> {
-    serde_json::from_slice(body)
-        .map_err(|error| TtError::invalid_param(format!("Invalid request body: {error}")))
+    serde_json::from_slice(body).map_err(|error| TtError::invalid_param(format!("Invalid request body: {error}")))
 }
 
 fn utf16_len(text: &str) -> usize {
@@ -171,25 +141,15 @@ fn utf16_len(text: &str) -> usize {
 }
 
 fn host(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::HOST)
-        .and_then(|value| value.to_str().ok())
+    headers.get(header::HOST).and_then(|value| value.to_str().ok())
 }
 
 async fn unknown_path(Extension(log_id): Extension<LogId>) -> Response {
-    let error = TtError::new(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        "The requested path does not exist.",
-    );
+    let error = TtError::new(StatusCode::NOT_FOUND, "not_found", "The requested path does not exist.");
     respond(&log_id, Err(error))
 }
 
-async fn creator_info(
-    State(shared): State<Arc<Shared>>,
-    Extension(log_id): Extension<LogId>,
-    headers: HeaderMap,
-) -> Response {
+async fn creator_info(State(shared): State<Arc<Shared>>, Extension(log_id): Extension<LogId>, headers: HeaderMap) -> Response {
     run(&shared, &log_id, Endpoint::TiktokCreatorInfo, || {
         let token = authenticate(&shared, &headers)?;
         let open_id = ids::tiktok_open_id(&token);
@@ -236,28 +196,18 @@ struct InitBody {
 impl InitBody {
     /// The source, which the sandbox only supports as `PULL_FROM_URL`.
     fn pull_source(&self) -> Result<&SourceInfo, TtError> {
-        let source = self
-            .source_info
-            .as_ref()
-            .ok_or_else(|| TtError::invalid_param("source_info is required"))?;
+        let source = self.source_info.as_ref().ok_or_else(|| TtError::invalid_param("source_info is required"))?;
         match source.source.as_deref() {
             Some("PULL_FROM_URL") => Ok(source),
-            Some("FILE_UPLOAD") => Err(TtError::invalid_param(
-                "source FILE_UPLOAD is not supported by the sandbox; use PULL_FROM_URL",
-            )),
-            _ => Err(TtError::invalid_param(
-                "source_info.source must be PULL_FROM_URL or FILE_UPLOAD",
-            )),
+            Some("FILE_UPLOAD") => Err(TtError::invalid_param("source FILE_UPLOAD is not supported by the sandbox; use PULL_FROM_URL")),
+            _ => Err(TtError::invalid_param("source_info.source must be PULL_FROM_URL or FILE_UPLOAD")),
         }
     }
 }
 
 impl PostInfo {
     fn check_privacy(&self) -> Result<(), TtError> {
-        let level = self
-            .privacy_level
-            .as_deref()
-            .ok_or_else(|| TtError::invalid_param("post_info.privacy_level is required"))?;
+        let level = self.privacy_level.as_deref().ok_or_else(|| TtError::invalid_param("post_info.privacy_level is required"))?;
         if PRIVACY_LEVELS.contains(&level) {
             Ok(())
         } else {
@@ -270,12 +220,7 @@ impl PostInfo {
     }
 }
 
-async fn video_init(
-    State(shared): State<Arc<Shared>>,
-    Extension(log_id): Extension<LogId>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn video_init(State(shared): State<Arc<Shared>>, Extension(log_id): Extension<LogId>, headers: HeaderMap, body: Bytes) -> Response {
     run(&shared, &log_id, Endpoint::TiktokVideoInit, || {
         let token = authenticate(&shared, &headers)?;
         let init: InitBody = parse_json(&body)?;
@@ -287,35 +232,22 @@ async fn video_init(
             .ok_or_else(|| TtError::invalid_param("source_info.video_url is required"))?;
         let title = init.post_info.title.clone().unwrap_or_default();
         if utf16_len(&title) > VIDEO_TITLE_MAX {
-            return Err(TtError::invalid_param(format!(
-                "post_info.title exceeds {VIDEO_TITLE_MAX} runes"
-            )));
+            return Err(TtError::invalid_param(format!("post_info.title exceeds {VIDEO_TITLE_MAX} runes")));
         }
         init.post_info.check_privacy()?;
 
         let mut state = shared.lock();
         let (failure, media_bytes) = match media::resolve(&state, host(&headers), video_url) {
             MediaSource::Invalid => {
-                return Err(TtError::invalid_param(
-                    "source_info.video_url is not a valid URL",
-                ));
+                return Err(TtError::invalid_param("source_info.video_url is not a valid URL"));
             }
             MediaSource::Foreign => (None, 0),
             MediaSource::Own(None) => (Some("video_pull_failed"), 0),
-            MediaSource::Own(Some(video)) if !video.is_video() => {
-                (Some("file_format_check_failed"), video.len())
-            }
+            MediaSource::Own(Some(video)) if !video.is_video() => (Some("file_format_check_failed"), video.len()),
             MediaSource::Own(Some(video)) => (None, video.len()),
         };
         let publish_id = format!("v_pub_url~v2-1.{}", PUBLISH_ID_BASE + shared.next_id());
-        let publish = new_publish(
-            &shared,
-            &token,
-            title,
-            vec![video_url.to_owned()],
-            failure,
-            media_bytes,
-        );
+        let publish = new_publish(&shared, &token, title, vec![video_url.to_owned()], failure, media_bytes);
         state.publishes.insert(publish_id.clone(), publish);
         tracing::debug!(%publish_id, "tiktok video publish accepted");
         Ok(json!({ "publish_id": publish_id }))
@@ -323,12 +255,7 @@ async fn video_init(
     .await
 }
 
-async fn content_init(
-    State(shared): State<Arc<Shared>>,
-    Extension(log_id): Extension<LogId>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn content_init(State(shared): State<Arc<Shared>>, Extension(log_id): Extension<LogId>, headers: HeaderMap, body: Bytes) -> Response {
     run(&shared, &log_id, Endpoint::TiktokContentInit, || {
         let token = authenticate(&shared, &headers)?;
         let init: InitBody = parse_json(&body)?;
@@ -338,40 +265,28 @@ async fn content_init(
         match init.post_mode.as_deref() {
             Some("DIRECT_POST") => {}
             Some("MEDIA_UPLOAD") => {
-                return Err(TtError::invalid_param(
-                    "post_mode MEDIA_UPLOAD is not supported by the sandbox",
-                ));
+                return Err(TtError::invalid_param("post_mode MEDIA_UPLOAD is not supported by the sandbox"));
             }
             _ => {
-                return Err(TtError::invalid_param(
-                    "post_mode must be DIRECT_POST or MEDIA_UPLOAD",
-                ));
+                return Err(TtError::invalid_param("post_mode must be DIRECT_POST or MEDIA_UPLOAD"));
             }
         }
         let source = init.pull_source()?;
         let images = source.photo_images.clone().unwrap_or_default();
         if images.is_empty() || images.len() > PHOTO_IMAGES_MAX {
-            return Err(TtError::invalid_param(format!(
-                "source_info.photo_images must hold 1 to {PHOTO_IMAGES_MAX} URLs"
-            )));
+            return Err(TtError::invalid_param(format!("source_info.photo_images must hold 1 to {PHOTO_IMAGES_MAX} URLs")));
         }
         let cover = source.photo_cover_index.unwrap_or(0);
         if usize::try_from(cover).map_or(true, |cover| cover >= images.len()) {
-            return Err(TtError::invalid_param(
-                "source_info.photo_cover_index is out of range",
-            ));
+            return Err(TtError::invalid_param("source_info.photo_cover_index is out of range"));
         }
         let title = init.post_info.title.clone().unwrap_or_default();
         let description = init.post_info.description.clone().unwrap_or_default();
         if utf16_len(&title) > PHOTO_TITLE_MAX {
-            return Err(TtError::invalid_param(format!(
-                "post_info.title exceeds {PHOTO_TITLE_MAX} runes"
-            )));
+            return Err(TtError::invalid_param(format!("post_info.title exceeds {PHOTO_TITLE_MAX} runes")));
         }
         if utf16_len(&description) > PHOTO_DESCRIPTION_MAX {
-            return Err(TtError::invalid_param(format!(
-                "post_info.description exceeds {PHOTO_DESCRIPTION_MAX} runes"
-            )));
+            return Err(TtError::invalid_param(format!("post_info.description exceeds {PHOTO_DESCRIPTION_MAX} runes")));
         }
         init.post_info.check_privacy()?;
 
@@ -394,11 +309,7 @@ async fn content_init(
         }
         // The listing has one caption: the description, which is what
         // TikTok shows under a photo post, or the title if there is none.
-        let caption = if description.is_empty() {
-            title
-        } else {
-            description
-        };
+        let caption = if description.is_empty() { title } else { description };
         let publish_id = format!("p_pub_url~v2.{}", PUBLISH_ID_BASE + shared.next_id());
         let publish = new_publish(&shared, &token, caption, images, failure, media_bytes);
         state.publishes.insert(publish_id.clone(), publish);
@@ -448,19 +359,11 @@ struct StatusBody {
     publish_id: Option<String>,
 }
 
-async fn status_fetch(
-    State(shared): State<Arc<Shared>>,
-    Extension(log_id): Extension<LogId>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn status_fetch(State(shared): State<Arc<Shared>>, Extension(log_id): Extension<LogId>, headers: HeaderMap, body: Bytes) -> Response {
     run(&shared, &log_id, Endpoint::TiktokStatusFetch, || {
         let token = authenticate(&shared, &headers)?;
         let request: StatusBody = parse_json(&body)?;
-        let publish_id = request
-            .publish_id
-            .filter(|id| !id.is_empty())
-            .ok_or_else(|| TtError::invalid_param("publish_id is required"))?;
+        let publish_id = request.publish_id.filter(|id| !id.is_empty()).ok_or_else(|| TtError::invalid_param("publish_id is required"))?;
         let mut state = shared.lock();
         state.settle_tiktok(shared.options.tiktok_complete_after);
         // Another creator's publish is as unknown as a made-up id.
@@ -468,9 +371,7 @@ async fn status_fetch(
             .publishes
             .get(&publish_id)
             .filter(|publish| publish.open_id == ids::tiktok_open_id(&token))
-            .ok_or_else(|| {
-                TtError::invalid_param(format!("publish_id {publish_id} was not found"))
-            })?;
+            .ok_or_else(|| TtError::invalid_param(format!("publish_id {publish_id} was not found")))?;
         let mut data = json!({
             "status": "PROCESSING_DOWNLOAD",
             "uploaded_bytes": 0,
@@ -504,40 +405,22 @@ fn oauth_error(log_id: &LogId, error: &str, description: &str) -> Response {
 /// the refresh token's subject (see [`ids::token_subject`]), so the creator's
 /// open_id survives refreshes. The refresh token rotates on every call; older
 /// ones stay valid until revoked.
-async fn oauth_token(
-    State(shared): State<Arc<Shared>>,
-    Extension(log_id): Extension<LogId>,
-    body: Bytes,
-) -> Response {
+async fn oauth_token(State(shared): State<Arc<Shared>>, Extension(log_id): Extension<LogId>, body: Bytes) -> Response {
     let on_fault = |status: StatusCode, body: Option<Value>| {
-        let body = body.unwrap_or_else(|| {
-            json!({"error": "server_error", "error_description": "Internal error, please retry.", "log_id": log_id.0})
-        });
+        let body = body
+            .unwrap_or_else(|| json!({"error": "server_error", "error_description": "Internal error, please retry.", "log_id": log_id.0}));
         (status, Json(body)).into_response()
     };
     with_faults(&shared, Endpoint::TiktokOauthToken, on_fault, async {
-        let form: std::collections::HashMap<String, String> =
-            url::form_urlencoded::parse(&body).into_owned().collect();
-        let field = |name: &str| {
-            form.get(name)
-                .map(String::as_str)
-                .filter(|value| !value.is_empty())
-        };
+        let form: std::collections::HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
+        let field = |name: &str| form.get(name).map(String::as_str).filter(|value| !value.is_empty());
         if field("client_key").is_none() || field("client_secret").is_none() {
-            return oauth_error(
-                &log_id,
-                "invalid_request",
-                "client_key and client_secret are required.",
-            );
+            return oauth_error(&log_id, "invalid_request", "client_key and client_secret are required.");
         }
         match field("grant_type") {
             Some("refresh_token") => {}
             Some(_) => {
-                return oauth_error(
-                    &log_id,
-                    "unsupported_grant_type",
-                    "The sandbox supports grant_type=refresh_token only.",
-                );
+                return oauth_error(&log_id, "unsupported_grant_type", "The sandbox supports grant_type=refresh_token only.");
             }
             None => return oauth_error(&log_id, "invalid_request", "grant_type is required."),
         }
@@ -545,11 +428,7 @@ async fn oauth_token(
             return oauth_error(&log_id, "invalid_request", "refresh_token is required.");
         };
         if shared.lock().is_revoked(refresh_token) {
-            return oauth_error(
-                &log_id,
-                "invalid_grant",
-                "Refresh token is invalid or expired.",
-            );
+            return oauth_error(&log_id, "invalid_grant", "Refresh token is invalid or expired.");
         }
         let subject = ids::token_subject(refresh_token);
         Json(json!({

@@ -16,9 +16,7 @@ const USER: &str = "17841400000000001";
 #[tokio::test]
 async fn faults_fail_the_next_n_calls_with_platform_envelopes() {
     let sandbox = start(SandboxOptions::instant()).await;
-    sandbox
-        .fault(json!({ "endpoint": "instagram.me", "times": 2, "status": 500 }))
-        .await;
+    sandbox.fault(json!({ "endpoint": "instagram.me", "times": 2, "status": 500 })).await;
     let me = sandbox.ig(&format!("/me?fields=id&access_token={TOKEN}"));
     for _ in 0..2 {
         let reply = sandbox.get(&me).await;
@@ -27,82 +25,47 @@ async fn faults_fail_the_next_n_calls_with_platform_envelopes() {
         assert_eq!(error["code"], 1);
         assert_eq!(error["is_transient"], true);
         assert_eq!(error["type"], "OAuthException");
-        assert_eq!(
-            error["fbtrace_id"],
-            reply.headers["x-fb-trace-id"].to_str().expect("trace")
-        );
+        assert_eq!(error["fbtrace_id"], reply.headers["x-fb-trace-id"].to_str().expect("trace"));
     }
     assert_eq!(sandbox.get(&me).await.status, StatusCode::OK);
     assert_eq!(sandbox.calls("instagram.me").await, 3);
 
     // A caller-supplied body is sent as is.
-    let custom = json!({"error":{"message":"Fatal","type":"OAuthException","code":-2,"error_subcode":2207003,"is_transient":true,"fbtrace_id":"X"}});
-    sandbox
-        .fault(json!({ "endpoint": "instagram.media", "status": 400, "body": custom }))
-        .await;
-    let reply = sandbox
-        .ig_container(TOKEN, USER, "https://cdn.example.com/a.jpg", "c")
-        .await;
+    let custom =
+        json!({"error":{"message":"Fatal","type":"OAuthException","code":-2,"error_subcode":2207003,"is_transient":true,"fbtrace_id":"X"}});
+    sandbox.fault(json!({ "endpoint": "instagram.media", "status": 400, "body": custom })).await;
+    let reply = sandbox.ig_container(TOKEN, USER, "https://cdn.example.com/a.jpg", "c").await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
     assert_eq!(reply.body, custom);
 
-    sandbox
-        .fault(json!({ "endpoint": "tiktok.creator_info", "status": 503 }))
-        .await;
-    sandbox
-        .fault(json!({ "endpoint": "tiktok.creator_info", "status": 429 }))
-        .await;
+    sandbox.fault(json!({ "endpoint": "tiktok.creator_info", "status": 503 })).await;
+    sandbox.fault(json!({ "endpoint": "tiktok.creator_info", "status": 429 })).await;
     let path = "/v2/post/publish/creator_info/query/";
-    tt_error(
-        &sandbox.tiktok(TOKEN, path, json!({})).await,
-        StatusCode::SERVICE_UNAVAILABLE,
-        "internal_error",
-    );
-    tt_error(
-        &sandbox.tiktok(TOKEN, path, json!({})).await,
-        StatusCode::TOO_MANY_REQUESTS,
-        "rate_limit_exceeded",
-    );
-    assert_eq!(
-        sandbox.tiktok(TOKEN, path, json!({})).await.status,
-        StatusCode::OK
-    );
+    tt_error(&sandbox.tiktok(TOKEN, path, json!({})).await, StatusCode::SERVICE_UNAVAILABLE, "internal_error");
+    tt_error(&sandbox.tiktok(TOKEN, path, json!({})).await, StatusCode::TOO_MANY_REQUESTS, "rate_limit_exceeded");
+    assert_eq!(sandbox.tiktok(TOKEN, path, json!({})).await.status, StatusCode::OK);
 }
 
 #[tokio::test]
 async fn after_accept_faults_take_effect_before_failing() {
     let sandbox = start(SandboxOptions::instant()).await;
-    let created = sandbox
-        .ig_container(TOKEN, USER, "https://cdn.example.com/a.jpg", "lost answer")
-        .await;
+    let created = sandbox.ig_container(TOKEN, USER, "https://cdn.example.com/a.jpg", "lost answer").await;
     let container = created.body["id"].as_str().expect("id").to_owned();
 
-    sandbox
-        .fault(
-            json!({ "endpoint": "instagram.media_publish", "status": 500, "after_accept": true }),
-        )
-        .await;
+    sandbox.fault(json!({ "endpoint": "instagram.media_publish", "status": 500, "after_accept": true })).await;
     let lost = sandbox.ig_publish(TOKEN, USER, &container).await;
     assert_eq!(lost.status, StatusCode::INTERNAL_SERVER_ERROR);
     // The post went live although the call failed; the container says so.
     assert_eq!(sandbox.ig_status(TOKEN, &container).await, "PUBLISHED");
-    ig_error(
-        &sandbox.ig_publish(TOKEN, USER, &container).await,
-        100,
-        None,
-    );
+    ig_error(&sandbox.ig_publish(TOKEN, USER, &container).await, 100, None);
     assert_eq!(sandbox.posts().await.len(), 1);
 
-    sandbox
-        .fault(json!({ "endpoint": "tiktok.video_init", "status": 500, "after_accept": true }))
-        .await;
+    sandbox.fault(json!({ "endpoint": "tiktok.video_init", "status": 500, "after_accept": true })).await;
     let body = json!({
         "post_info": { "title": "tt", "privacy_level": "SELF_ONLY" },
         "source_info": { "source": "PULL_FROM_URL", "video_url": sandbox.media("sample.mp4") },
     });
-    let reply = sandbox
-        .tiktok(TOKEN, "/v2/post/publish/video/init/", body)
-        .await;
+    let reply = sandbox.tiktok(TOKEN, "/v2/post/publish/video/init/", body).await;
     tt_error(&reply, StatusCode::INTERNAL_SERVER_ERROR, "internal_error");
     let posts = sandbox.posts().await;
     assert_eq!(posts.len(), 2, "{posts:?}");
@@ -112,33 +75,18 @@ async fn after_accept_faults_take_effect_before_failing() {
 #[tokio::test]
 async fn delay_faults_slow_the_answer_down() {
     let sandbox = start(SandboxOptions::instant()).await;
-    sandbox
-        .fault(json!({ "endpoint": "instagram.me", "delay_ms": 300 }))
-        .await;
+    sandbox.fault(json!({ "endpoint": "instagram.me", "delay_ms": 300 })).await;
     let started = Instant::now();
-    let reply = sandbox
-        .get(&sandbox.ig(&format!("/me?access_token={TOKEN}")))
-        .await;
+    let reply = sandbox.get(&sandbox.ig(&format!("/me?access_token={TOKEN}"))).await;
     assert_eq!(reply.status, StatusCode::OK);
     assert!(started.elapsed() >= Duration::from_millis(300));
 
     // A client that gives up on a slow after_accept call still published.
-    let created = sandbox
-        .ig_container(TOKEN, USER, "https://cdn.example.com/a.jpg", "slow")
-        .await;
+    let created = sandbox.ig_container(TOKEN, USER, "https://cdn.example.com/a.jpg", "slow").await;
     let container = created.body["id"].as_str().expect("id").to_owned();
-    sandbox
-        .fault(json!({ "endpoint": "instagram.media_publish", "delay_ms": 2000, "after_accept": true }))
-        .await;
-    let url = sandbox.ig(&format!(
-        "/{USER}/media_publish?creation_id={container}&access_token={TOKEN}"
-    ));
-    let timed_out = sandbox
-        .client
-        .post(url)
-        .timeout(Duration::from_millis(200))
-        .send()
-        .await;
+    sandbox.fault(json!({ "endpoint": "instagram.media_publish", "delay_ms": 2000, "after_accept": true })).await;
+    let url = sandbox.ig(&format!("/{USER}/media_publish?creation_id={container}&access_token={TOKEN}"));
+    let timed_out = sandbox.client.post(url).timeout(Duration::from_millis(200)).send().await;
     assert!(timed_out.is_err_and(|error| error.is_timeout()));
     assert_eq!(sandbox.ig_status(TOKEN, &container).await, "PUBLISHED");
 }
@@ -147,11 +95,9 @@ async fn delay_faults_slow_the_answer_down() {
 async fn fault_specs_are_validated() {
     let sandbox = start(SandboxOptions::instant()).await;
     let url = sandbox.url("/_sandbox/faults");
-    for spec in [
-        json!({ "endpoint": "instagram.nope" }),
-        json!({ "endpoint": "media", "times": 0 }),
-        json!({ "endpoint": "media", "status": 99 }),
-    ] {
+    for spec in
+        [json!({ "endpoint": "instagram.nope" }), json!({ "endpoint": "media", "times": 0 }), json!({ "endpoint": "media", "status": 99 })]
+    {
         let reply = sandbox.post_json(&url, spec).await;
         assert_eq!(reply.status, StatusCode::BAD_REQUEST);
         assert!(reply.body["error"].is_string(), "{:?}", reply.body);
@@ -169,101 +115,37 @@ async fn media_host_serves_builtins_and_uploads() {
         ("sample.png", "image/png", &b"\x89PNG"[..]),
         ("sample.mp4", "video/mp4", &b"ftyp"[..]),
     ] {
-        let response = sandbox
-            .client
-            .get(sandbox.media(name))
-            .send()
-            .await
-            .expect("get");
+        let response = sandbox.client.get(sandbox.media(name)).send().await.expect("get");
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(response.headers()[CONTENT_TYPE], content_type);
-        let length: usize = response.headers()[CONTENT_LENGTH]
-            .to_str()
-            .expect("len")
-            .parse()
-            .expect("number");
+        let length: usize = response.headers()[CONTENT_LENGTH].to_str().expect("len").parse().expect("number");
         let bytes = response.bytes().await.expect("bytes");
         assert_eq!(bytes.len(), length);
-        assert!(
-            bytes
-                .windows(magic.len())
-                .take(8)
-                .any(|window| window == magic),
-            "{name}"
-        );
+        assert!(bytes.windows(magic.len()).take(8).any(|window| window == magic), "{name}");
         assert!(bytes.len() < 50 * 1024);
 
-        let head = sandbox
-            .client
-            .head(sandbox.media(name))
-            .send()
-            .await
-            .expect("head");
+        let head = sandbox.client.head(sandbox.media(name)).send().await.expect("head");
         assert_eq!(head.status(), StatusCode::OK);
         assert_eq!(head.headers()[CONTENT_LENGTH], length.to_string().as_str());
         assert!(head.bytes().await.expect("body").is_empty());
     }
-    assert_eq!(
-        sandbox
-            .client
-            .get(sandbox.media("nope.jpg"))
-            .send()
-            .await
-            .expect("get")
-            .status(),
-        StatusCode::NOT_FOUND
-    );
+    assert_eq!(sandbox.client.get(sandbox.media("nope.jpg")).send().await.expect("get").status(), StatusCode::NOT_FOUND);
 
-    let put = sandbox
-        .client
-        .put(sandbox.media("clip.mov"))
-        .body(vec![0u8; 100])
-        .send()
-        .await
-        .expect("put");
+    let put = sandbox.client.put(sandbox.media("clip.mov")).body(vec![0u8; 100]).send().await.expect("put");
     assert_eq!(put.status(), StatusCode::CREATED);
-    let got = sandbox
-        .client
-        .get(sandbox.media("clip.mov"))
-        .send()
-        .await
-        .expect("get");
+    let got = sandbox.client.get(sandbox.media("clip.mov")).send().await.expect("get");
     assert_eq!(got.headers()[CONTENT_TYPE], "video/quicktime");
     assert_eq!(got.bytes().await.expect("bytes").len(), 100);
 
     // The Content-Type header wins over the extension, and checks use it:
     // a PNG disguised as .jpg is still refused by Instagram.
-    let png = sandbox
-        .client
-        .get(sandbox.media("sample.png"))
-        .send()
-        .await
-        .expect("get")
-        .bytes()
-        .await
-        .expect("png");
-    sandbox
-        .client
-        .put(sandbox.media("disguised.jpg"))
-        .header(CONTENT_TYPE, "image/png")
-        .body(png)
-        .send()
-        .await
-        .expect("put");
-    let reply = sandbox
-        .ig_container(TOKEN, USER, &sandbox.media("disguised.jpg"), "c")
-        .await;
+    let png = sandbox.client.get(sandbox.media("sample.png")).send().await.expect("get").bytes().await.expect("png");
+    sandbox.client.put(sandbox.media("disguised.jpg")).header(CONTENT_TYPE, "image/png").body(png).send().await.expect("put");
+    let reply = sandbox.ig_container(TOKEN, USER, &sandbox.media("disguised.jpg"), "c").await;
     ig_error(&reply, 36001, Some(2207005));
 
-    sandbox
-        .fault(json!({ "endpoint": "media", "status": 503 }))
-        .await;
-    let faulted = sandbox
-        .client
-        .get(sandbox.media("sample.jpg"))
-        .send()
-        .await
-        .expect("get");
+    sandbox.fault(json!({ "endpoint": "media", "status": 503 })).await;
+    let faulted = sandbox.client.get(sandbox.media("sample.jpg")).send().await.expect("get");
     assert_eq!(faulted.status(), StatusCode::SERVICE_UNAVAILABLE);
     // 3 GET + 3 HEAD of built-ins, 4 more GETs: PUTs and internal checks are not counted.
     assert_eq!(sandbox.calls("media").await, 10);
@@ -272,86 +154,35 @@ async fn media_host_serves_builtins_and_uploads() {
 #[tokio::test]
 async fn reset_forgets_everything_but_builtins() {
     let sandbox = start(SandboxOptions::instant()).await;
-    let created = sandbox
-        .ig_container(TOKEN, USER, "https://cdn.example.com/a.jpg", "c")
-        .await;
+    let created = sandbox.ig_container(TOKEN, USER, "https://cdn.example.com/a.jpg", "c").await;
     let container = created.body["id"].as_str().expect("id").to_owned();
     sandbox.ig_publish(TOKEN, USER, &container).await;
-    sandbox
-        .client
-        .put(sandbox.media("sample.jpg"))
-        .body("not a jpeg")
-        .header(CONTENT_TYPE, "text/plain")
-        .send()
-        .await
-        .expect("put");
-    sandbox
-        .client
-        .put(sandbox.media("extra.jpg"))
-        .body("x")
-        .send()
-        .await
-        .expect("put");
-    sandbox
-        .fault(json!({ "endpoint": "instagram.me", "times": 5 }))
-        .await;
+    sandbox.client.put(sandbox.media("sample.jpg")).body("not a jpeg").header(CONTENT_TYPE, "text/plain").send().await.expect("put");
+    sandbox.client.put(sandbox.media("extra.jpg")).body("x").send().await.expect("put");
+    sandbox.fault(json!({ "endpoint": "instagram.me", "times": 5 })).await;
     sandbox.revoke(TOKEN).await;
     assert_eq!(sandbox.posts().await.len(), 1);
 
-    let reply = sandbox
-        .send(sandbox.client.post(sandbox.url("/_sandbox/reset")))
-        .await;
+    let reply = sandbox.send(sandbox.client.post(sandbox.url("/_sandbox/reset"))).await;
     assert_eq!(reply.body, json!({ "ok": true }));
     assert!(sandbox.posts().await.is_empty());
-    assert_eq!(
-        sandbox.get(&sandbox.url("/_sandbox/calls")).await.body,
-        json!({ "calls": {} })
-    );
+    assert_eq!(sandbox.get(&sandbox.url("/_sandbox/calls")).await.body, json!({ "calls": {} }));
     // Faults and the revocation are gone.
-    assert_eq!(
-        sandbox
-            .get(&sandbox.ig(&format!("/me?access_token={TOKEN}")))
-            .await
-            .status,
-        StatusCode::OK
-    );
-    ig_error(
-        &sandbox
-            .get(&sandbox.ig(&format!("/{container}?access_token={TOKEN}")))
-            .await,
-        100,
-        Some(33),
-    );
+    assert_eq!(sandbox.get(&sandbox.ig(&format!("/me?access_token={TOKEN}"))).await.status, StatusCode::OK);
+    ig_error(&sandbox.get(&sandbox.ig(&format!("/{container}?access_token={TOKEN}"))).await, 100, Some(33));
     // The built-in JPEG is back; the upload is gone.
-    let jpg = sandbox
-        .client
-        .get(sandbox.media("sample.jpg"))
-        .send()
-        .await
-        .expect("get");
+    let jpg = sandbox.client.get(sandbox.media("sample.jpg")).send().await.expect("get");
     assert_eq!(jpg.headers()[CONTENT_TYPE], "image/jpeg");
-    let extra = sandbox
-        .client
-        .get(sandbox.media("extra.jpg"))
-        .send()
-        .await
-        .expect("get");
+    let extra = sandbox.client.get(sandbox.media("extra.jpg")).send().await.expect("get");
     assert_eq!(extra.status(), StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
 async fn unknown_paths_answer_in_platform_shape() {
     let sandbox = start(SandboxOptions::instant()).await;
-    let ig = sandbox
-        .get(&sandbox.ig(&format!("/a/b/c/d?access_token={TOKEN}")))
-        .await;
+    let ig = sandbox.get(&sandbox.ig(&format!("/a/b/c/d?access_token={TOKEN}"))).await;
     ig_error(&ig, 2500, None);
-    let tt = sandbox
-        .tiktok(TOKEN, "/v2/post/publish/nothing/", json!({}))
-        .await;
+    let tt = sandbox.tiktok(TOKEN, "/v2/post/publish/nothing/", json!({})).await;
     tt_error(&tt, StatusCode::NOT_FOUND, "not_found");
-    assert_eq!(
-        sandbox.get(&sandbox.url("/_sandbox/calls")).await.body,
-        json!({ "calls": {} })
-    );
+    assert_eq!(sandbox.get(&sandbox.url("/_sandbox/calls")).await.body, json!({ "calls": {} }));
 }

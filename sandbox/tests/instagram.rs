@@ -15,33 +15,18 @@ async fn image_flow_create_poll_publish_listed_once() {
     let sandbox = start(quick()).await;
     let image = sandbox.media("sample.jpg");
 
-    let created = sandbox
-        .ig_container(TOKEN, USER, &image, "Hello #sandbox")
-        .await;
+    let created = sandbox.ig_container(TOKEN, USER, &image, "Hello #sandbox").await;
     assert_eq!(created.status, StatusCode::OK, "{:?}", created.body);
     assert!(created.headers.contains_key("x-fb-trace-id"));
-    let container = created.body["id"]
-        .as_str()
-        .expect("container id")
-        .to_owned();
+    let container = created.body["id"].as_str().expect("container id").to_owned();
 
     // Only `id` comes back unless fields are asked for, as on the Graph API.
-    let bare = sandbox
-        .get(&sandbox.ig(&format!("/{container}?access_token={TOKEN}")))
-        .await;
+    let bare = sandbox.get(&sandbox.ig(&format!("/{container}?access_token={TOKEN}"))).await;
     assert_eq!(bare.body, json!({ "id": container }));
 
-    let status = sandbox
-        .get(&sandbox.ig(&format!(
-            "/{container}?fields=status_code,status&access_token={TOKEN}"
-        )))
-        .await;
+    let status = sandbox.get(&sandbox.ig(&format!("/{container}?fields=status_code,status&access_token={TOKEN}"))).await;
     assert_eq!(status.body["status_code"], "IN_PROGRESS");
-    assert!(
-        status.body["status"]
-            .as_str()
-            .is_some_and(|s| s.starts_with("In Progress"))
-    );
+    assert!(status.body["status"].as_str().is_some_and(|s| s.starts_with("In Progress")));
 
     let early = sandbox.ig_publish(TOKEN, USER, &container).await;
     ig_error(&early, 9007, Some(2207027));
@@ -67,34 +52,19 @@ async fn image_flow_create_poll_publish_listed_once() {
     assert_eq!(post["platform_post_id"], media_id.as_str());
     let received_at = post["received_at"].as_str().expect("received_at");
     assert!(chrono::DateTime::parse_from_rfc3339(received_at).is_ok());
-    assert_eq!(
-        received_at.len(),
-        "2026-01-01T00:00:00.000Z".len(),
-        "{received_at}"
-    );
+    assert_eq!(received_at.len(), "2026-01-01T00:00:00.000Z".len(), "{received_at}");
 
-    let limit = sandbox
-        .get(&sandbox.ig(&format!(
-            "/{USER}/content_publishing_limit?fields=quota_usage,config&access_token={TOKEN}"
-        )))
-        .await;
-    assert_eq!(
-        limit.body,
-        json!({"data":[{"quota_usage":1,"config":{"quota_total":50,"quota_duration":86400}}]})
-    );
+    let limit = sandbox.get(&sandbox.ig(&format!("/{USER}/content_publishing_limit?fields=quota_usage,config&access_token={TOKEN}"))).await;
+    assert_eq!(limit.body, json!({"data":[{"quota_usage":1,"config":{"quota_total":50,"quota_duration":86400}}]}));
 }
 
 #[tokio::test]
 async fn concurrent_publishes_of_one_container_make_one_post() {
     let sandbox = start(SandboxOptions::instant()).await;
-    let created = sandbox
-        .ig_container(TOKEN, USER, "https://cdn.example.com/a.jpg", "once")
-        .await;
+    let created = sandbox.ig_container(TOKEN, USER, "https://cdn.example.com/a.jpg", "once").await;
     let container = created.body["id"].as_str().expect("id").to_owned();
     // Five clients race to publish the same container.
-    let url = sandbox.ig(&format!(
-        "/{USER}/media_publish?creation_id={container}&access_token={TOKEN}"
-    ));
+    let url = sandbox.ig(&format!("/{USER}/media_publish?creation_id={container}&access_token={TOKEN}"));
     let tasks: Vec<_> = (0..5)
         .map(|_| {
             let request = sandbox.client.post(&url);
@@ -116,48 +86,29 @@ async fn concurrent_publishes_of_one_container_make_one_post() {
 async fn tokens_in_query_body_or_header_and_token_errors() {
     let sandbox = start(SandboxOptions::instant()).await;
 
-    let me = sandbox
-        .get(&sandbox.ig(&format!("/me?fields=id&access_token={TOKEN}")))
-        .await;
+    let me = sandbox.get(&sandbox.ig(&format!("/me?fields=id&access_token={TOKEN}"))).await;
     assert_eq!(me.body, json!({ "id": instagram_user_id(TOKEN) }));
-    let by_header = sandbox
-        .send(
-            sandbox
-                .client
-                .get(sandbox.ig("/me?fields=id"))
-                .bearer_auth(TOKEN),
-        )
-        .await;
+    let by_header = sandbox.send(sandbox.client.get(sandbox.ig("/me?fields=id")).bearer_auth(TOKEN)).await;
     assert_eq!(by_header.body, me.body);
     // Other version segments are served too.
-    let other_version = sandbox
-        .get(&sandbox.url(&format!("/instagram/v19.0/me?access_token={TOKEN}")))
-        .await;
+    let other_version = sandbox.get(&sandbox.url(&format!("/instagram/v19.0/me?access_token={TOKEN}"))).await;
     assert_eq!(other_version.status, StatusCode::OK);
 
     let json_body = json!({"image_url": "https://cdn.example.com/x.jpg", "caption": "json", "access_token": TOKEN});
-    let created = sandbox
-        .post_json(&sandbox.ig(&format!("/{USER}/media")), json_body)
-        .await;
+    let created = sandbox.post_json(&sandbox.ig(&format!("/{USER}/media")), json_body).await;
     assert_eq!(created.status, StatusCode::OK, "{:?}", created.body);
 
-    let empty = sandbox
-        .get(&sandbox.ig("/me?fields=id&access_token="))
-        .await;
+    let empty = sandbox.get(&sandbox.ig("/me?fields=id&access_token=")).await;
     ig_error(&empty, 190, Some(467));
     let missing = sandbox.get(&sandbox.ig("/me?fields=id")).await;
     ig_error(&missing, 190, Some(467));
 
     sandbox.revoke(TOKEN).await;
-    let revoked = sandbox
-        .get(&sandbox.ig(&format!("/me?fields=id&access_token={TOKEN}")))
-        .await;
+    let revoked = sandbox.get(&sandbox.ig(&format!("/me?fields=id&access_token={TOKEN}"))).await;
     let error = ig_error(&revoked, 190, Some(460));
     assert_eq!(error["type"], "OAuthException");
     assert_eq!(error["is_transient"], false);
-    let revoked_create = sandbox
-        .ig_container(TOKEN, USER, "https://cdn.example.com/x.jpg", "c")
-        .await;
+    let revoked_create = sandbox.ig_container(TOKEN, USER, "https://cdn.example.com/x.jpg", "c").await;
     ig_error(&revoked_create, 190, Some(460));
 }
 
@@ -166,41 +117,22 @@ async fn container_validation_follows_the_platform() {
     let sandbox = start(quick()).await;
 
     let too_long = "x".repeat(2201);
-    let reply = sandbox
-        .ig_container(TOKEN, USER, &sandbox.media("sample.jpg"), &too_long)
-        .await;
+    let reply = sandbox.ig_container(TOKEN, USER, &sandbox.media("sample.jpg"), &too_long).await;
     ig_error(&reply, 36004, Some(2207010));
 
-    let png = sandbox
-        .ig_container(TOKEN, USER, &sandbox.media("sample.png"), "png")
-        .await;
+    let png = sandbox.ig_container(TOKEN, USER, &sandbox.media("sample.png"), "png").await;
     ig_error(&png, 36001, Some(2207005));
 
-    let missing = sandbox
-        .ig_container(TOKEN, USER, &sandbox.media("nope.jpg"), "gone")
-        .await;
+    let missing = sandbox.ig_container(TOKEN, USER, &sandbox.media("nope.jpg"), "gone").await;
     ig_error(&missing, 9004, Some(2207052));
 
-    let no_media = sandbox
-        .send(
-            sandbox
-                .client
-                .post(sandbox.ig(&format!("/{USER}/media")))
-                .form(&[("caption", "c"), ("access_token", TOKEN)]),
-        )
-        .await;
+    let no_media =
+        sandbox.send(sandbox.client.post(sandbox.ig(&format!("/{USER}/media"))).form(&[("caption", "c"), ("access_token", TOKEN)])).await;
     ig_error(&no_media, 100, None);
 
     let reel_form = |url: String| {
-        let form = [
-            ("media_type", "REELS".to_owned()),
-            ("video_url", url),
-            ("access_token", TOKEN.to_owned()),
-        ];
-        sandbox
-            .client
-            .post(sandbox.ig(&format!("/{USER}/media")))
-            .form(&form)
+        let form = [("media_type", "REELS".to_owned()), ("video_url", url), ("access_token", TOKEN.to_owned())];
+        sandbox.client.post(sandbox.ig(&format!("/{USER}/media"))).form(&form)
     };
     let bad_reel = sandbox.send(reel_form(sandbox.media("sample.jpg"))).await;
     ig_error(&bad_reel, 352, Some(2207026));
@@ -216,32 +148,21 @@ async fn container_validation_follows_the_platform() {
     assert_eq!(published.status, StatusCode::OK);
 
     // Another user's path cannot publish this user's container.
-    let unknown = sandbox
-        .ig_publish(TOKEN, "17841499999999999", &container)
-        .await;
+    let unknown = sandbox.ig_publish(TOKEN, "17841499999999999", &container).await;
     ig_error(&unknown, 100, Some(33));
-    let unknown_get = sandbox
-        .get(&sandbox.ig(&format!("/123?fields=status_code&access_token={TOKEN}")))
-        .await;
+    let unknown_get = sandbox.get(&sandbox.ig(&format!("/123?fields=status_code&access_token={TOKEN}"))).await;
     ig_error(&unknown_get, 100, Some(33));
-    let bad_version = sandbox
-        .get(&sandbox.url(&format!("/instagram/latest/me?access_token={TOKEN}")))
-        .await;
+    let bad_version = sandbox.get(&sandbox.url(&format!("/instagram/latest/me?access_token={TOKEN}"))).await;
     ig_error(&bad_version, 2500, None);
 }
 
 #[tokio::test]
 async fn publishing_quota_is_enforced() {
-    let options = SandboxOptions {
-        instagram_quota_total: 1,
-        ..SandboxOptions::instant()
-    };
+    let options = SandboxOptions { instagram_quota_total: 1, ..SandboxOptions::instant() };
     let sandbox = start(options).await;
     let mut replies = Vec::new();
     for caption in ["one", "two"] {
-        let created = sandbox
-            .ig_container(TOKEN, USER, "https://cdn.example.com/a.jpg", caption)
-            .await;
+        let created = sandbox.ig_container(TOKEN, USER, "https://cdn.example.com/a.jpg", caption).await;
         let container = created.body["id"].as_str().expect("id").to_owned();
         replies.push(sandbox.ig_publish(TOKEN, USER, &container).await);
     }

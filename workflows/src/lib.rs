@@ -2,11 +2,12 @@
 //!
 //! Nothing in this crate does IO: workflows must replay identically from their history, so they
 //! only decide, sleep on durable timers and call activities (declared in [`activities`], and
-//! implemented with the IO clients in the `autopost-activities` crate).
+//! implemented with the IO clients in the `autopost-activities` crate). [`rules`] holds what the
+//! platforms accept, shared by the API's validation and the worker's preflight.
 
 pub mod activities;
-pub mod bench;
 pub mod publish;
+pub mod rules;
 pub mod types;
 
 pub use publish::PublishPostWorkflow;

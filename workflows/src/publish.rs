@@ -19,15 +19,14 @@ use temporalio_common::{
 };
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
-    ActivityOptions, ApplicationFailure, CancellableFuture, SyncWorkflowContext, WorkflowContext, WorkflowContextView,
-    WorkflowResult,
+    ActivityOptions, ApplicationFailure, CancellableFuture, SyncWorkflowContext, WorkflowContext, WorkflowContextView, WorkflowResult,
 };
 
 use crate::{
     activities::PublishActivities,
     types::{
-        AttemptOutcome, JobCommand, JobError, Resume, JobStatus, JobTransition, PreflightReport, PreflightRequest,
-        PublishJobInput, PublishJobResult, PublishRequest,
+        AttemptOutcome, JobCommand, JobError, JobStatus, JobTransition, PreflightReport, PreflightRequest, PublishJobInput,
+        PublishJobResult, PublishRequest, Resume,
     },
 };
 
@@ -38,8 +37,6 @@ const PUBLISH_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 /// and the re-execution resolves what the dead one left at the platform before calling again.
 const PUBLISH_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Patch: preflight also runs when the workflow starts, so readiness shows before publish time.
-const READINESS_AT_START: &str = "readiness-at-start";
 /// Search attributes operators filter on in the Temporal Web UI (`PublishStatus = "failed"`).
 /// Keyword and Datetime only: SQL-backed Temporal allows very few Text attributes.
 pub const PUBLISH_STATUS: SearchAttributeKey<String> = SearchAttributeKey::keyword("PublishStatus");
@@ -47,17 +44,11 @@ pub const CHANNEL: SearchAttributeKey<String> = SearchAttributeKey::keyword("Cha
 pub const CREATOR_ID: SearchAttributeKey<String> = SearchAttributeKey::keyword("CreatorId");
 pub const PUBLISH_AT: SearchAttributeKey<Timestamp> = SearchAttributeKey::datetime("PublishAt");
 
-/// Patch: the run loop takes commands (retry, reschedule, cancel, publish-now) as updates.
-const JOB_COMMANDS: &str = "job-commands";
-/// Patch: one `publishing` mirror write per attempt instead of two (one fewer activity for
-/// every publish, which is what a burst of posts due at once waits on).
-const ONE_PUBLISHING_MIRROR: &str = "one-publishing-mirror";
-
 #[workflow]
 pub struct PublishPostWorkflow {
     input: PublishJobInput,
-    /// Sequence number of the last mirrored transition.
-    seq: i64,
+    /// The mirror's version of the last transition written (`publish_jobs.version`).
+    version: i64,
     attempt_count: i32,
     /// The job's status as the workflow knows it: set before it is mirrored, so commands are
     /// validated against the truth, not against a mirror that may lag.
@@ -67,8 +58,6 @@ pub struct PublishPostWorkflow {
     retries_used: usize,
     /// A command accepted by an update and not yet carried out by the run loop.
     pending: Option<JobCommand>,
-    /// Workflows started before commands existed run the old code and refuse commands.
-    accepts_commands: bool,
 }
 
 /// Where the run loop stands.
@@ -76,11 +65,16 @@ enum Phase {
     /// `scheduled`: waiting for `publish_at`, or a command.
     AwaitPublishTime,
     /// `failed`: waiting for the next attempt, or a command.
-    AwaitRetry { at: DateTime<Utc> },
+    AwaitRetry {
+        at: DateTime<Utc>,
+    },
     /// `needs_attention`: waiting for the creator's command.
     AwaitCreator,
     /// `publishing`: preflight (unless this is a scheduled retry), then attempts.
-    Run { preflight: bool, creator_retry: bool },
+    Run {
+        preflight: bool,
+        creator_retry: bool,
+    },
     Done(PublishJobResult),
 }
 
@@ -90,25 +84,18 @@ impl PublishPostWorkflow {
     pub fn new(_ctx: &WorkflowContextView, input: PublishJobInput) -> Self {
         let publish_at = input.publish_at;
         Self {
-            seq: input.resume.as_ref().map_or(0, |r| r.mirror_version),
+            version: input.resume.as_ref().map_or(0, |r| r.version),
             attempt_count: input.resume.as_ref().map_or(0, |r| r.attempt_count),
             input,
             status: JobStatus::Scheduled,
             publish_at,
             retries_used: 0,
             pending: None,
-            // An update can arrive before the run loop's first step: new workflows take commands
-            // from the start, and only the legacy path turns this off.
-            accepts_commands: true,
         }
     }
 
     #[run]
     pub async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<PublishJobResult> {
-        if !ctx.patched(JOB_COMMANDS) {
-            ctx.state_mut(|s| s.accepts_commands = false);
-            return run_before_commands(ctx).await;
-        }
         let mut phase = match ctx.state(|s| s.input.resume.clone()) {
             // The reconciler restarted a workflow lost outside our control: surface it and
             // wait for the creator, whose retry will resolve what the lost run left behind.
@@ -150,15 +137,15 @@ impl PublishPostWorkflow {
         self.status
     }
 
-    #[update_validator(retry_now)]
-    fn validate_retry_now(&self, _ctx: &WorkflowContextView, _: &()) -> Result<(), Box<dyn Error + Send + Sync>> {
-        self.validate(&JobCommand::RetryNow)
+    #[update_validator(retry)]
+    fn validate_retry(&self, _ctx: &WorkflowContextView, _: &()) -> Result<(), Box<dyn Error + Send + Sync>> {
+        self.validate(&JobCommand::Retry)
     }
 
-    /// Retry now: see [`JobCommand::RetryNow`]. Returns the status the command was accepted in.
+    /// See [`JobCommand::Retry`]. Returns the status the command was accepted in.
     #[update]
-    pub fn retry_now(&mut self, _ctx: &mut SyncWorkflowContext<Self>, _: ()) -> JobStatus {
-        self.accept(JobCommand::RetryNow)
+    pub fn retry(&mut self, _ctx: &mut SyncWorkflowContext<Self>, _: ()) -> JobStatus {
+        self.accept(JobCommand::Retry)
     }
 
     #[update_validator(reschedule)]
@@ -197,9 +184,6 @@ impl PublishPostWorkflow {
     /// One command at a time, and only in the states that allow it: two concurrent commands
     /// cannot both win, and none can slip in while an attempt talks to the platform.
     fn validate(&self, command: &JobCommand) -> Result<(), Box<dyn Error + Send + Sync>> {
-        if !self.accepts_commands {
-            return Err("this job was created before job commands existed and cannot take them".into());
-        }
         if let Some(pending) = &self.pending {
             return Err(format!("cannot {}: a {} command is being applied", command.name(), pending.name()).into());
         }
@@ -256,22 +240,21 @@ async fn apply(ctx: &mut WorkflowContext<PublishPostWorkflow>, command: JobComma
             check_readiness(ctx).await;
             Phase::AwaitPublishTime
         }
-        JobCommand::RetryNow | JobCommand::PublishNow if status == JobStatus::NeedsAttention => {
+        JobCommand::Retry | JobCommand::PublishNow if status == JobStatus::NeedsAttention => {
             // The creator fixed what was wrong (or checked the platform): a fresh retry budget.
             ctx.state_mut(|s| s.retries_used = 0);
             Phase::Run { preflight: true, creator_retry: true }
         }
-        JobCommand::RetryNow | JobCommand::PublishNow => Phase::Run { preflight: status == JobStatus::Scheduled, creator_retry: false },
+        JobCommand::Retry | JobCommand::PublishNow => Phase::Run { preflight: status == JobStatus::Scheduled, creator_retry: false },
     })
 }
 
 /// Preflight (when asked), then attempts until one publishes or a wait or the creator is due.
 async fn publish(ctx: &mut WorkflowContext<PublishPostWorkflow>, preflight: bool, creator_retry: bool) -> WorkflowResult<Phase> {
     let job_id = ctx.state(|s| s.input.job_id);
-    let one_mirror = ctx.patched(ONE_PUBLISHING_MIRROR);
-    // With preflight, `publishing` is mirrored before it (so a command's caller sees it taken);
-    // without, the attempt's own mirror below is the first.
-    if preflight || !one_mirror {
+    // One `publishing` mirror write per attempt: before preflight when there is one (so a
+    // command's caller sees the job taken), otherwise with the attempt's count below.
+    if preflight {
         mirror(ctx, Change::to(JobStatus::Publishing)).await?;
     }
     if preflight {
@@ -294,13 +277,14 @@ async fn publish(ctx: &mut WorkflowContext<PublishPostWorkflow>, preflight: bool
     });
     // The attempt count reaches Postgres with the attempt's outcome; the attempt's own row is
     // written by the activity as it starts.
-    if !(preflight && one_mirror) {
+    if !preflight {
         mirror(ctx, Change::to(JobStatus::Publishing)).await?;
     }
     let outcome = run_attempt(ctx, PublishRequest { job_id, attempt, creator_retry }).await;
     match outcome {
         AttemptOutcome::Published { platform_post_id, published_at } => {
-            let change = Change { published_at: Some(published_at), platform_post_id: Some(platform_post_id), ..Change::to(JobStatus::Published) };
+            let change =
+                Change { published_at: Some(published_at), platform_post_id: Some(platform_post_id), ..Change::to(JobStatus::Published) };
             Ok(Phase::Done(finish(ctx, change).await?))
         }
         AttemptOutcome::Failed { error, retryable, retry_after_ms } => {
@@ -341,82 +325,11 @@ async fn run_attempt(ctx: &mut WorkflowContext<PublishPostWorkflow>, request: Pu
 /// informative: the preflight at publish time is the gate, so a failure here is ignored.
 async fn check_readiness(ctx: &mut WorkflowContext<PublishPostWorkflow>) {
     let job_id = ctx.state(|s| s.input.job_id);
-    let _ = ctx
-        .execute_activity(PublishActivities::preflight, PreflightRequest { job_id }, readiness_activity_options())
-        .await;
-}
-
-/// The workflow as it ran before job commands (histories v1, v2): kept so that workflows started
-/// then still replay. Remove with `deprecate_patch` once none of them can be running.
-async fn run_before_commands(ctx: &mut WorkflowContext<PublishPostWorkflow>) -> WorkflowResult<PublishJobResult> {
-        let input = ctx.state(|s| s.input.clone());
-        if ctx.patched(READINESS_AT_START) {
-            let _ = ctx
-                .execute_activity(
-                    PublishActivities::preflight,
-                    PreflightRequest { job_id: input.job_id },
-                    readiness_activity_options(),
-                )
-                .await;
-        }
-        sleep_until(ctx, input.publish_at).await?;
-
-        let report: PreflightReport = ctx
-            .execute_activity(
-                PublishActivities::preflight,
-                PreflightRequest { job_id: input.job_id },
-                infrastructure_activity_options(Duration::from_secs(120)),
-            )
-            .await?;
-        if !report.ok {
-            let error = report.error.unwrap_or_else(|| {
-                JobError::new("preflight.failed", "preflight failed without naming a cause")
-            });
-            return finish(ctx, Change { last_error: Some(error), ..Change::to(JobStatus::NeedsAttention) }).await;
-        }
-
-        let mut backoff = input.retry_backoff();
-        loop {
-            let attempt = ctx.state_mut(|s| {
-                s.attempt_count += 1;
-                s.attempt_count
-            });
-            mirror(ctx, Change::to(JobStatus::Publishing)).await?;
-            let outcome = run_attempt(ctx, PublishRequest { job_id: input.job_id, attempt, creator_retry: false }).await;
-            match outcome {
-                AttemptOutcome::Published { platform_post_id, published_at } => {
-                    return finish(ctx, Change { published_at: Some(published_at), platform_post_id: Some(platform_post_id), ..Change::to(JobStatus::Published) }).await;
-                }
-                AttemptOutcome::Failed { error, retryable, retry_after_ms } => {
-                    let wait = match (retryable, backoff.next()) {
-                        (true, Some(ours)) => ours.max(Duration::from_millis(retry_after_ms.unwrap_or(0))),
-                        _ => return finish(ctx, Change { last_error: Some(error), ..Change::to(JobStatus::NeedsAttention) }).await,
-                    };
-                    let next_attempt_at = now(ctx)? + chrono::Duration::from_std(wait).unwrap_or_default();
-                    mirror(ctx, Change { last_error: Some(error), next_attempt_at: Some(next_attempt_at), ..Change::to(JobStatus::Failed) }).await?;
-                    ctx.timer(wait).await;
-                }
-            }
-        }
-}
-
-/// Sleeps on durable timers until `at` (a no-op when it has passed). Loops because a timer
-/// may fire a little early relative to the workflow clock after a long sleep.
-async fn sleep_until(ctx: &mut WorkflowContext<PublishPostWorkflow>, at: DateTime<Utc>) -> WorkflowResult<()> {
-    loop {
-        let remaining = at - now(ctx)?;
-        let Ok(remaining) = remaining.to_std() else { return Ok(()) };
-        if remaining.is_zero() {
-            return Ok(());
-        }
-        ctx.timer(remaining).await;
-    }
+    let _ = ctx.execute_activity(PublishActivities::preflight, PreflightRequest { job_id }, readiness_activity_options()).await;
 }
 
 fn now(ctx: &WorkflowContext<PublishPostWorkflow>) -> WorkflowResult<DateTime<Utc>> {
-    let time: SystemTime = ctx
-        .workflow_time()
-        .ok_or_else(|| ApplicationFailure::new("workflow time is not available"))?;
+    let time: SystemTime = ctx.workflow_time().ok_or_else(|| ApplicationFailure::new("workflow time is not available"))?;
     Ok(DateTime::<Utc>::from(time))
 }
 
@@ -439,20 +352,18 @@ impl Change {
 /// Records the transition in the workflow's state at once (commands are validated against it),
 /// then mirrors it into Postgres.
 async fn mirror(ctx: &mut WorkflowContext<PublishPostWorkflow>, change: Change) -> WorkflowResult<()> {
-    let (job_id, seq, attempt_count) = ctx.state_mut(|s| {
-        s.seq += 1;
+    let (job_id, version, attempt_count) = ctx.state_mut(|s| {
+        s.version += 1;
         s.status = change.status;
         if let Some(at) = change.publish_at {
             s.publish_at = at;
         }
-        (s.input.job_id, s.seq, s.attempt_count)
+        (s.input.job_id, s.version, s.attempt_count)
     });
-    if ctx.state(|s| s.accepts_commands) {
-        publish_search_attributes(ctx);
-    }
+    publish_search_attributes(ctx);
     let transition = JobTransition {
         job_id,
-        seq,
+        version,
         status: change.status,
         attempt_count,
         last_error: change.last_error,
@@ -461,12 +372,8 @@ async fn mirror(ctx: &mut WorkflowContext<PublishPostWorkflow>, change: Change) 
         platform_post_id: change.platform_post_id,
         publish_at: change.publish_at,
     };
-    ctx.execute_activity(
-        PublishActivities::mirror_transition,
-        transition,
-        infrastructure_activity_options(Duration::from_secs(30)),
-    )
-    .await?;
+    ctx.execute_activity(PublishActivities::mirror_transition, transition, infrastructure_activity_options(Duration::from_secs(30)))
+        .await?;
     Ok(())
 }
 
@@ -480,9 +387,7 @@ fn publish_search_attributes(ctx: &mut WorkflowContext<PublishPostWorkflow>) {
         CREATOR_ID.value_set(creator.clone()),
         PUBLISH_AT.value_set(Timestamp::new(publish_at.timestamp(), publish_at.timestamp_subsec_nanos() as i32)),
     ]);
-    ctx.set_current_details(format!(
-        "{channel} post by creator {creator}, due {publish_at}: {status} after {attempts} attempt(s)"
-    ));
+    ctx.set_current_details(format!("{channel} post by creator {creator}, due {publish_at}: {status} after {attempts} attempt(s)"));
 }
 
 /// Mirrors the final transition and returns the workflow's result.
@@ -501,12 +406,7 @@ async fn finish(ctx: &mut WorkflowContext<PublishPostWorkflow>, change: Change) 
 /// read-only probes): retried until they succeed, because giving up would lose the job.
 fn infrastructure_activity_options(timeout: Duration) -> ActivityOptions {
     ActivityOptions::with_start_to_close_timeout(timeout)
-        .retry_policy(
-            RetryPolicy::builder()
-                .initial_interval(Duration::from_secs(1))
-                .maximum_interval(Duration::from_secs(60))
-                .build(),
-        )
+        .retry_policy(RetryPolicy::builder().initial_interval(Duration::from_secs(1)).maximum_interval(Duration::from_secs(60)).build())
         .build()
 }
 

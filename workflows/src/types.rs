@@ -2,7 +2,7 @@
 //! JSON payloads, so every change here must stay readable by running workflows: add fields with
 //! `#[serde(default)]`, never rename or remove.
 
-use std::{fmt, str::FromStr, time::Duration};
+use std::{fmt, str::FromStr};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -36,10 +36,7 @@ impl fmt::Display for Channel {
 impl FromStr for Channel {
     type Err = UnknownValue;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Channel::ALL
-            .into_iter()
-            .find(|c| c.as_str() == s)
-            .ok_or_else(|| UnknownValue(s.to_owned()))
+        Channel::ALL.into_iter().find(|c| c.as_str() == s).ok_or_else(|| UnknownValue(s.to_owned()))
     }
 }
 
@@ -71,6 +68,20 @@ impl JobStatus {
         JobStatus::Cancelled,
     ];
 
+    /// The statuses nothing can change any more: the job's workflow has ended.
+    pub const FINAL: [JobStatus; 2] = [JobStatus::Published, JobStatus::Cancelled];
+
+    /// Published or cancelled: no command, retry or timer changes the job again.
+    pub fn is_final(self) -> bool {
+        Self::FINAL.contains(&self)
+    }
+
+    /// No attempt is due or running: the job is final, waits for a retry, or waits for the
+    /// creator. What a caller waiting for an attempt's outcome waits for.
+    pub fn is_settled(self) -> bool {
+        !matches!(self, JobStatus::Scheduled | JobStatus::Publishing)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             JobStatus::Scheduled => "scheduled",
@@ -92,10 +103,7 @@ impl fmt::Display for JobStatus {
 impl FromStr for JobStatus {
     type Err = UnknownValue;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        JobStatus::ALL
-            .into_iter()
-            .find(|c| c.as_str() == s)
-            .ok_or_else(|| UnknownValue(s.to_owned()))
+        JobStatus::ALL.into_iter().find(|c| c.as_str() == s).ok_or_else(|| UnknownValue(s.to_owned()))
     }
 }
 
@@ -149,19 +157,13 @@ pub struct PublishJobInput {
 /// How a restarted workflow picks up a job that already has a history in Postgres.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Resume {
-    /// The mirror's version: the new run's transitions continue above it.
-    pub mirror_version: i64,
+    /// The mirror's version (`publish_jobs.version`): the new run's transitions continue above it.
+    pub version: i64,
     /// Attempts the lost run made: the new run's attempt numbers continue above them.
     #[serde(default)]
     pub attempt_count: i32,
     /// Why the job needs the creator now; `None` resumes the schedule as if nothing happened.
     pub lost: Option<JobError>,
-}
-
-impl PublishJobInput {
-    pub fn retry_backoff(&self) -> impl Iterator<Item = Duration> + '_ {
-        self.retry_backoff_ms.iter().map(|ms| Duration::from_millis(*ms))
-    }
 }
 
 /// The business id of a job's workflow: one workflow per job, found again by the job id alone.
@@ -226,7 +228,7 @@ pub enum AttemptOutcome {
 pub enum JobCommand {
     /// Skip the rest of the wait (`failed`), or run preflight and publish with a fresh retry
     /// budget (`needs_attention`).
-    RetryNow,
+    Retry,
     /// Publish at another time; the job's one workflow re-arms its timer.
     Reschedule { publish_at: DateTime<Utc> },
     /// Never publish.
@@ -238,7 +240,7 @@ pub enum JobCommand {
 impl JobCommand {
     pub fn name(&self) -> &'static str {
         match self {
-            JobCommand::RetryNow => "retry",
+            JobCommand::Retry => "retry",
             JobCommand::Reschedule { .. } => "reschedule",
             JobCommand::Cancel => "cancel",
             JobCommand::PublishNow => "publish-now",
@@ -249,7 +251,7 @@ impl JobCommand {
     pub fn allowed_in(&self, status: JobStatus) -> Result<(), String> {
         use JobStatus::*;
         let allowed: &[JobStatus] = match self {
-            JobCommand::RetryNow => &[Failed, NeedsAttention],
+            JobCommand::Retry => &[Failed, NeedsAttention],
             JobCommand::Reschedule { .. } | JobCommand::Cancel | JobCommand::PublishNow => &[Scheduled, Failed, NeedsAttention],
         };
         if allowed.contains(&status) {
@@ -266,13 +268,13 @@ impl JobCommand {
     }
 }
 
-/// A job state written to Postgres. `seq` grows with every transition of the workflow, and the
-/// mirror ignores a write whose `seq` is not newer than the row's: a late write never moves a
-/// job backwards.
+/// A job state written to Postgres. `version` grows with every transition of the workflow, and
+/// the mirror ignores a write whose `version` is not newer than the row's: a late write never
+/// moves a job backwards.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobTransition {
     pub job_id: Uuid,
-    pub seq: i64,
+    pub version: i64,
     pub status: JobStatus,
     pub attempt_count: i32,
     pub last_error: Option<JobError>,
@@ -307,6 +309,15 @@ mod tests {
     }
 
     #[test]
+    fn only_published_and_cancelled_are_final() {
+        use JobStatus::*;
+        let finals: Vec<_> = JobStatus::ALL.into_iter().filter(|s| s.is_final()).collect();
+        assert_eq!(finals, [Published, Cancelled]);
+        let settled: Vec<_> = JobStatus::ALL.into_iter().filter(|s| s.is_settled()).collect();
+        assert_eq!(settled, [Published, Failed, NeedsAttention, Cancelled]);
+    }
+
+    #[test]
     fn workflow_id_is_derived_from_the_job_id() {
         let id = Uuid::nil();
         assert_eq!(workflow_id(id), "publish-job:00000000-0000-0000-0000-000000000000");
@@ -317,7 +328,7 @@ mod tests {
         use JobStatus::*;
         let reschedule = JobCommand::Reschedule { publish_at: Utc::now() };
         for (command, allowed) in [
-            (JobCommand::RetryNow, vec![Failed, NeedsAttention]),
+            (JobCommand::Retry, vec![Failed, NeedsAttention]),
             (reschedule, vec![Scheduled, Failed, NeedsAttention]),
             (JobCommand::Cancel, vec![Scheduled, Failed, NeedsAttention]),
             (JobCommand::PublishNow, vec![Scheduled, Failed, NeedsAttention]),
@@ -332,11 +343,8 @@ mod tests {
 
     #[test]
     fn attempt_outcome_is_tagged_for_readable_histories() {
-        let outcome = AttemptOutcome::Failed {
-            error: JobError::new("tiktok.internal_error", "boom"),
-            retryable: true,
-            retry_after_ms: None,
-        };
+        let outcome =
+            AttemptOutcome::Failed { error: JobError::new("tiktok.internal_error", "boom"), retryable: true, retry_after_ms: None };
         let json = serde_json::to_value(&outcome).unwrap();
         assert_eq!(json["outcome"], "failed");
     }

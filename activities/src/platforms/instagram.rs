@@ -100,9 +100,7 @@ impl InstagramClient {
         token: &SecretString,
         container_id: &str,
     ) -> Result<Reply<(ContainerStatus, Option<String>)>, PlatformError> {
-        let request = self
-            .request(Method::GET, &format!("/{container_id}"), token)
-            .query(&[("fields", "status_code,status")]);
+        let request = self.request(Method::GET, &format!("/{container_id}"), token).query(&[("fields", "status_code,status")]);
         let reply: Reply<StatusReply> = self.send(request).await?;
         Ok(Reply { value: (reply.value.status_code, reply.value.status), request_id: reply.request_id })
     }
@@ -115,17 +113,13 @@ impl InstagramClient {
         token: &SecretString,
         container_id: &str,
     ) -> Result<Reply<String>, PlatformError> {
-        let request = self
-            .request(Method::POST, &format!("/{ig_user_id}/media_publish"), token)
-            .form(&[("creation_id", container_id)]);
+        let request = self.request(Method::POST, &format!("/{ig_user_id}/media_publish"), token).form(&[("creation_id", container_id)]);
         let reply: Reply<IdReply> = self.send(request).await?;
         Ok(Reply { value: reply.value.id, request_id: reply.request_id })
     }
 
     fn request(&self, method: Method, path: &str, token: &SecretString) -> RequestBuilder {
-        self.http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(token.expose_secret())
+        self.http.request(method, format!("{}{path}", self.base)).bearer_auth(token.expose_secret())
     }
 
     async fn send<T: DeserializeOwned>(&self, request: RequestBuilder) -> Result<Reply<T>, PlatformError> {
@@ -146,11 +140,7 @@ impl InstagramClient {
 }
 
 fn trace_id(response: &Response) -> Option<String> {
-    response
-        .headers()
-        .get("x-fb-trace-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
+    response.headers().get("x-fb-trace-id").and_then(|v| v.to_str().ok()).map(str::to_owned)
 }
 
 /// Turns a Graph API error into our classification (platforms.md, "Error envelope").
@@ -202,14 +192,38 @@ mod tests {
 
     #[test]
     fn codes_are_classified_as_platforms_md_lists_them() {
-        for (code, sub) in [(1, None), (2, None), (4, None), (17, None), (341, None), (-1, Some(2207001)), (-1, Some(2207032)), (-2, Some(2207003)), (24, Some(2207008))] {
+        for (code, sub) in [
+            (1, None),
+            (2, None),
+            (4, None),
+            (17, None),
+            (341, None),
+            (-1, Some(2207001)),
+            (-1, Some(2207032)),
+            (-2, Some(2207003)),
+            (24, Some(2207008)),
+        ] {
             assert_eq!(graph(code, sub).class, ErrorClass::Transient, "{code}/{sub:?}");
         }
         for sub in [458, 459, 460, 463, 464, 467, 492] {
             assert_eq!(graph(190, Some(sub)).class, ErrorClass::Token);
         }
         assert_eq!(graph(102, None).class, ErrorClass::Token);
-        for (code, sub) in [(100, Some(2207023)), (100, Some(2207028)), (352, Some(2207026)), (36000, Some(2207004)), (36001, Some(2207005)), (36003, Some(2207009)), (36004, Some(2207010)), (9004, Some(2207052)), (4, Some(2207051)), (25, Some(2207050)), (10, None), (200, None), (299, None)] {
+        for (code, sub) in [
+            (100, Some(2207023)),
+            (100, Some(2207028)),
+            (352, Some(2207026)),
+            (36000, Some(2207004)),
+            (36001, Some(2207005)),
+            (36003, Some(2207009)),
+            (36004, Some(2207010)),
+            (9004, Some(2207052)),
+            (4, Some(2207051)),
+            (25, Some(2207050)),
+            (10, None),
+            (200, None),
+            (299, None),
+        ] {
             assert_eq!(graph(code, sub).class, ErrorClass::Permanent, "{code}/{sub:?}");
         }
     }

@@ -1,5 +1,6 @@
-//! Adapters for the platforms' real publishing APIs (see `shared/platforms.md`). Only the base
-//! URL differs between the real hosts and the sandbox emulator.
+//! Adapters for the platforms' real publishing APIs: Instagram's content publishing through the
+//! Graph API, and TikTok's Content Posting API. Only the base URL differs between the real hosts
+//! and the sandbox emulator (`sandbox/`), which speaks the same paths, payloads and errors.
 
 pub mod instagram;
 pub mod tiktok;
@@ -64,14 +65,7 @@ impl PlatformError {
 
     /// Our own error about a post, not the platform's.
     pub fn new(class: ErrorClass, code: impl Into<String>, message: impl Into<String>) -> Self {
-        PlatformError {
-            class,
-            code: code.into(),
-            message: message.into(),
-            request_id: None,
-            retry_after: None,
-            certainly_rejected: true,
-        }
+        PlatformError { class, code: code.into(), message: message.into(), request_id: None, retry_after: None, certainly_rejected: true }
     }
 
     /// An HTTP answer whose body is not the platform's error envelope (a proxy's 502, say).
@@ -109,4 +103,3 @@ pub struct Reply<T> {
     pub value: T,
     pub request_id: Option<String>,
 }
-

@@ -304,7 +304,14 @@ mod tests {
         assert_eq!(error(500, "internal_error").class, ErrorClass::Transient);
         assert_eq!(error(401, "access_token_invalid").class, ErrorClass::Token);
         assert_eq!(error(401, "scope_not_authorized").class, ErrorClass::Token);
-        for code in ["invalid_param", "privacy_level_option_mismatch", "url_ownership_unverified", "unaudited_client_can_only_post_to_private_accounts", "spam_risk_user_banned_from_posting", "reached_active_user_cap"] {
+        for code in [
+            "invalid_param",
+            "privacy_level_option_mismatch",
+            "url_ownership_unverified",
+            "unaudited_client_can_only_post_to_private_accounts",
+            "spam_risk_user_banned_from_posting",
+            "reached_active_user_cap",
+        ] {
             assert_eq!(error(403, code).class, ErrorClass::Permanent, "{code}");
         }
         let capped = error(403, "spam_risk_too_many_posts");
@@ -315,7 +322,8 @@ mod tests {
 
     #[test]
     fn fail_reasons_are_classified() {
-        let status = |reason: &str| PublishStatus { status: PublishState::Failed, fail_reason: Some(reason.into()), public_post_ids: vec![] };
+        let status =
+            |reason: &str| PublishStatus { status: PublishState::Failed, fail_reason: Some(reason.into()), public_post_ids: vec![] };
         assert_eq!(status("video_pull_failed").failure(None).class, ErrorClass::Transient);
         assert_eq!(status("auth_removed").failure(None).class, ErrorClass::Token);
         assert_eq!(status("file_format_check_failed").failure(None).class, ErrorClass::Permanent);

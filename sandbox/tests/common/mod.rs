@@ -33,17 +33,11 @@ pub fn quick() -> SandboxOptions {
 }
 
 pub async fn start(options: SandboxOptions) -> Running {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = listener.local_addr().expect("address");
     let sandbox = Sandbox::with_options(options);
     let task = tokio::spawn(async move { sandbox.serve(listener).await });
-    Running {
-        base: format!("http://{address}"),
-        client: Client::new(),
-        task,
-    }
+    Running { base: format!("http://{address}"), client: Client::new(), task }
 }
 
 pub struct Reply {
@@ -76,11 +70,7 @@ impl Running {
         let headers = response.headers().clone();
         let text = response.text().await.expect("body");
         let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Reply {
-            status,
-            headers,
-            body,
-        }
+        Reply { status, headers, body }
     }
 
     pub async fn get(&self, url: &str) -> Reply {
@@ -93,13 +83,7 @@ impl Running {
 
     /// A TikTok API call with a bearer token and JSON body.
     pub async fn tiktok(&self, token: &str, path: &str, body: Value) -> Reply {
-        self.send(
-            self.client
-                .post(self.tt(path))
-                .bearer_auth(token)
-                .json(&body),
-        )
-        .await
+        self.send(self.client.post(self.tt(path)).bearer_auth(token).json(&body)).await
     }
 
     pub async fn fault(&self, spec: Value) {
@@ -108,21 +92,13 @@ impl Running {
     }
 
     pub async fn revoke(&self, token: &str) {
-        let reply = self
-            .post_json(
-                &self.url("/_sandbox/tokens/revoke"),
-                json!({ "access_token": token }),
-            )
-            .await;
+        let reply = self.post_json(&self.url("/_sandbox/tokens/revoke"), json!({ "access_token": token })).await;
         assert_eq!(reply.status, StatusCode::OK);
     }
 
     pub async fn posts(&self) -> Vec<Value> {
         let reply = self.get(&self.url("/_sandbox/posts")).await;
-        reply.body["posts"]
-            .as_array()
-            .cloned()
-            .expect("posts array")
+        reply.body["posts"].as_array().cloned().expect("posts array")
     }
 
     pub async fn calls(&self, endpoint: &str) -> u64 {
@@ -131,35 +107,15 @@ impl Running {
     }
 
     /// Creates an Instagram image container (form body, like most clients).
-    pub async fn ig_container(
-        &self,
-        token: &str,
-        user: &str,
-        image_url: &str,
-        caption: &str,
-    ) -> Reply {
-        let form = [
-            ("image_url", image_url),
-            ("caption", caption),
-            ("access_token", token),
-        ];
-        self.send(
-            self.client
-                .post(self.ig(&format!("/{user}/media")))
-                .form(&form),
-        )
-        .await
+    pub async fn ig_container(&self, token: &str, user: &str, image_url: &str, caption: &str) -> Reply {
+        let form = [("image_url", image_url), ("caption", caption), ("access_token", token)];
+        self.send(self.client.post(self.ig(&format!("/{user}/media"))).form(&form)).await
     }
 
     pub async fn ig_status(&self, token: &str, container: &str) -> String {
-        let url = self.ig(&format!(
-            "/{container}?fields=status_code,status&access_token={token}"
-        ));
+        let url = self.ig(&format!("/{container}?fields=status_code,status&access_token={token}"));
         let reply = self.get(&url).await;
-        reply.body["status_code"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
+        reply.body["status_code"].as_str().unwrap_or_default().to_owned()
     }
 
     pub async fn ig_wait_finished(&self, token: &str, container: &str) {
@@ -171,9 +127,7 @@ impl Running {
     }
 
     pub async fn ig_publish(&self, token: &str, user: &str, container: &str) -> Reply {
-        let url = self.ig(&format!(
-            "/{user}/media_publish?creation_id={container}&access_token={token}"
-        ));
+        let url = self.ig(&format!("/{user}/media_publish?creation_id={container}&access_token={token}"));
         self.send(self.client.post(url)).await
     }
 
@@ -181,13 +135,7 @@ impl Running {
     pub async fn tt_wait(&self, token: &str, publish_id: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            let reply = self
-                .tiktok(
-                    token,
-                    "/v2/post/publish/status/fetch/",
-                    json!({ "publish_id": publish_id }),
-                )
-                .await;
+            let reply = self.tiktok(token, "/v2/post/publish/status/fetch/", json!({ "publish_id": publish_id })).await;
             assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
             if reply.body["data"]["status"] != "PROCESSING_DOWNLOAD" {
                 return reply.body["data"].clone();
@@ -204,15 +152,10 @@ pub fn ig_error(reply: &Reply, code: i64, subcode: Option<i64>) -> Value {
     let error = reply.body["error"].clone();
     assert_eq!(error["code"], code, "{error}");
     assert_eq!(error["error_subcode"].as_i64(), subcode, "{error}");
-    assert_eq!(
-        error["type"].as_str().map(|t| t.ends_with("Exception")),
-        Some(true)
-    );
+    assert_eq!(error["type"].as_str().map(|t| t.ends_with("Exception")), Some(true));
     assert!(error["is_transient"].is_boolean());
     assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()));
-    let trace = reply.headers["x-fb-trace-id"]
-        .to_str()
-        .expect("trace header");
+    let trace = reply.headers["x-fb-trace-id"].to_str().expect("trace header");
     assert_eq!(error["fbtrace_id"], trace);
     error
 }
@@ -222,13 +165,7 @@ pub fn tt_error(reply: &Reply, status: StatusCode, code: &str) -> String {
     assert_eq!(reply.status, status, "{:?}", reply.body);
     assert_eq!(reply.body["error"]["code"], code, "{:?}", reply.body);
     assert_eq!(reply.body["data"], json!({}));
-    let log_id = reply.body["error"]["log_id"]
-        .as_str()
-        .expect("log_id")
-        .to_owned();
-    assert_eq!(
-        reply.headers["x-tt-logid"].to_str().ok(),
-        Some(log_id.as_str())
-    );
+    let log_id = reply.body["error"]["log_id"].as_str().expect("log_id").to_owned();
+    assert_eq!(reply.headers["x-tt-logid"].to_str().ok(), Some(log_id.as_str()));
     log_id
 }

@@ -1,0 +1,470 @@
+//! Configuration: flags with environment variable fallbacks, grouped by what reads them, so each
+//! process takes only its own (`autopost api --help` lists what the API reads).
+//!
+//! [`Config`] holds every group, for the processes that run several parts (`dev`, the tests, the
+//! bench); [`Config::to_env`] turns it back into the environment of a child process.
+
+use std::{net::SocketAddr, time::Duration};
+
+use clap::{Args, ValueEnum};
+use secrecy::{ExposeSecret, SecretString};
+use url::Url;
+
+/// PostgreSQL, where jobs, attempts and accounts live.
+#[derive(Args, Clone, Debug)]
+pub struct PostgresSettings {
+    /// Postgres; the database is created if missing.
+    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/autopost", hide_env_values = true)]
+    pub database_url: SecretString,
+}
+
+/// The Temporal server and the task queue the API starts workflows on and workers poll.
+#[derive(Args, Clone, Debug)]
+pub struct TemporalSettings {
+    /// Temporal frontend (host:port).
+    #[arg(long, env = "TEMPORAL_ADDRESS", default_value = "127.0.0.1:7233")]
+    pub temporal_address: String,
+
+    #[arg(long, env = "TEMPORAL_NAMESPACE", default_value = "default")]
+    pub temporal_namespace: String,
+
+    /// Task queue the API starts workflows on and the worker polls.
+    #[arg(long, env = "AUTOPOST_TASK_QUEUE", default_value = "autopost-publish")]
+    pub task_queue: String,
+}
+
+/// The retry schedule fixed into each job's workflow when it starts (by the API, or by the
+/// reconciler when it replaces a lost run).
+#[derive(Args, Clone, Debug)]
+pub struct ScheduleSettings {
+    /// Waits before the retries of a failed publish, comma-separated; one retry per entry.
+    #[arg(long, env = "AUTOPOST_RETRY_BACKOFF", default_value = "5m,15m,30m", value_parser = parse_backoff)]
+    pub retry_backoff: Backoff,
+}
+
+/// Where the platforms' APIs are. The worker calls them; the API accepts plain-http media only
+/// from a platform host reached over plain http, which only the sandbox is.
+#[derive(Args, Clone, Debug)]
+pub struct PlatformEndpoints {
+    /// Instagram Graph API base, version included. `dev` points it at its sandbox.
+    #[arg(long, env = "INSTAGRAM_API_BASE", default_value = "https://graph.facebook.com/v25.0")]
+    pub instagram_api_base: String,
+
+    /// TikTok API base. `dev` points it at its sandbox.
+    #[arg(long, env = "TIKTOK_API_BASE", default_value = "https://open.tiktokapis.com")]
+    pub tiktok_api_base: String,
+}
+
+/// The REST API process.
+#[derive(Args, Clone, Debug)]
+pub struct ApiOnlySettings {
+    /// Where the REST API listens.
+    #[arg(long, env = "AUTOPOST_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Turns on `POST /v1/publish-jobs/{id}/publish-now`.
+    #[arg(long, env = "AUTOPOST_PUBLISH_NOW", default_value_t = false, action = clap::ArgAction::Set)]
+    pub publish_now: bool,
+
+    /// How long publish-now waits for the attempt's outcome before answering `publishing`.
+    #[arg(long, env = "AUTOPOST_PUBLISH_NOW_WAIT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub publish_now_wait: Duration,
+}
+
+/// The worker process: how it talks to the platforms, its metrics and its reconciler.
+#[derive(Args, Clone, Debug)]
+pub struct WorkerOnlySettings {
+    /// TikTok app key, used with the secret to refresh creators' expired TikTok tokens.
+    #[arg(long, env = "TIKTOK_CLIENT_KEY")]
+    pub tiktok_client_key: Option<String>,
+
+    #[arg(long, env = "TIKTOK_CLIENT_SECRET", hide_env_values = true)]
+    pub tiktok_client_secret: Option<SecretString>,
+
+    /// Between two status reads of a post the platform is still processing.
+    #[arg(long, env = "AUTOPOST_PLATFORM_POLL_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub platform_poll_interval: Duration,
+
+    /// How long one attempt waits for the platform to finish processing.
+    #[arg(long, env = "AUTOPOST_PLATFORM_PROCESSING_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub platform_processing_timeout: Duration,
+
+    /// Timeout of each HTTP request to a platform or media host.
+    #[arg(long, env = "AUTOPOST_PLATFORM_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub platform_request_timeout: Duration,
+
+    /// Where the worker serves `GET /metrics` (Prometheus), its own and the Temporal SDK's.
+    #[arg(long, env = "AUTOPOST_WORKER_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
+    pub worker_metrics_listen: SocketAddr,
+
+    /// How often the worker compares Postgres with Temporal to find lost workflows.
+    #[arg(long, env = "AUTOPOST_RECONCILE_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub reconcile_interval: Duration,
+
+    /// Jobs younger than this are not reconciled: the API may still be starting their workflow.
+    #[arg(long, env = "AUTOPOST_RECONCILE_GRACE", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub reconcile_grace: Duration,
+}
+
+/// The platform sandbox process.
+#[derive(Args, Clone, Debug)]
+pub struct SandboxSettings {
+    /// Where the platform sandbox listens (`sandbox` and `dev`).
+    #[arg(long, env = "AUTOPOST_SANDBOX_LISTEN", default_value = "127.0.0.1:8090")]
+    pub sandbox_listen: SocketAddr,
+}
+
+/// What `autopost api` reads.
+#[derive(Args, Clone, Debug)]
+pub struct ApiConfig {
+    #[command(flatten)]
+    pub postgres: PostgresSettings,
+    #[command(flatten)]
+    pub temporal: TemporalSettings,
+    #[command(flatten)]
+    pub schedule: ScheduleSettings,
+    #[command(flatten)]
+    pub platforms: PlatformEndpoints,
+    #[command(flatten)]
+    pub api: ApiOnlySettings,
+}
+
+/// What `autopost worker` reads.
+#[derive(Args, Clone, Debug)]
+pub struct WorkerConfig {
+    #[command(flatten)]
+    pub postgres: PostgresSettings,
+    #[command(flatten)]
+    pub temporal: TemporalSettings,
+    #[command(flatten)]
+    pub schedule: ScheduleSettings,
+    #[command(flatten)]
+    pub platforms: PlatformEndpoints,
+    #[command(flatten)]
+    pub worker: WorkerOnlySettings,
+}
+
+/// Every group: what `autopost dev` reads, and what tests and the bench configure.
+#[derive(Args, Clone, Debug)]
+pub struct Config {
+    #[command(flatten)]
+    pub postgres: PostgresSettings,
+    #[command(flatten)]
+    pub temporal: TemporalSettings,
+    #[command(flatten)]
+    pub schedule: ScheduleSettings,
+    #[command(flatten)]
+    pub platforms: PlatformEndpoints,
+    #[command(flatten)]
+    pub api: ApiOnlySettings,
+    #[command(flatten)]
+    pub worker: WorkerOnlySettings,
+    #[command(flatten)]
+    pub sandbox: SandboxSettings,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+/// A retry schedule: the wait before each retry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Backoff(pub Vec<Duration>);
+
+pub fn parse_backoff(raw: &str) -> Result<Backoff, String> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        // No retries at all is a legitimate (if harsh) policy.
+        return Ok(Backoff(Vec::new()));
+    }
+    raw.split(',')
+        .map(|part| humantime::parse_duration(part.trim()).map_err(|e| format!("`{}`: {e}", part.trim())))
+        .collect::<Result<_, _>>()
+        .map(Backoff)
+}
+
+impl std::fmt::Display for Backoff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = self.0.iter().map(|d| humantime::format_duration(*d).to_string()).collect();
+        f.write_str(&parts.join(","))
+    }
+}
+
+impl Backoff {
+    pub fn as_millis(&self) -> Vec<u64> {
+        self.0.iter().map(|d| d.as_millis() as u64).collect()
+    }
+}
+
+/// A child process's environment, as `(variable, value)` pairs.
+pub type Env = Vec<(&'static str, String)>;
+
+fn duration(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+impl PostgresSettings {
+    pub fn to_env(&self, env: &mut Env) {
+        env.push(("DATABASE_URL", self.database_url.expose_secret().to_owned()));
+    }
+
+    /// The URL without its password, for logs and reports.
+    pub fn redacted_url(&self) -> String {
+        match Url::parse(self.database_url.expose_secret()) {
+            Ok(mut url) => {
+                if url.password().is_some() {
+                    let _ = url.set_password(Some("***"));
+                }
+                url.to_string()
+            }
+            Err(_) => "(an unparsable DATABASE_URL)".into(),
+        }
+    }
+}
+
+impl TemporalSettings {
+    pub fn to_env(&self, env: &mut Env) {
+        env.push(("TEMPORAL_ADDRESS", self.temporal_address.clone()));
+        env.push(("TEMPORAL_NAMESPACE", self.temporal_namespace.clone()));
+        env.push(("AUTOPOST_TASK_QUEUE", self.task_queue.clone()));
+    }
+
+    pub fn url(&self) -> String {
+        if self.temporal_address.contains("://") { self.temporal_address.clone() } else { format!("http://{}", self.temporal_address) }
+    }
+}
+
+impl ScheduleSettings {
+    pub fn to_env(&self, env: &mut Env) {
+        env.push(("AUTOPOST_RETRY_BACKOFF", self.retry_backoff.to_string()));
+    }
+}
+
+impl PlatformEndpoints {
+    pub fn to_env(&self, env: &mut Env) {
+        env.push(("INSTAGRAM_API_BASE", self.instagram_api_base.clone()));
+        env.push(("TIKTOK_API_BASE", self.tiktok_api_base.clone()));
+    }
+
+    /// Points both platforms at the sandbox at `sandbox_url`, as `dev` does.
+    pub fn use_sandbox(&mut self, sandbox_url: &str) {
+        self.instagram_api_base = format!("{sandbox_url}/instagram/v25.0");
+        self.tiktok_api_base = format!("{sandbox_url}/tiktok");
+    }
+
+    /// Hosts (`host:port`) whose plain-http media is accepted: a platform base reached over
+    /// plain http is the sandbox, and the sandbox serves the media of development posts.
+    /// The real platforms are https and fetch media over https only.
+    pub fn http_media_hosts(&self) -> Vec<String> {
+        let mut hosts: Vec<String> = [&self.instagram_api_base, &self.tiktok_api_base]
+            .into_iter()
+            .filter_map(|base| Url::parse(base).ok())
+            .filter(|url| url.scheme() == "http")
+            .filter_map(|url| Some(format!("{}:{}", url.host_str()?, url.port_or_known_default()?)))
+            .collect();
+        hosts.dedup();
+        hosts
+    }
+}
+
+impl ApiOnlySettings {
+    pub fn to_env(&self, env: &mut Env) {
+        env.push(("AUTOPOST_LISTEN", self.listen.to_string()));
+        env.push(("AUTOPOST_PUBLISH_NOW", self.publish_now.to_string()));
+        env.push(("AUTOPOST_PUBLISH_NOW_WAIT", duration(self.publish_now_wait)));
+    }
+}
+
+impl WorkerOnlySettings {
+    pub fn to_env(&self, env: &mut Env) {
+        if let Some(key) = &self.tiktok_client_key {
+            env.push(("TIKTOK_CLIENT_KEY", key.clone()));
+        }
+        if let Some(secret) = &self.tiktok_client_secret {
+            env.push(("TIKTOK_CLIENT_SECRET", secret.expose_secret().to_owned()));
+        }
+        env.push(("AUTOPOST_PLATFORM_POLL_INTERVAL", duration(self.platform_poll_interval)));
+        env.push(("AUTOPOST_PLATFORM_PROCESSING_TIMEOUT", duration(self.platform_processing_timeout)));
+        env.push(("AUTOPOST_PLATFORM_REQUEST_TIMEOUT", duration(self.platform_request_timeout)));
+        env.push(("AUTOPOST_WORKER_METRICS_LISTEN", self.worker_metrics_listen.to_string()));
+        env.push(("AUTOPOST_RECONCILE_INTERVAL", duration(self.reconcile_interval)));
+        env.push(("AUTOPOST_RECONCILE_GRACE", duration(self.reconcile_grace)));
+    }
+
+    pub fn tiktok_app(&self) -> Option<autopost_activities::platforms::tiktok::AppCredentials> {
+        Some(autopost_activities::platforms::tiktok::AppCredentials {
+            client_key: self.tiktok_client_key.clone()?,
+            client_secret: self.tiktok_client_secret.clone()?,
+        })
+    }
+}
+
+impl SandboxSettings {
+    pub fn to_env(&self, env: &mut Env) {
+        env.push(("AUTOPOST_SANDBOX_LISTEN", self.sandbox_listen.to_string()));
+    }
+
+    /// The base URL clients use to reach the sandbox (a wildcard listen address becomes loopback).
+    pub fn url(&self) -> String {
+        let mut addr = self.sandbox_listen;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        format!("http://{addr}")
+    }
+}
+
+impl Config {
+    /// Every setting at its default, or as its environment variable sets it.
+    pub fn with_defaults() -> Config {
+        #[derive(clap::Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            config: Config,
+        }
+        <Defaults as clap::Parser>::parse_from(["autopost"]).config
+    }
+
+    /// The settings of the API part.
+    pub fn api_config(&self) -> ApiConfig {
+        ApiConfig {
+            postgres: self.postgres.clone(),
+            temporal: self.temporal.clone(),
+            schedule: self.schedule.clone(),
+            platforms: self.platforms.clone(),
+            api: self.api.clone(),
+        }
+    }
+
+    /// The settings of the worker part.
+    pub fn worker_config(&self) -> WorkerConfig {
+        WorkerConfig {
+            postgres: self.postgres.clone(),
+            temporal: self.temporal.clone(),
+            schedule: self.schedule.clone(),
+            platforms: self.platforms.clone(),
+            worker: self.worker.clone(),
+        }
+    }
+
+    /// Points both platforms at this configuration's sandbox, as `dev` does.
+    pub fn use_sandbox_platforms(&mut self) {
+        let url = self.sandbox.url();
+        self.platforms.use_sandbox(&url);
+    }
+
+    /// Every setting as the environment variables that set it: a child process started with
+    /// this environment (`autopost api`, `autopost worker`, ...) reads this configuration.
+    pub fn to_env(&self) -> Env {
+        let mut env = Env::new();
+        self.postgres.to_env(&mut env);
+        self.temporal.to_env(&mut env);
+        self.schedule.to_env(&mut env);
+        self.platforms.to_env(&mut env);
+        self.api.to_env(&mut env);
+        self.worker.to_env(&mut env);
+        self.sandbox.to_env(&mut env);
+        env
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: Config,
+    }
+
+    fn parse(args: &[&str]) -> Config {
+        Cli::parse_from(std::iter::once("autopost").chain(args.iter().copied())).config
+    }
+
+    #[test]
+    fn the_default_retry_schedule_is_exactly_5_15_30_minutes() {
+        // Read the declared default, not the parsed value: the environment may override it.
+        let declared = Config::augment_args(clap::Command::new("autopost"))
+            .get_arguments()
+            .find(|a| a.get_id() == "retry_backoff")
+            .and_then(|a| a.get_default_values().first().cloned())
+            .expect("retry_backoff has a default");
+        let minutes = |m: u64| Duration::from_secs(m * 60);
+        assert_eq!(parse_backoff(declared.to_str().unwrap()), Ok(Backoff(vec![minutes(5), minutes(15), minutes(30)])));
+    }
+
+    #[test]
+    fn backoff_lists_are_parsed_and_errors_name_the_bad_part() {
+        assert_eq!(parse_backoff("1s, 2s"), Ok(Backoff(vec![Duration::from_secs(1), Duration::from_secs(2)])));
+        assert_eq!(parse_backoff(""), Ok(Backoff(vec![])));
+        assert!(parse_backoff("1s,soon").unwrap_err().contains("soon"));
+        let schedule = Backoff(vec![Duration::from_secs(300), Duration::from_millis(1500)]);
+        assert_eq!(parse_backoff(&schedule.to_string()), Ok(schedule), "Display round-trips");
+    }
+
+    #[test]
+    fn http_media_is_allowed_only_from_the_sandbox_in_use() {
+        let mut config = parse(&[
+            "--sandbox-listen",
+            "0.0.0.0:8090",
+            "--instagram-api-base",
+            "https://graph.facebook.com/v25.0",
+            "--tiktok-api-base",
+            "https://open.tiktokapis.com",
+        ]);
+        assert!(config.platforms.http_media_hosts().is_empty());
+        config.use_sandbox_platforms();
+        assert_eq!(config.platforms.instagram_api_base, "http://127.0.0.1:8090/instagram/v25.0");
+        assert_eq!(config.platforms.http_media_hosts(), vec!["127.0.0.1:8090".to_owned()]);
+    }
+
+    /// `to_env` is how tests and the bench configure child processes: a setting it forgets
+    /// would silently fall back to its default there.
+    #[test]
+    fn to_env_sets_every_variable_and_a_child_reads_the_same_configuration() {
+        let config = parse(&[
+            "--database-url=postgres://u:pw@db:5433/x",
+            "--task-queue=q",
+            "--retry-backoff=1s,2m",
+            "--publish-now=true",
+            "--tiktok-client-key=k",
+            "--tiktok-client-secret=s",
+            "--platform-poll-interval=150ms",
+            "--reconcile-grace=3s",
+            "--sandbox-listen=127.0.0.1:9999",
+        ]);
+        let env = config.to_env();
+        let declared: Vec<String> = Config::augment_args(clap::Command::new("autopost"))
+            .get_arguments()
+            .filter_map(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()))
+            .collect();
+        for variable in &declared {
+            assert!(env.iter().any(|(name, _)| name == variable), "to_env does not set {variable}");
+        }
+        // Parsing the environment back gives the same settings.
+        let args: Vec<String> = env
+            .iter()
+            .map(|(name, value)| {
+                let flag = Config::augment_args(clap::Command::new("autopost"))
+                    .get_arguments()
+                    .find(|a| a.get_env().is_some_and(|e| e == *name))
+                    .and_then(|a| a.get_long().map(str::to_owned))
+                    .unwrap();
+                format!("--{flag}={value}")
+            })
+            .collect();
+        let back = parse(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(back.to_env(), env);
+    }
+
+    #[test]
+    fn the_database_password_is_redacted_for_reports() {
+        let config = parse(&["--database-url=postgres://app:hunter2@db:5432/autopost"]);
+        assert_eq!(config.postgres.redacted_url(), "postgres://app:***@db:5432/autopost");
+        assert!(!format!("{:?}", config.postgres).contains("hunter2"));
+    }
+}

@@ -1,0 +1,173 @@
+//! Autopost's processes, wired from their parts: configuration, the database and Temporal
+//! connections, and the API, worker and sandbox run loops that the `autopost` binary's
+//! subcommands (and the tests and the bench) start.
+
+pub mod config;
+pub mod metrics;
+pub mod reconcile;
+pub mod telemetry;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use autopost_activities::{PlatformSettings, WorkerActivities};
+use autopost_api::{ApiSettings, ApiState, validate::MediaPolicy};
+use autopost_workflows::PublishPostWorkflow;
+use secrecy::ExposeSecret;
+use sqlx::{PgPool, migrate::MigrateDatabase, postgres::PgPoolOptions};
+use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions};
+use temporalio_sdk::{Runtime, Worker, WorkerOptions, runtime::RuntimeOptions};
+
+pub use config::{ApiConfig, Config, WorkerConfig};
+use config::{PostgresSettings, TemporalSettings};
+
+/// The migrations, embedded in the binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// Creates the database if it is missing and applies every migration.
+pub async fn migrate(config: &PostgresSettings) -> anyhow::Result<PgPool> {
+    let url = config.database_url.expose_secret();
+    if !sqlx::Postgres::database_exists(url).await.context("checking the database")? {
+        // Two processes may race to create it; losing that race is fine.
+        if let Err(e) = sqlx::Postgres::create_database(url).await
+            && !sqlx::Postgres::database_exists(url).await.unwrap_or(false)
+        {
+            return Err(e).context("creating the database");
+        }
+    }
+    let pool = connect_db(config).await?;
+    MIGRATOR.run(&pool).await.context("applying migrations")?;
+    Ok(pool)
+}
+
+pub async fn connect_db(config: &PostgresSettings) -> anyhow::Result<PgPool> {
+    PgPoolOptions::new()
+        .max_connections(10)
+        .connect(config.database_url.expose_secret())
+        .await
+        .context("connecting to Postgres (DATABASE_URL)")
+}
+
+pub async fn connect_temporal(config: &TemporalSettings) -> anyhow::Result<Client> {
+    let url: temporalio_client::Url = config.url().parse().context("TEMPORAL_ADDRESS is not a valid address")?;
+    let connection = Connection::connect(ConnectionOptions::new(url).identity(identity()).build())
+        .await
+        .with_context(|| format!("connecting to Temporal at {}", config.temporal_address))?;
+    Ok(Client::new(connection, ClientOptions::new(config.temporal_namespace.clone()).build())?)
+}
+
+fn identity() -> String {
+    format!("autopost-{}@{}", std::process::id(), hostname())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "localhost".into())
+}
+
+/// Serves the REST API on `listener` until `shutdown` resolves.
+pub async fn run_api(
+    config: &ApiConfig,
+    db: PgPool,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let state = ApiState {
+        db,
+        temporal: connect_temporal(&config.temporal).await?,
+        settings: Arc::new(ApiSettings {
+            task_queue: config.temporal.task_queue.clone(),
+            retry_backoff: config.schedule.retry_backoff.0.clone(),
+            media_policy: MediaPolicy { http_allowed_hosts: config.platforms.http_media_hosts() },
+            publish_now_enabled: config.api.publish_now,
+            publish_now_wait: config.api.publish_now_wait,
+        }),
+        metrics: Some(metrics::handle()),
+    };
+    tracing::info!(address = %listener.local_addr()?, "API listening");
+    autopost_api::serve(listener, state, shutdown).await
+}
+
+/// Runs a worker polling the task queue until `shutdown` resolves, then drains it.
+///
+/// The SDK's worker future is not `Send`: await this on the main task, not in `tokio::spawn`.
+pub async fn run_worker(config: &WorkerConfig, db: PgPool, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    run_worker_with(config, db, shutdown, |_| Ok(())).await
+}
+
+/// [`run_worker`], with more workflows and activities registered by `register` (the bench's
+/// baseline). Production workers register only the product's.
+pub async fn run_worker_with(
+    config: &WorkerConfig,
+    db: PgPool,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    register: impl FnOnce(&mut WorkerOptions) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let settings = &config.worker;
+    let sdk_metrics = metrics::SdkMetrics::start()?;
+    let metrics_listener = tokio::net::TcpListener::bind(settings.worker_metrics_listen)
+        .await
+        .with_context(|| format!("listening on {} for worker metrics", settings.worker_metrics_listen))?;
+    tracing::info!(address = %metrics_listener.local_addr()?, "worker metrics listening");
+    let runtime_options = RuntimeOptions::builder().telemetry_options(sdk_metrics.telemetry.clone()).build().map_err(anyhow::Error::msg)?;
+    let runtime = Runtime::from_current_tokio(runtime_options)?;
+    metrics::handle();
+    tokio::spawn(async move {
+        if let Err(e) = metrics::serve_worker_metrics(metrics_listener, Some(&sdk_metrics)).await {
+            tracing::error!(error = %format!("{e:#}"), "worker metrics stopped");
+        }
+    });
+    let client = connect_temporal(&config.temporal).await?;
+    let reconcile = reconcile::ReconcileSettings {
+        task_queue: config.temporal.task_queue.clone(),
+        retry_backoff: config.schedule.retry_backoff.clone(),
+        grace: settings.reconcile_grace,
+    };
+    tokio::spawn(reconcile::run(db.clone(), client.clone(), reconcile, settings.reconcile_interval));
+    let activities = WorkerActivities::new(
+        db,
+        PlatformSettings {
+            instagram_api_base: config.platforms.instagram_api_base.clone(),
+            tiktok_api_base: config.platforms.tiktok_api_base.clone(),
+            poll_interval: settings.platform_poll_interval,
+            processing_timeout: settings.platform_processing_timeout,
+            request_timeout: settings.platform_request_timeout,
+            tiktok_app: settings.tiktok_app(),
+        },
+    )?;
+    let mut options = product_worker_options(config.temporal.task_queue.clone(), activities)?;
+    register(&mut options)?;
+    let mut worker = Worker::new(&runtime, client, options)?;
+    let stop = worker.shutdown_handle();
+    tokio::spawn(async move {
+        shutdown.await;
+        stop();
+    });
+    tracing::info!(task_queue = %config.temporal.task_queue, "worker polling");
+    worker.run().await?;
+    tracing::info!("worker stopped");
+    Ok(())
+}
+
+/// The workflows and activities of a production worker, and nothing else.
+pub fn product_worker_options(task_queue: String, activities: WorkerActivities) -> anyhow::Result<WorkerOptions> {
+    Ok(WorkerOptions::new(task_queue).register_workflow::<PublishPostWorkflow>()?.register_activities(activities).build())
+}
+
+/// Serves the platform sandbox until `shutdown` resolves.
+pub async fn run_sandbox(listener: tokio::net::TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    run_sandbox_with(listener, autopost_sandbox::SandboxOptions::default(), shutdown).await
+}
+
+/// [`run_sandbox`] with chosen timings and quota (the bench's instant sandbox).
+pub async fn run_sandbox_with(
+    listener: tokio::net::TcpListener,
+    options: autopost_sandbox::SandboxOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    tracing::info!(?options, "sandbox options");
+    let sandbox = autopost_sandbox::Sandbox::with_options(options);
+    tokio::select! {
+        result = sandbox.serve(listener) => result,
+        () = shutdown => Ok(()),
+    }
+}

@@ -1,0 +1,97 @@
+//! `autopost bench`: what happens when thousands of posts fall due in the same second.
+//!
+//! The bench starts its own system from the `autopost` binary, as separate processes (so each has
+//! its own /proc peak memory): an instant sandbox, the API and a worker that also runs the
+//! baseline workflow, on free loopback ports, with a fresh database and a fresh task queue on the
+//! given Temporal server ([`system`]). Then it runs its [`scenarios`] and prints a [`report`].
+//!
+//! None of this is part of the product: production workers never register the baseline, and the
+//! sandbox's instant mode is only reachable from here.
+
+mod baseline;
+mod report;
+mod scenarios;
+mod system;
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::Context;
+use autopost_app::{
+    WorkerConfig,
+    config::{PostgresSettings, SandboxSettings, TemporalSettings},
+};
+use clap::{Args, ValueEnum};
+use serde::Serialize;
+
+pub use baseline::{BenchActivities, BenchBaselineWorkflow};
+
+#[derive(Args, Clone, Debug)]
+pub struct BenchArgs {
+    /// Jobs (and baseline workflows) per scenario.
+    #[arg(long, default_value_t = 500)]
+    pub n: usize,
+    /// Concurrent REST clients creating jobs (also concurrent baseline starts).
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// Also write the results as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// The platform the posts go to; `mixed` alternates between both.
+    #[arg(long, value_enum, default_value = "tiktok")]
+    pub channel: BenchChannel,
+    /// Slack between the expected end of a scenario's creates and the instant its jobs are due.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub margin: Duration,
+    /// Longest wait for a scenario's jobs to finish after their instant.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    /// Keep the database and the processes' logs afterwards, for investigation.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+/// Where the benchmark's posts go. TikTok by default: the sandbox's `received_at` of a TikTok
+/// post is the moment it accepted the publish request, the closest thing to "the platform has
+/// it"; an Instagram post is received at `media_publish`, after the container round trips.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BenchChannel {
+    Tiktok,
+    Instagram,
+    Mixed,
+}
+
+/// The caption prefix of burst posts: tells them apart from the warm-up post in the sandbox.
+pub(crate) const BURST_CAPTION: &str = "bench burst";
+/// How often the bench looks at Postgres while waiting for a burst.
+pub(crate) const POLL_EVERY: Duration = Duration::from_millis(100);
+
+/// Runs the bench against the Temporal server and PostgreSQL server given (it makes a database
+/// of its own there, and drops it at the end).
+pub async fn run(postgres: &PostgresSettings, temporal: &TemporalSettings, args: BenchArgs) -> anyhow::Result<()> {
+    scenarios::run(postgres, temporal, args).await
+}
+
+/// The worker the bench starts: a production worker plus the baseline workflow and its activity.
+pub async fn run_worker(config: &WorkerConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let db = autopost_app::connect_db(&config.postgres).await?;
+    autopost_app::run_worker_with(config, db, shutdown, |options| {
+        options.register_workflow::<BenchBaselineWorkflow>()?.register_activities(BenchActivities);
+        Ok(())
+    })
+    .await
+}
+
+/// The sandbox the bench starts: no processing delays and no practical Instagram quota, so the
+/// figures measure Autopost and Temporal, not the emulator's pretend processing.
+pub async fn run_sandbox(settings: &SandboxSettings, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(settings.sandbox_listen)
+        .await
+        .with_context(|| format!("listening on {}", settings.sandbox_listen))?;
+    let options = autopost_sandbox::SandboxOptions { instagram_quota_total: 1_000_000, ..autopost_sandbox::SandboxOptions::instant() };
+    autopost_app::run_sandbox_with(listener, options, shutdown).await
+}
+
+fn progress(message: impl std::fmt::Display) {
+    eprintln!("[bench] {message}");
+}

@@ -1,0 +1,46 @@
+//! `autopost bench` with a handful of jobs, so the benchmark keeps working as the code changes.
+//! It checks the shape and sanity of the results, never their timings.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+#[test]
+fn the_bench_runs_every_scenario_and_writes_its_figures() {
+    let json_path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("bench-smoke-{}.json", std::process::id()));
+    let output = Command::new(env!("CARGO_BIN_EXE_autopost"))
+        .args(["bench", "--n", "5", "--concurrency", "2", "--margin", "3s", "--timeout", "90s", "--json"])
+        .arg(&json_path)
+        // TEMPORAL_ADDRESS and DATABASE_URL pass through; the bench makes its own database.
+        .output()
+        .expect("running autopost bench");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "bench failed: {}\nstderr:\n{stderr}\nstdout:\n{stdout}", output.status);
+    assert!(stdout.contains("burst / baseline"), "no result table on stdout:\n{stdout}");
+
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json_path).expect("the JSON file")).expect("valid JSON");
+    let _ = std::fs::remove_file(&json_path);
+    let number =
+        |pointer: &str| report.pointer(pointer).and_then(Value::as_f64).unwrap_or_else(|| panic!("no number at {pointer}: {report:#}"));
+
+    assert_eq!(report["n"], 5);
+    for scenario in ["create", "burst", "baseline"] {
+        assert_eq!(report[scenario]["count"], 5, "{scenario}: {report:#}");
+    }
+    assert!(number("/create/throughput_per_s") > 0.0);
+    for percentiles in ["/create/latency_ms", "/burst/lag_ms", "/baseline/lag_ms"] {
+        let (p50, p99, max) =
+            (number(&format!("{percentiles}/p50")), number(&format!("{percentiles}/p99")), number(&format!("{percentiles}/max")));
+        assert!(0.0 <= p50 && p50 <= p99 && p99 <= max, "{percentiles}: {p50} {p99} {max}");
+    }
+    // Nothing publishes before its time, and everything published at least as late as it arrived.
+    assert!(number("/burst/all_published_s") * 1000.0 >= number("/burst/lag_ms/max"));
+    assert!(number("/baseline/all_completed_s") >= 0.0);
+    for ratio in ["lag_p50", "lag_p99", "lag_max", "all_done"] {
+        assert!(number(&format!("/ratios/{ratio}")) > 0.0, "ratio {ratio}");
+    }
+    for process in ["worker", "api", "sandbox"] {
+        assert!(number(&format!("/memory/{process}_vm_hwm_kib")) > 1000.0, "memory of {process}");
+    }
+}

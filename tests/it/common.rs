@@ -1,0 +1,320 @@
+//! The test harness: a whole system per test, on the real Temporal server and PostgreSQL.
+//!
+//! Each test gets a fresh database (on the server `DATABASE_URL` names, 127.0.0.1:5432 when
+//! unset), its own Temporal task queue (so tests sharing one server never run each other's
+//! workflows), an in-process sandbox and API on port 0, and, unless it only tests the API's
+//! contract, a worker running as a real `autopost worker` process that it can stop and start.
+
+use std::{
+    path::PathBuf,
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use autopost_app::Config;
+use autopost_workflows::JobStatus;
+use chrono::{DateTime, Utc};
+use clap::Parser;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use tokio::{net::TcpListener, process::Child};
+use uuid::Uuid;
+
+#[derive(Parser)]
+struct Flags {
+    #[command(flatten)]
+    config: Config,
+}
+
+pub struct TestApp {
+    pub api: String,
+    pub sandbox: String,
+    pub http: reqwest::Client,
+    pub db: PgPool,
+    pub config: Config,
+    worker: Option<Child>,
+    worker_log: PathBuf,
+}
+
+pub struct Options {
+    /// `AUTOPOST_RETRY_BACKOFF` for this app.
+    pub retry_backoff: &'static str,
+    /// `AUTOPOST_PUBLISH_NOW`.
+    pub publish_now: bool,
+    /// Start a worker process; contract tests of the API need none.
+    pub worker: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { retry_backoff: "1s,1s,1s", publish_now: false, worker: true }
+    }
+}
+
+/// The PostgreSQL server the tests use, as a URL without a database: `DATABASE_URL`'s, so that
+/// `temporal-dev/test` can point the suite at a private cluster.
+fn postgres_server() -> url::Url {
+    let raw = std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let mut url = url::Url::parse(&raw).expect("DATABASE_URL is a URL");
+    url.set_path("");
+    url
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(Options::default()).await
+    }
+
+    /// The API, its database and the sandbox, without a worker: for tests of the API's contract.
+    pub async fn spawn_api_only() -> Self {
+        Self::spawn_with(Options { worker: false, ..Options::default() }).await
+    }
+
+    pub async fn spawn_with(options: Options) -> Self {
+        let sandbox_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let api_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let sandbox_addr = sandbox_listener.local_addr().unwrap();
+        let database = format!("autopost_test_{}", Uuid::new_v4().simple());
+        let temporal = std::env::var("TEMPORAL_ADDRESS").unwrap_or_else(|_| "127.0.0.1:7233".into());
+        let mut database_url = postgres_server();
+        database_url.set_path(&database);
+        let mut config = Flags::parse_from([
+            "autopost".to_owned(),
+            format!("--database-url={database_url}"),
+            format!("--temporal-address={temporal}"),
+            "--temporal-namespace=default".into(),
+            format!("--task-queue=autopost-test-{}", Uuid::new_v4().simple()),
+            format!("--sandbox-listen={sandbox_addr}"),
+            format!("--retry-backoff={}", options.retry_backoff),
+            format!("--publish-now={}", options.publish_now),
+            "--platform-poll-interval=100ms".into(),
+            "--platform-processing-timeout=20s".into(),
+            "--platform-request-timeout=5s".into(),
+            // The worker is a child process: a port of its own, never a `dev` stack's.
+            "--worker-metrics-listen=127.0.0.1:0".into(),
+            "--reconcile-interval=1s".into(),
+            "--reconcile-grace=3s".into(),
+            "--tiktok-client-key=test-client-key".into(),
+            "--tiktok-client-secret=test-client-secret".into(),
+        ])
+        .config;
+        config.use_sandbox_platforms();
+
+        let db = autopost_app::migrate(&config.postgres).await.expect("migrating the test database");
+        tokio::spawn(autopost_app::run_sandbox(sandbox_listener, std::future::pending()));
+        let api = format!("http://{}", api_listener.local_addr().unwrap());
+        let api_config = config.api_config();
+        let api_db = db.clone();
+        tokio::spawn(async move {
+            autopost_app::run_api(&api_config, api_db, api_listener, std::future::pending()).await.expect("API failed");
+        });
+
+        let logs = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("test-logs");
+        std::fs::create_dir_all(&logs).unwrap();
+        let name = std::thread::current().name().unwrap_or("test").replace("::", "-");
+        let mut app = TestApp {
+            api,
+            sandbox: config.sandbox.url(),
+            http: reqwest::Client::new(),
+            db,
+            config,
+            worker: None,
+            worker_log: logs.join(format!("{name}-{database}.log")),
+        };
+        if options.worker {
+            app.start_worker();
+        }
+        app.wait_until_ready().await;
+        app
+    }
+
+    /// Starts `autopost worker` as its own process, as it runs in production.
+    pub fn start_worker(&mut self) {
+        assert!(self.worker.is_none(), "a worker is already running");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.worker_log).unwrap();
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_autopost"))
+            .arg("worker")
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("RUST_LOG", "info,temporalio_sdk_core=warn")
+            .envs(self.config.to_env())
+            .env("AUTOPOST_LOG_FORMAT", "json")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("starting the worker process");
+        self.worker = Some(child);
+    }
+
+    /// Stops the worker gracefully (SIGTERM) and waits for the process to exit.
+    pub async fn stop_worker(&mut self) {
+        let mut child = self.worker.take().expect("no worker is running");
+        let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        tokio::time::timeout(Duration::from_secs(30), child.wait()).await.expect("worker did not stop").unwrap();
+    }
+
+    /// Kills the worker without warning (SIGKILL), as a crash or an OOM kill would.
+    pub async fn kill_worker(&mut self) {
+        let mut child = self.worker.take().expect("no worker is running");
+        child.kill().await.unwrap();
+    }
+
+    pub fn worker_log(&self) -> String {
+        std::fs::read_to_string(&self.worker_log).unwrap_or_default()
+    }
+
+    /// The worker's JSON log lines whose message is `message`.
+    pub fn worker_events(&self, message: &str) -> Vec<Value> {
+        self.worker_log()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|event| event["message"] == message)
+            .collect()
+    }
+
+    /// Where the (current) worker serves `/metrics`, from its log.
+    pub async fn worker_metrics_url(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(event) = self.worker_events("worker metrics listening").last() {
+                return format!("http://{}/metrics", event["address"].as_str().unwrap());
+            }
+            assert!(Instant::now() < deadline, "the worker never said where its metrics are");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn wait_until_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = self.http.get(format!("{}/readyz", self.api)).send().await
+                && r.status().is_success()
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the API did not become ready");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn media_url(&self, name: &str) -> String {
+        format!("{}/media/{name}", self.sandbox)
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let response = self.http.post(format!("{}{path}", self.api)).json(body).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self.http.get(format!("{}{path}", self.api)).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Links an account with a token valid for 60 days; returns its id.
+    pub async fn link_account(&self, channel: &str, platform_user_id: &str, token: &str) -> String {
+        let (status, body) = self.link(channel, platform_user_id, token).await;
+        assert_eq!(status, 201, "linking failed: {body}");
+        body["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Links (or links again) an account; returns the HTTP status.
+    pub async fn link_account_status(&self, channel: &str, platform_user_id: &str, token: &str) -> u16 {
+        self.link(channel, platform_user_id, token).await.0
+    }
+
+    async fn link(&self, channel: &str, platform_user_id: &str, token: &str) -> (u16, Value) {
+        self.post(
+            "/v1/accounts",
+            &json!({
+                "creator_id": "creator-1",
+                "channel": channel,
+                "platform_user_id": platform_user_id,
+                "access_token": token,
+                "token_expires_at": Utc::now() + chrono::Duration::days(60),
+            }),
+        )
+        .await
+    }
+
+    /// Schedules a post; returns the created job.
+    pub async fn schedule(&self, account_id: &str, publish_at: DateTime<Utc>, caption: &str, media: Value) -> Value {
+        let (status, body) = self
+            .post("/v1/publish-jobs", &json!({ "account_id": account_id, "publish_at": publish_at, "caption": caption, "media": media }))
+            .await;
+        assert_eq!(status, 201, "scheduling failed: {body}");
+        body
+    }
+
+    /// Polls the job until its status is `status`; fails on timeout or on another final status.
+    pub async fn wait_for_status(&self, job_id: &str, status: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (_, job) = self.get(&format!("/v1/publish-jobs/{job_id}")).await;
+            if job["status"] == status {
+                return job;
+            }
+            // Statuses that no timer changes: waiting longer cannot reach `status`.
+            let current: Option<JobStatus> = job["status"].as_str().and_then(|s| s.parse().ok());
+            let final_status = current.is_some_and(|s| s.is_final() || s == JobStatus::NeedsAttention);
+            assert!(
+                !final_status,
+                "job ended {} while waiting for {status}: {job}\nworker log:\n{}",
+                job["status"],
+                self.worker_log_tail()
+            );
+            assert!(
+                Instant::now() < deadline,
+                "job still {} after {timeout:?} waiting for {status}: {job}\nworker log:\n{}",
+                job["status"],
+                self.worker_log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn worker_log_tail(&self) -> String {
+        let log = self.worker_log();
+        log.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+    }
+
+    /// Makes the sandbox fail calls: see `POST /_sandbox/faults` in the README.
+    pub async fn sandbox_fault(&self, fault: Value) {
+        let response = self.http.post(format!("{}/_sandbox/faults", self.sandbox)).json(&fault).send().await.unwrap();
+        assert!(response.status().is_success(), "fault refused: {}", response.text().await.unwrap());
+    }
+
+    pub async fn sandbox_revoke(&self, token: &str) {
+        let response = self
+            .http
+            .post(format!("{}/_sandbox/tokens/revoke", self.sandbox))
+            .json(&json!({ "access_token": token }))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success());
+    }
+
+    /// How often the sandbox was called at `endpoint` (e.g. `instagram.media_publish`).
+    pub async fn sandbox_calls(&self, endpoint: &str) -> u64 {
+        let body: Value = self.http.get(format!("{}/_sandbox/calls", self.sandbox)).send().await.unwrap().json().await.unwrap();
+        body["calls"][endpoint].as_u64().unwrap_or(0)
+    }
+
+    pub async fn attempts(&self, job_id: &str) -> Vec<Value> {
+        let (status, body) = self.get(&format!("/v1/publish-jobs/{job_id}/attempts")).await;
+        assert_eq!(status, 200, "{body}");
+        body["attempts"].as_array().unwrap().clone()
+    }
+
+    /// Every post the sandbox published.
+    pub async fn sandbox_posts(&self) -> Vec<Value> {
+        let body: Value = self.http.get(format!("{}/_sandbox/posts", self.sandbox)).send().await.unwrap().json().await.unwrap();
+        body["posts"].as_array().unwrap().clone()
+    }
+}

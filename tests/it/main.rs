@@ -1,0 +1,12 @@
+//! The integration and end-to-end tests: one binary, one module per area, all against a real
+//! Temporal server and PostgreSQL (`temporal-dev/test` provides both). See `common` for the
+//! harness.
+
+mod api;
+mod bench_smoke;
+mod commands;
+mod common;
+mod failures;
+mod observability;
+mod publish_end_to_end;
+mod replay;

@@ -1,0 +1,145 @@
+//! Workflow compatibility: every history in `tests/histories/` must replay against the current
+//! code. See the README's "Changing the workflow": until `v1.0.0` a workflow change re-records
+//! the corpus; from that tag on, a change that would break a recorded history fails here and
+//! must be guarded with `ctx.patched(..)` (or become a new workflow type).
+//!
+//! Record with `AUTOPOST_RECORD_HISTORIES=1 cargo nextest run --test it replay::record_histories
+//! --run-ignored only` while Temporal runs (`temporal-dev/test` starts one).
+
+use std::{path::PathBuf, time::Duration};
+
+use crate::common::{Options, TestApp};
+use autopost_workflows::PublishPostWorkflow;
+use chrono::Utc;
+use serde_json::json;
+use temporalio_client::{WorkflowFetchHistoryOptions, WorkflowHistory};
+use temporalio_sdk::workflow_replayer::{WorkflowReplayer, WorkflowReplayerOptions};
+
+/// The paths through `PublishPostWorkflow` that the corpus must cover, as `record_histories`
+/// names them.
+const PATHS: [&str; 7] = [
+    "published-first-try",
+    "published-after-retries",
+    "needs-attention-after-retries",
+    "preflight-failed",
+    "cancelled",
+    "rescheduled",
+    "publish-now",
+];
+
+fn histories_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/histories")
+}
+
+fn replayer() -> WorkflowReplayer {
+    WorkflowReplayer::new(WorkflowReplayerOptions::new().register_workflow::<PublishPostWorkflow>().unwrap().build()).unwrap()
+}
+
+fn recorded() -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<_> = std::fs::read_dir(histories_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
+        .collect();
+    files.sort();
+    files
+}
+
+#[tokio::test]
+async fn recorded_histories_replay_against_the_current_workflow() {
+    let files = recorded();
+    // Every path through the workflow is in the corpus, so none can break unnoticed.
+    for path in PATHS {
+        assert!(
+            files.iter().any(|(name, _)| name.ends_with(&format!("-{path}.json"))),
+            "no recorded history of `{path}` in {}",
+            histories_dir().display()
+        );
+    }
+    let replayer = replayer();
+    for (name, bytes) in files {
+        let history = WorkflowHistory::from_json(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+        replayer.replay_workflow(history).await.unwrap_or_else(|e| panic!("{name} no longer replays: {e}"));
+    }
+}
+
+#[tokio::test]
+async fn a_history_that_disagrees_with_the_code_fails_to_replay() {
+    // The replay test above is only worth something if a mismatch is caught: rename the first
+    // activity the workflow scheduled, as a code change that calls another activity would.
+    let (name, bytes) = recorded().into_iter().find(|(n, _)| n.contains("published")).expect("a published history");
+    let text = String::from_utf8(bytes).unwrap();
+    assert!(text.contains("\"preflight\""), "{name} schedules preflight");
+    let tampered = text.replacen("\"preflight\"", "\"preflight_v0\"", 1);
+    let history = WorkflowHistory::from_json(tampered.as_bytes()).unwrap();
+    assert!(replayer().replay_workflow(history).await.is_err(), "a renamed activity must not replay");
+}
+
+/// Runs one scenario per path through the workflow, one after the other (the sandbox's faults
+/// are per endpoint, not per job), and saves each history.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "records histories into tests/histories; run by hand after a workflow change"]
+async fn record_histories() {
+    let version = std::env::var("AUTOPOST_HISTORY_VERSION").unwrap_or_else(|_| "v0".into());
+    let app = TestApp::spawn_with(Options { publish_now: true, ..Options::default() }).await;
+    let token = "recording-token";
+    let account = app.link_account("instagram", "17841400000000077", token).await;
+    let image = json!([{ "url": app.media_url("sample.jpg"), "kind": "image" }]);
+    let missing = json!([{ "url": app.media_url("missing.jpg"), "kind": "image" }]);
+    let soon = || Utc::now() + chrono::Duration::seconds(2);
+    let later = || Utc::now() + chrono::Duration::hours(1);
+    let id = |job: &serde_json::Value| job["id"].as_str().unwrap().to_owned();
+    let mut recorded = Vec::new();
+
+    let job = app.schedule(&account, soon(), "first try", image.clone()).await;
+    app.wait_for_status(&id(&job), "published", WAIT).await;
+    recorded.push(("published-first-try", job));
+
+    // Two failed attempts, then success: retry timers and the `failed` transitions.
+    app.sandbox_fault(json!({ "endpoint": "instagram.media", "times": 2, "status": 500 })).await;
+    let job = app.schedule(&account, soon(), "retried", image.clone()).await;
+    app.wait_for_status(&id(&job), "published", WAIT).await;
+    recorded.push(("published-after-retries", job));
+
+    // Every attempt fails: the retry budget runs out and the job waits for the creator.
+    app.sandbox_fault(json!({ "endpoint": "instagram.media", "times": 4, "status": 500 })).await;
+    let job = app.schedule(&account, soon(), "down", image.clone()).await;
+    app.wait_for_status(&id(&job), "needs_attention", WAIT).await;
+    recorded.push(("needs-attention-after-retries", job));
+
+    let job = app.schedule(&account, soon(), "no media", missing).await;
+    app.wait_for_status(&id(&job), "needs_attention", WAIT).await;
+    recorded.push(("preflight-failed", job));
+
+    let job = app.schedule(&account, later(), "dropped", image.clone()).await;
+    let (status, body) = app.post(&format!("/v1/publish-jobs/{}/cancel", id(&job)), &json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    recorded.push(("cancelled", job));
+
+    let job = app.schedule(&account, later(), "moved", image.clone()).await;
+    let (status, body) = app.post(&format!("/v1/publish-jobs/{}/reschedule", id(&job)), &json!({ "publish_at": soon() })).await;
+    assert_eq!(status, 200, "{body}");
+    app.wait_for_status(&id(&job), "published", WAIT).await;
+    recorded.push(("rescheduled", job));
+
+    let job = app.schedule(&account, later(), "right now", image.clone()).await;
+    let (status, body) = app.post(&format!("/v1/publish-jobs/{}/publish-now", id(&job)), &json!({})).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("published")), "{body}");
+    recorded.push(("publish-now", job));
+
+    let temporal = autopost_app::connect_temporal(&app.config.temporal).await.unwrap();
+    std::fs::create_dir_all(histories_dir()).unwrap();
+    // Let each workflow take its last step after its last mirror write.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for (scenario, job) in recorded {
+        let handle = temporal.get_workflow_handle::<PublishPostWorkflow>(job["workflow_id"].as_str().unwrap());
+        let bytes = handle.fetch_history(WorkflowFetchHistoryOptions::default()).to_json().await.unwrap();
+        assert!(!String::from_utf8_lossy(&bytes).contains(token), "a token reached the workflow history");
+        let path = histories_dir().join(format!("{version}-{scenario}.json"));
+        std::fs::write(&path, bytes).unwrap();
+        println!("recorded {}", path.display());
+    }
+}
+
+const WAIT: Duration = Duration::from_secs(60);
