@@ -50,8 +50,9 @@ ensure_postgres() {
   fi
   # A fresh machine has no PostgreSQL at all, and will want the server package's cluster below.
   pg_need client postgresql
+  # A server that does not answer on 5432 is not ours to start (it may be stopped on purpose):
+  # the private cluster below serves instead.
   if [[ -z "${AUTOPOST_PG_PRIVATE:-}" ]]; then
-    start_machine_postgres
     if pg_isready -q -h 127.0.0.1 -p 5432; then
       if pg_login 127.0.0.1 5432; then use_postgres 127.0.0.1 5432; return; fi
       # As a freshly installed package's cluster does: it wants a password we do not have.
@@ -101,17 +102,6 @@ pg_url() {
 # Whether postgres gets in without a password, as the scripts and the tests need.
 pg_login() {
   PGCONNECT_TIMEOUT=5 psql -w -h "$1" -p "$2" -U postgres -d postgres -Atqc 'SELECT 1' >/dev/null 2>&1
-}
-
-# A machine cluster on 5432 that is installed but stopped is started, as it always was, and left
-# running: it is the machine's, not ours.
-start_machine_postgres() {
-  if pg_isready -q -h 127.0.0.1 -p 5432 || ! command -v pg_lsclusters >/dev/null; then return; fi
-  local version name
-  read -r version name < <(pg_lsclusters -h 2>/dev/null | awk '$3 == 5432 && $4 ~ /^down/ { print $1, $2; exit }') || return 0
-  log "starting PostgreSQL $version/$name"
-  pg_ctlcluster --skip-systemctl-redirect "$version" "$name" start || return 0
-  for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && return; sleep 1; done
 }
 
 # pg_need client|server PACKAGE: psql and pg_isready on PATH, and for `server` initdb and pg_ctl

@@ -68,7 +68,8 @@ pub async fn load_job(db: &PgPool, job_id: Uuid) -> Result<JobForPublish, DbErro
     })
 }
 
-/// Writes a transition unless a newer one (a higher `version`) is already there. Returns whether it was applied.
+/// Writes a transition unless a newer one is already there: a higher `version` of the same
+/// run, or any write of a run with a higher `epoch` (a replacement of a lost run). Returns whether it was applied.
 #[instrument(skip(db, transition), fields(job_id = %transition.job_id, version = transition.version, status = %transition.status))]
 pub async fn apply_transition(db: &PgPool, transition: &JobTransition) -> Result<bool, DbError> {
     let (error_code, error_message) = match &transition.last_error {
@@ -79,8 +80,8 @@ pub async fn apply_transition(db: &PgPool, transition: &JobTransition) -> Result
         r#"UPDATE publish_jobs
            SET status = $3, attempt_count = $4, last_error_code = $5, last_error_message = $6,
                next_attempt_at = $7, published_at = $8, platform_post_id = $9,
-               publish_at = COALESCE($10, publish_at), version = $2, updated_at = now()
-           WHERE id = $1 AND version < $2"#,
+               publish_at = COALESCE($10, publish_at), version = $2, epoch = $11, updated_at = now()
+           WHERE id = $1 AND (epoch, version) < ($11, $2)"#,
         transition.job_id,
         transition.version,
         transition.status.as_str(),
@@ -91,6 +92,7 @@ pub async fn apply_transition(db: &PgPool, transition: &JobTransition) -> Result
         transition.published_at,
         transition.platform_post_id,
         transition.publish_at,
+        transition.epoch,
     )
     .execute(db)
     .await?
@@ -110,10 +112,40 @@ pub async fn apply_transition(db: &PgPool, transition: &JobTransition) -> Result
     Ok(applied)
 }
 
+/// Who may make a job's platform calls: the run's fencing epoch, the job's attempt number and
+/// the activity's execution of that attempt. Ordered in that sequence, a later token wins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fence {
+    pub job_id: Uuid,
+    pub epoch: i64,
+    pub attempt: i32,
+    pub execution: i32,
+}
+
+/// Takes the job's lease for `fence` unless a newer token holds it, in one statement. `false`
+/// means a newer execution has taken over: this one must make no further platform call.
+#[instrument(skip(db))]
+pub async fn take_lease(db: &PgPool, fence: &Fence) -> Result<bool, DbError> {
+    Ok(sqlx::query!(
+        r#"UPDATE publish_jobs SET lease_epoch = $2, lease_attempt = $3, lease_execution = $4
+           WHERE id = $1 AND (lease_epoch, lease_attempt, lease_execution) <= ($2, $3, $4)"#,
+        fence.job_id,
+        fence.epoch,
+        fence.attempt,
+        fence.execution
+    )
+    .execute(db)
+    .await?
+    .rows_affected()
+        == 1)
+}
+
 /// A platform reference recorded by an attempt of this job.
 pub struct RecordedReference {
     pub attempt_number: i32,
     pub reference: String,
+    /// The call that publishes it was sent, and its outcome never learned.
+    pub publish_requested: bool,
 }
 
 /// Opens the attempt's row (idempotent: a re-executed attempt finds its row again).
@@ -130,34 +162,63 @@ pub async fn begin_attempt(db: &PgPool, job_id: Uuid, attempt: i32) -> Result<()
 pub async fn recorded_references(db: &PgPool, job_id: Uuid) -> Result<Vec<RecordedReference>, DbError> {
     Ok(sqlx::query_as!(
         RecordedReference,
-        r#"SELECT attempt_number, platform_reference AS "reference!"
-           FROM publish_attempts
-           WHERE job_id = $1 AND platform_reference IS NOT NULL
-           ORDER BY attempt_number DESC"#,
+        r#"SELECT attempt_number, reference, publish_requested_at IS NOT NULL AS "publish_requested!"
+           FROM platform_references WHERE job_id = $1 ORDER BY id DESC"#,
         job_id
     )
     .fetch_all(db)
     .await?)
 }
 
-/// Records what the platform created, before anything else is asked of it.
+/// Records what the platform created, before anything else is asked of it. Append-only: a
+/// reference recorded once is never overwritten or removed.
 #[instrument(skip(db))]
 pub async fn record_reference(db: &PgPool, job_id: Uuid, attempt: i32, reference: &str, request_id: Option<&str>) -> Result<(), DbError> {
+    let mut tx = db.begin().await?;
     sqlx::query!(
-        r#"UPDATE publish_attempts
-           SET platform_reference = $3, platform_request_id = COALESCE($4, platform_request_id)
-           WHERE job_id = $1 AND attempt_number = $2"#,
+        r#"INSERT INTO platform_references (job_id, attempt_number, reference, platform_request_id)
+           VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING"#,
         job_id,
         attempt,
         reference,
         request_id
     )
-    .execute(db)
+    .execute(&mut *tx)
     .await?;
+    if request_id.is_some() {
+        sqlx::query!(
+            "UPDATE publish_attempts SET platform_request_id = $3 WHERE job_id = $1 AND attempt_number = $2",
+            job_id,
+            attempt,
+            request_id
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
     Ok(())
 }
 
-/// Notes that a publish call whose result only its answer reveals is about to be sent.
+/// Notes that the call publishing `reference` (Instagram `media_publish`) is about to be sent.
+#[instrument(skip(db))]
+pub async fn mark_reference_publish_requested(db: &PgPool, job_id: Uuid, reference: &str) -> Result<(), DbError> {
+    sqlx::query!("UPDATE platform_references SET publish_requested_at = now() WHERE job_id = $1 AND reference = $2", job_id, reference)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// The platform answered the publish call of `reference`, and did not publish it.
+#[instrument(skip(db))]
+pub async fn clear_reference_publish_requested(db: &PgPool, job_id: Uuid, reference: &str) -> Result<(), DbError> {
+    sqlx::query!("UPDATE platform_references SET publish_requested_at = NULL WHERE job_id = $1 AND reference = $2", job_id, reference)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Notes that a publish call whose result only its answer reveals (TikTok's init, which creates
+/// the reference) is about to be sent.
 #[instrument(skip(db))]
 pub async fn mark_publish_requested(db: &PgPool, job_id: Uuid, attempt: i32) -> Result<(), DbError> {
     sqlx::query!("UPDATE publish_attempts SET publish_requested_at = now() WHERE job_id = $1 AND attempt_number = $2", job_id, attempt)
@@ -181,25 +242,37 @@ pub async fn clear_publish_requested(db: &PgPool, job_id: Uuid, attempt: i32) ->
 pub async fn release_unresolved_publish_requests(db: &PgPool, job_id: Uuid, before_attempt: i32) -> Result<(), DbError> {
     // Only earlier attempts': if this attempt itself is re-run after a crash, its own unknown
     // call must still block it.
+    let mut tx = db.begin().await?;
     sqlx::query!(
-        r#"UPDATE publish_attempts SET publish_requested_at = NULL
-           WHERE job_id = $1 AND attempt_number < $2
-             AND publish_requested_at IS NOT NULL AND platform_reference IS NULL"#,
+        r#"UPDATE publish_attempts a SET publish_requested_at = NULL
+           WHERE a.job_id = $1 AND a.attempt_number < $2 AND a.publish_requested_at IS NOT NULL
+             AND NOT EXISTS (SELECT 1 FROM platform_references r WHERE r.job_id = a.job_id AND r.attempt_number = a.attempt_number)"#,
         job_id,
         before_attempt
     )
-    .execute(db)
+    .execute(&mut *tx)
     .await?;
+    sqlx::query!(
+        r#"UPDATE platform_references SET publish_requested_at = NULL
+           WHERE job_id = $1 AND attempt_number < $2 AND publish_requested_at IS NOT NULL"#,
+        job_id,
+        before_attempt
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
     Ok(())
 }
 
-/// Whether an attempt sent a publish call and never learned what became of it.
+/// Whether an attempt sent a call that creates the reference (TikTok's init) and never learned
+/// what became of it.
 #[instrument(skip(db))]
 pub async fn has_unresolved_publish_request(db: &PgPool, job_id: Uuid) -> Result<bool, DbError> {
     Ok(sqlx::query_scalar!(
         r#"SELECT EXISTS (
-               SELECT 1 FROM publish_attempts
-               WHERE job_id = $1 AND publish_requested_at IS NOT NULL AND platform_reference IS NULL
+               SELECT 1 FROM publish_attempts a
+               WHERE a.job_id = $1 AND a.publish_requested_at IS NOT NULL
+                 AND NOT EXISTS (SELECT 1 FROM platform_references r WHERE r.job_id = a.job_id AND r.attempt_number = a.attempt_number)
            ) AS "exists!""#,
         job_id
     )

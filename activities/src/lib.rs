@@ -26,6 +26,9 @@ pub struct PlatformSettings {
     pub processing_timeout: Duration,
     /// Per HTTP request to a platform or a media host.
     pub request_timeout: Duration,
+    /// How long an attempt waits for a platform to show whether a publish call whose answer was
+    /// lost went through, before it reports the outcome unknown.
+    pub outcome_wait: Duration,
     /// Needed to refresh TikTok tokens; without it an expired TikTok token needs a reconnect.
     pub tiktok_app: Option<platforms::tiktok::AppCredentials>,
 }
@@ -64,11 +67,27 @@ impl WorkerActivities {
 
     #[activity(definition = contract::Publish)]
     pub async fn publish(self: Arc<Self>, ctx: ActivityContext, request: PublishRequest) -> Result<AttemptOutcome, ActivityError> {
-        self.run_attempt(&ctx, request).await.map_err(|e| match e {
+        // Heartbeats for as long as the attempt runs, so no slow platform call gets a live
+        // execution timed out (and a second one started beside it).
+        let _heartbeats = Heartbeats::start(&ctx);
+        let outcome = tokio::select! {
+            outcome = self.run_attempt(&ctx, request) => outcome,
+            // Temporal has given this execution up (timed out, or the worker is stopping): stop
+            // here, with no further platform call. The next execution takes the fence and
+            // resolves whatever this one left at the platform.
+            () = ctx.cancelled() => return Err(ActivityError::cancelled()),
+        };
+        match outcome {
+            Ok(Some(outcome)) => Ok(outcome),
+            Ok(None) => Err(ActivityError::application(ApplicationFailure::non_retryable(anyhow::anyhow!(
+                "superseded: a newer execution of this attempt holds the job's fence"
+            )))),
             // The job row is gone: retrying cannot help, and publishing without it must not happen.
-            db::DbError::JobMissing(_) | db::DbError::Corrupt(..) => ActivityError::application(ApplicationFailure::non_retryable(e)),
-            other => retry_later(other),
-        })
+            Err(e @ (db::DbError::JobMissing(_) | db::DbError::Corrupt(..))) => {
+                Err(ActivityError::application(ApplicationFailure::non_retryable(e)))
+            }
+            Err(other) => Err(retry_later(other)),
+        }
     }
 
     #[activity(definition = contract::MirrorTransition)]
@@ -86,6 +105,31 @@ impl WorkerActivities {
             tracing::info!(job_id = %transition.job_id, version = transition.version, "stale transition ignored");
         }
         Ok(())
+    }
+}
+
+/// A background ticker that heartbeats an activity until dropped. The SDK sends at most one
+/// heartbeat per 0.8 x the heartbeat timeout, so ticking faster costs nothing; a cancellation
+/// (timeout, shutdown) reaches the activity in a heartbeat's answer.
+struct Heartbeats(tokio::task::JoinHandle<()>);
+
+impl Heartbeats {
+    fn start(ctx: &ActivityContext) -> Self {
+        let ctx = ctx.clone();
+        let every = ctx.info().heartbeat_timeout.map_or(Duration::from_secs(5), |t| (t / 4).max(Duration::from_millis(100)));
+        Heartbeats(tokio::spawn(async move {
+            loop {
+                // A failed heartbeat only means Temporal did not hear from us this time.
+                let _ = ctx.record_heartbeat(()).await;
+                tokio::time::sleep(every).await;
+            }
+        }))
+    }
+}
+
+impl Drop for Heartbeats {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -13,13 +13,22 @@ use tracing::instrument;
 
 use crate::{
     WorkerActivities,
-    db::{self, AttemptEnd, DbError, JobForPublish},
+    db::{self, AttemptEnd, DbError, Fence, JobForPublish},
     platforms::{
         ErrorClass, PlatformError,
         instagram::ContainerStatus,
         tiktok::{PublishState, PublishStatus},
     },
 };
+
+/// What a bounded wait on a possibly published Instagram container learned.
+enum Publication {
+    Published(Published),
+    /// The container can no longer be published (`ERROR`, `EXPIRED`): the call did not publish.
+    NotPublished,
+    /// Still `FINISHED` (or unreadable) when the wait ended.
+    Unknown,
+}
 
 /// A post the platform has published.
 struct Published {
@@ -30,6 +39,9 @@ struct Published {
 enum AttemptError {
     Platform(PlatformError),
     Db(DbError),
+    /// A newer execution of this job's attempts holds the fence: this one stops, with no
+    /// further platform call and nothing recorded as its outcome.
+    Superseded,
 }
 
 impl From<PlatformError> for AttemptError {
@@ -56,6 +68,19 @@ fn processing_timeout(platform: Channel, waited: std::time::Duration) -> Platfor
     )
 }
 
+/// Instagram may have published the container: its `media_publish` was sent, the answer never
+/// arrived, and the container's status did not settle within the wait.
+fn instagram_outcome_unknown(container: &str) -> PlatformError {
+    PlatformError::new(
+        ErrorClass::OutcomeUnknown,
+        "instagram.publish_outcome_unknown",
+        format!(
+            "Instagram did not confirm whether it published the post (container {container}); it may be live. \
+             Check the Instagram profile, and retry only if the post is not there"
+        ),
+    )
+}
+
 /// TikTok may have published the post, and offers no way to ask without the `publish_id`.
 fn tiktok_outcome_unknown(cause: &str) -> PlatformError {
     PlatformError::new(
@@ -70,16 +95,22 @@ fn tiktok_outcome_unknown(cause: &str) -> PlatformError {
 
 impl WorkerActivities {
     #[instrument(skip(self, ctx), fields(job_id = %request.job_id, attempt = request.attempt))]
-    pub(crate) async fn run_attempt(&self, ctx: &ActivityContext, request: PublishRequest) -> Result<AttemptOutcome, DbError> {
+    pub(crate) async fn run_attempt(&self, ctx: &ActivityContext, request: PublishRequest) -> Result<Option<AttemptOutcome>, DbError> {
         let started = Instant::now();
         let job = db::load_job(&self.db, request.job_id).await?;
+        let fence = Fence { job_id: job.id, epoch: request.epoch, attempt: request.attempt, execution: ctx.info().attempt as i32 };
+        // The fence first: a superseded execution must not even release what a newer one blocks on.
+        if !db::take_lease(&self.db, &fence).await? {
+            tracing::warn!(job_id = %job.id, attempt = request.attempt, execution = fence.execution, "superseded before it started");
+            return Ok(None);
+        }
         if request.creator_retry {
             db::release_unresolved_publish_requests(&self.db, job.id, request.attempt).await?;
         }
         db::begin_attempt(&self.db, job.id, request.attempt).await?;
         let result = match job.channel {
-            Channel::Instagram => self.instagram_attempt(ctx, &job, request.attempt).await,
-            Channel::Tiktok => self.tiktok_attempt(ctx, &job, request.attempt).await,
+            Channel::Instagram => self.instagram_attempt(ctx, &job, &fence).await,
+            Channel::Tiktok => self.tiktok_attempt(ctx, &job, &fence).await,
         };
         let (outcome, platform_request_id) = match result {
             Ok(published) => {
@@ -123,6 +154,10 @@ impl WorkerActivities {
                 (outcome, error.request_id)
             }
             Err(AttemptError::Db(e)) => return Err(e),
+            Err(AttemptError::Superseded) => {
+                tracing::warn!(job_id = %job.id, attempt = request.attempt, execution = fence.execution, "superseded by a newer execution; stopped");
+                return Ok(None);
+            }
         };
         let (status, error_code) = match &outcome {
             AttemptOutcome::Published { .. } => ("published", None),
@@ -147,10 +182,15 @@ impl WorkerActivities {
             duration_ms = started.elapsed().as_millis() as u64,
             "publish attempt"
         );
-        Ok(outcome)
+        Ok(Some(outcome))
     }
 
-    async fn instagram_attempt(&self, ctx: &ActivityContext, job: &JobForPublish, attempt: i32) -> Result<Published, AttemptError> {
+    /// Takes the job's fence before a call that creates or publishes at the platform.
+    async fn fenced(&self, fence: &Fence) -> Result<(), AttemptError> {
+        if db::take_lease(&self.db, fence).await? { Ok(()) } else { Err(AttemptError::Superseded) }
+    }
+
+    async fn instagram_attempt(&self, ctx: &ActivityContext, job: &JobForPublish, fence: &Fence) -> Result<Published, AttemptError> {
         let token = &job.account.access_token;
         let ig_user = &job.account.platform_user_id;
         let [media] = job.media.as_slice() else {
@@ -163,6 +203,18 @@ impl WorkerActivities {
             let reply = self.instagram.container_status(token, &earlier.reference).await?;
             match reply.value.0 {
                 ContainerStatus::Published => return Ok(already_published(earlier.reference, reply.request_id)),
+                // Its media_publish was sent and never answered: it may have gone through, so
+                // neither a second publish nor a new container until Instagram says.
+                ContainerStatus::InProgress | ContainerStatus::Finished if earlier.publish_requested => {
+                    return match self.await_instagram_publication(token, &earlier.reference).await? {
+                        Publication::Published(published) => Ok(published),
+                        Publication::NotPublished => {
+                            db::clear_reference_publish_requested(&self.db, job.id, &earlier.reference).await?;
+                            continue;
+                        }
+                        Publication::Unknown => Err(instagram_outcome_unknown(&earlier.reference).into()),
+                    };
+                }
                 ContainerStatus::InProgress | ContainerStatus::Finished => {
                     container = Some(earlier.reference);
                     break;
@@ -173,12 +225,13 @@ impl WorkerActivities {
         let container = match container {
             Some(existing) => {
                 // This attempt carries on with an earlier one's container: record it here too.
-                db::record_reference(&self.db, job.id, attempt, &existing, None).await?;
+                db::record_reference(&self.db, job.id, fence.attempt, &existing, None).await?;
                 existing
             }
             None => {
+                self.fenced(fence).await?;
                 let created = self.instagram.create_container(ig_user, token, &job.caption, media).await?;
-                db::record_reference(&self.db, job.id, attempt, &created.value, created.request_id.as_deref()).await?;
+                db::record_reference(&self.db, job.id, fence.attempt, &created.value, created.request_id.as_deref()).await?;
                 created.value
             }
         };
@@ -201,24 +254,64 @@ impl WorkerActivities {
                     );
                     return Err(PlatformError { request_id: reply.request_id, ..expired }.into());
                 }
-                (ContainerStatus::InProgress, _) => self.wait_while_processing(ctx, job.channel, &mut waited, &container).await?,
+                (ContainerStatus::InProgress, _) => self.wait_while_processing(ctx, job.channel, &mut waited).await?,
             }
         }
 
+        self.fenced(fence).await?;
+        db::mark_reference_publish_requested(&self.db, job.id, &container).await?;
         match self.instagram.publish_container(ig_user, token, &container).await {
             Ok(reply) => Ok(Published { platform_post_id: reply.value, request_id: reply.request_id }),
-            Err(error) => {
-                // Instagram can report an error although the post went live: believe the
-                // container's status, not the error.
-                match self.instagram.container_status(token, &container).await {
-                    Ok(reply) if reply.value.0 == ContainerStatus::Published => Ok(already_published(container, reply.request_id)),
-                    _ => Err(error.into()),
+            // No answer: the call may have gone through. Instagram's status decides, within a
+            // bounded wait; if it cannot tell, a person must look.
+            Err(error) if !error.answered => match self.await_instagram_publication(token, &container).await? {
+                Publication::Published(published) => Ok(published),
+                Publication::NotPublished => {
+                    db::clear_reference_publish_requested(&self.db, job.id, &container).await?;
+                    Err(error.into())
                 }
-            }
+                Publication::Unknown => Err(instagram_outcome_unknown(&container).into()),
+            },
+            // Instagram can report an error although the post went live: believe the
+            // container's status, not the error.
+            Err(error) => match self.instagram.container_status(token, &container).await {
+                Ok(reply) if reply.value.0 == ContainerStatus::Published => Ok(already_published(container, reply.request_id)),
+                _ => {
+                    // It answered, and the container is not published: the call did not publish.
+                    db::clear_reference_publish_requested(&self.db, job.id, &container).await?;
+                    Err(error.into())
+                }
+            },
         }
     }
 
-    async fn tiktok_attempt(&self, ctx: &ActivityContext, job: &JobForPublish, attempt: i32) -> Result<Published, AttemptError> {
+    /// Reads a container whose `media_publish` may have gone through until Instagram says
+    /// `PUBLISHED`, or that it was not (`ERROR`, `EXPIRED`), or the bounded wait ends.
+    async fn await_instagram_publication(&self, token: &secrecy::SecretString, container: &str) -> Result<Publication, AttemptError> {
+        let deadline = Instant::now() + self.settings.outcome_wait;
+        let mut delay = FIRST_POLL_DELAY;
+        loop {
+            match self.instagram.container_status(token, container).await {
+                Ok(reply) => match reply.value.0 {
+                    ContainerStatus::Published => {
+                        return Ok(Publication::Published(already_published(container.to_owned(), reply.request_id)));
+                    }
+                    ContainerStatus::Error | ContainerStatus::Expired => return Ok(Publication::NotPublished),
+                    ContainerStatus::InProgress | ContainerStatus::Finished => {}
+                },
+                // A status read that fails is no answer either; keep asking until the deadline.
+                Err(error) => tracing::info!(error_code = %error.code, "container status unavailable while confirming a publish"),
+            }
+            if Instant::now() + delay > deadline {
+                return Ok(Publication::Unknown);
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(self.settings.poll_interval);
+        }
+    }
+
+    async fn tiktok_attempt(&self, ctx: &ActivityContext, job: &JobForPublish, fence: &Fence) -> Result<Published, AttemptError> {
+        let attempt = fence.attempt;
         let token = &job.account.access_token;
 
         let mut publish_id = None;
@@ -247,6 +340,7 @@ impl WorkerActivities {
                     .ok_or_else(|| permanent("tiktok.no_privacy_level", "TikTok offers this account no privacy level to post with"))?;
                 // TikTok starts publishing as soon as it accepts the init, and only the answer
                 // carries the publish_id to ask about it later: note the request before sending.
+                self.fenced(fence).await?;
                 db::mark_publish_requested(&self.db, job.id, attempt).await?;
                 let init = match job.media.as_slice() {
                     [video] if video.kind == MediaKind::Video => self.tiktok.init_video(token, &job.caption, privacy, &video.url).await,
@@ -275,26 +369,18 @@ impl WorkerActivities {
             match reply.value.status {
                 PublishState::PublishComplete => return Ok(tiktok_published(&publish_id, &reply.value, reply.request_id)),
                 PublishState::Failed => return Err(reply.value.failure(reply.request_id).into()),
-                _ => self.wait_while_processing(ctx, job.channel, &mut waited, &publish_id).await?,
+                _ => self.wait_while_processing(ctx, job.channel, &mut waited).await?,
             }
         }
     }
 
-    /// Sleeps before the next status read, heartbeating so Temporal notices a dead worker quickly.
-    /// Reads start fast and slow down to the poll interval: most posts are ready within seconds,
-    /// and the platforms rate-limit status reads.
-    async fn wait_while_processing(
-        &self,
-        ctx: &ActivityContext,
-        channel: Channel,
-        waited: &mut Processing,
-        reference: &str,
-    ) -> Result<(), PlatformError> {
+    /// Sleeps before the next status read (the activity's ticker heartbeats meanwhile). Reads
+    /// start fast and slow down to the poll interval: most posts are ready within seconds, and
+    /// the platforms rate-limit status reads.
+    async fn wait_while_processing(&self, _ctx: &ActivityContext, channel: Channel, waited: &mut Processing) -> Result<(), PlatformError> {
         if waited.started.elapsed() >= self.settings.processing_timeout {
             return Err(processing_timeout(channel, waited.started.elapsed()));
         }
-        // A failed heartbeat only means Temporal did not hear from us this time.
-        let _ = ctx.record_heartbeat(reference.to_owned()).await;
         let delay = FIRST_POLL_DELAY.saturating_mul(1 << waited.polls.min(16)).min(self.settings.poll_interval);
         waited.polls += 1;
         tokio::time::sleep(delay).await;

@@ -5,16 +5,22 @@
 use std::time::{Duration, Instant};
 
 use autopost_workflows::{Channel, JobCommand, PublishPostWorkflow};
-use axum::{Json, Router, extract::State, http::HeaderMap, routing::post};
+use axum::{
+    Json, Router,
+    extract::State,
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::post,
+};
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use temporalio_client::{WorkflowExecuteUpdateOptions, WorkflowQueryOptions, errors::WorkflowUpdateError};
 use uuid::Uuid;
 
 use crate::{
     ApiState,
     error::{ApiError, ErrorBody, responses},
-    extract::{ApiJson, ApiPath},
+    extract::{ApiJson, ApiPath, idempotency_key},
     jobs::load,
     observability,
     views::JobView,
@@ -28,9 +34,6 @@ pub fn router() -> Router<ApiState> {
         .route("/v1/publish-jobs/{id}/publish-now", post(publish_now))
 }
 
-/// How long a command waits for the workflow to mirror what it did.
-const MIRROR_WAIT: Duration = Duration::from_secs(10);
-
 /// The new publish time.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -39,49 +42,50 @@ pub struct Reschedule {
 }
 
 /// Retries a `failed` job now, or a `needs_attention` one with a fresh retry budget (preflight first).
-#[utoipa::path(post, path = "/v1/publish-jobs/{id}/retry", tag = "commands", params(("id" = Uuid, Path, description = "The job's id")), responses(
+#[utoipa::path(post, path = "/v1/publish-jobs/{id}/retry", tag = "commands", params(("id" = Uuid, Path, description = "The job's id"), IdempotencyKey), responses(
     (status = 200, description = "The job after the command", body = JobView),
     (status = 400, response = responses::InvalidId),
-    responses::CommandErrors,
+    responses::CommandResponses,
 ))]
-async fn retry(State(state): State<ApiState>, ApiPath(id): ApiPath<Uuid>, headers: HeaderMap) -> Result<Json<JobView>, ApiError> {
-    run(&state, id, JobCommand::Retry, &headers).await.map(Json)
+async fn retry(State(state): State<ApiState>, ApiPath(id): ApiPath<Uuid>, headers: HeaderMap) -> Result<CommandReply, ApiError> {
+    run(&state, id, JobCommand::Retry, &headers).await
 }
 
 /// Moves a `scheduled`, `failed` or `needs_attention` job to another publish time.
-#[utoipa::path(post, path = "/v1/publish-jobs/{id}/reschedule", tag = "commands", request_body = Reschedule, params(("id" = Uuid, Path, description = "The job's id")), responses(
+#[utoipa::path(post, path = "/v1/publish-jobs/{id}/reschedule", tag = "commands", request_body = Reschedule, params(("id" = Uuid, Path, description = "The job's id"), IdempotencyKey), responses(
     (status = 200, description = "The job after the command", body = JobView),
     (status = 400, description = "The id is not a UUID (`invalid_id`) or the body cannot be read (`invalid_body`)", body = ErrorBody),
     (status = 415, response = responses::UnsupportedMediaType),
     (status = 422, description = "The new time is not in the future (`publish_at_in_past`)", body = ErrorBody),
-    responses::CommandErrors,
+    responses::CommandResponses,
 ))]
 async fn reschedule(
     State(state): State<ApiState>,
     ApiPath(id): ApiPath<Uuid>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<Reschedule>,
-) -> Result<Json<JobView>, ApiError> {
+) -> Result<CommandReply, ApiError> {
     if body.publish_at <= Utc::now() {
         return Err(ApiError::unprocessable("publish_at_in_past", "publish_at", "the new publish time must be in the future"));
     }
-    run(&state, id, JobCommand::Reschedule { publish_at: body.publish_at }, &headers).await.map(Json)
+    run(&state, id, JobCommand::Reschedule { publish_at: body.publish_at }, &headers).await
 }
 
 /// Cancels a `scheduled`, `failed` or `needs_attention` job: it will never publish.
-#[utoipa::path(post, path = "/v1/publish-jobs/{id}/cancel", tag = "commands", params(("id" = Uuid, Path, description = "The job's id")), responses(
+#[utoipa::path(post, path = "/v1/publish-jobs/{id}/cancel", tag = "commands", params(("id" = Uuid, Path, description = "The job's id"), IdempotencyKey), responses(
     (status = 200, description = "The job after the command", body = JobView),
     (status = 400, response = responses::InvalidId),
-    responses::CommandErrors,
+    responses::CommandResponses,
 ))]
-async fn cancel(State(state): State<ApiState>, ApiPath(id): ApiPath<Uuid>, headers: HeaderMap) -> Result<Json<JobView>, ApiError> {
-    run(&state, id, JobCommand::Cancel, &headers).await.map(Json)
+async fn cancel(State(state): State<ApiState>, ApiPath(id): ApiPath<Uuid>, headers: HeaderMap) -> Result<CommandReply, ApiError> {
+    run(&state, id, JobCommand::Cancel, &headers).await
 }
 
 /// Publishes at once (preflight first) and waits a bounded time for the outcome; the job JSON
 /// says `publishing` if the platform is still at work when the wait ends.
-#[utoipa::path(post, path = "/v1/publish-jobs/{id}/publish-now", tag = "commands", params(("id" = Uuid, Path, description = "The job's id")), responses(
+#[utoipa::path(post, path = "/v1/publish-jobs/{id}/publish-now", tag = "commands", params(("id" = Uuid, Path, description = "The job's id"), IdempotencyKey), responses(
     (status = 200, description = "The job once settled, or `publishing` if the wait ended first", body = JobView),
+    (status = 202, response = responses::CommandPending),
     (status = 400, response = responses::InvalidId),
     (status = 403, description = "Publish-now is disabled on this server (`feature_disabled`)", body = ErrorBody),
     (status = 404, response = responses::JobNotFound),
@@ -89,7 +93,7 @@ async fn cancel(State(state): State<ApiState>, ApiPath(id): ApiPath<Uuid>, heade
     (status = 503, response = responses::Unavailable),
     (status = 500, response = responses::Internal),
 ))]
-async fn publish_now(State(state): State<ApiState>, ApiPath(job_id): ApiPath<Uuid>, headers: HeaderMap) -> Result<Json<JobView>, ApiError> {
+async fn publish_now(State(state): State<ApiState>, ApiPath(job_id): ApiPath<Uuid>, headers: HeaderMap) -> Result<CommandReply, ApiError> {
     if !state.settings.publish_now_enabled {
         return Err(ApiError::Forbidden { code: "feature_disabled", message: "publish-now is disabled (AUTOPOST_PUBLISH_NOW)".into() });
     }
@@ -101,12 +105,14 @@ async fn publish_now(State(state): State<ApiState>, ApiPath(job_id): ApiPath<Uui
             status: None,
         });
     }
-    run(&state, job_id, JobCommand::PublishNow, &headers).await?;
+    if let CommandReply::Pending(pending) = run(&state, job_id, JobCommand::PublishNow, &headers).await? {
+        return Ok(CommandReply::Pending(pending));
+    }
     let deadline = Instant::now() + state.settings.publish_now_wait;
     loop {
         let job = load(&state, job_id).await?;
         if job.status.is_settled() || Instant::now() >= deadline {
-            return Ok(Json(job));
+            return Ok(CommandReply::Done(Box::new(job)));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -120,24 +126,85 @@ fn allows_immediate_publish(channel: Channel) -> bool {
     }
 }
 
-/// Sends the command to the job's workflow and returns the job once the workflow mirrored it.
-#[tracing::instrument(skip(state, command), fields(command = command.name()))]
-async fn run(state: &ApiState, job_id: Uuid, command: JobCommand, headers: &HeaderMap) -> Result<JobView, ApiError> {
+/// `Idempotency-Key` on a command.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct IdempotencyKey {
+    /// Makes the command safe to retry: a request with the same key and body is the same
+    /// command, applied at most once and answered as the first was. 1 to 255 visible ASCII
+    /// characters. Without a key every request is a new command.
+    #[param(rename = "Idempotency-Key", min_length = 1, max_length = 255)]
+    #[allow(dead_code)]
+    idempotency_key: Option<String>,
+}
+
+/// A command's answer: the job once the workflow carried the command out, or `202` when the
+/// command could not be confirmed within `AUTOPOST_COMMAND_TIMEOUT`.
+pub enum CommandReply {
+    Done(Box<JobView>),
+    Pending(PendingCommand),
+}
+
+/// The command was sent but not confirmed in time; it may still apply. `GET
+/// /v1/publish-jobs/{id}` tells the outcome; repeating the request with the same
+/// `Idempotency-Key` applies it at most once.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct PendingCommand {
+    #[schema(example = "pending")]
+    status: &'static str,
+    /// `retry`, `reschedule`, `cancel` or `publish-now`.
+    command: &'static str,
+    job_id: Uuid,
+}
+
+impl IntoResponse for CommandReply {
+    fn into_response(self) -> Response {
+        match self {
+            CommandReply::Done(job) => Json(job).into_response(),
+            CommandReply::Pending(pending) => (StatusCode::ACCEPTED, Json(pending)).into_response(),
+        }
+    }
+}
+
+/// The update id of a command: with an `Idempotency-Key`, derived from the job, the command,
+/// its body and the key, so a retried request is the same update and Temporal applies it once;
+/// without one, a new id per request (a new command).
+fn update_id(job_id: Uuid, command: &JobCommand, key: Option<&str>) -> Option<String> {
+    let body = serde_json::to_string(command).unwrap_or_default();
+    key.map(|key| format!("{job_id}:{body}:{key}"))
+}
+
+/// Sends the command to the job's workflow and returns the job once the workflow mirrored it,
+/// within the command timeout.
+#[tracing::instrument(skip(state, command, headers), fields(command = command.name()))]
+async fn run(state: &ApiState, job_id: Uuid, command: JobCommand, headers: &HeaderMap) -> Result<CommandReply, ApiError> {
+    let key = idempotency_key(headers)?;
+    let pending = PendingCommand { status: "pending", command: command.name(), job_id };
+    match tokio::time::timeout(state.settings.command_timeout, apply(state, job_id, &command, key.as_deref(), headers)).await {
+        Ok(result) => result.map(|job| CommandReply::Done(Box::new(job))),
+        Err(_) => {
+            tracing::warn!(%job_id, command = command.name(), "command not confirmed in time; answered pending");
+            Ok(CommandReply::Pending(pending))
+        }
+    }
+}
+
+async fn apply(state: &ApiState, job_id: Uuid, command: &JobCommand, key: Option<&str>, headers: &HeaderMap) -> Result<JobView, ApiError> {
     let before = load(state, job_id).await?;
     // The worker logs the attempts this command causes with the request's id.
     if let Some(request_id) = observability::request_id(headers) {
         sqlx::query!("UPDATE publish_jobs SET last_request_id = $2 WHERE id = $1", job_id, request_id).execute(&state.db).await?;
     }
     let handle = state.temporal.get_workflow_handle::<PublishPostWorkflow>(before.workflow_id.clone());
-    let options = WorkflowExecuteUpdateOptions::default;
+    let options = || WorkflowExecuteUpdateOptions::builder().maybe_update_id(update_id(job_id, command, key)).build();
     let result = match command {
         JobCommand::Retry => handle.execute_update(PublishPostWorkflow::retry, (), options()).await,
-        JobCommand::Reschedule { publish_at } => handle.execute_update(PublishPostWorkflow::reschedule, publish_at, options()).await,
+        JobCommand::Reschedule { publish_at } => handle.execute_update(PublishPostWorkflow::reschedule, *publish_at, options()).await,
         JobCommand::Cancel => handle.execute_update(PublishPostWorkflow::cancel, (), options()).await,
         JobCommand::PublishNow => handle.execute_update(PublishPostWorkflow::publish_now, (), options()).await,
     };
-    match result {
-        Ok(_) => {}
+    let accepted = match result {
+        Ok(status) => status,
         // The workflow's validator refused: the job's state does not allow the command.
         Err(WorkflowUpdateError::Failed(failure)) => {
             let status = handle.query(PublishPostWorkflow::status, (), WorkflowQueryOptions::default()).await.ok();
@@ -157,12 +224,12 @@ async fn run(state: &ApiState, job_id: Uuid, command: JobCommand, headers: &Head
             });
         }
         Err(other) => return Err(ApiError::Unavailable(format!("{} failed: {other}", command.name()))),
-    }
-    // The workflow mirrors every command it carries out; wait for it so the answer is current.
-    let deadline = Instant::now() + MIRROR_WAIT;
+    };
+    // The workflow mirrors every command it carries out, above the version it was accepted at;
+    // wait for it so the answer is current (a repeated request's was mirrored long ago).
     loop {
         let job = load(state, job_id).await?;
-        if job.version > before.version || Instant::now() >= deadline {
+        if job.version > accepted.version {
             tracing::info!(%job_id, status = %job.status, "command applied");
             return Ok(job);
         }

@@ -148,12 +148,25 @@ pub mod responses {
         }
     }
 
-    /// The errors every command shares: 404, 409, 503, 500.
-    pub struct CommandErrors;
+    /// What every command answers besides its own: 202 (not confirmed in time), 404, 409, 503,
+    /// 500.
+    pub struct CommandResponses;
 
-    impl utoipa::IntoResponses for CommandErrors {
+    impl utoipa::IntoResponses for CommandResponses {
         fn responses() -> std::collections::BTreeMap<String, RefOr<Response>> {
-            refs(&[("404", "JobNotFound"), ("409", "InvalidState"), ("503", "Unavailable"), ("500", "Internal")])
+            refs(&[("202", "CommandPending"), ("404", "JobNotFound"), ("409", "InvalidState"), ("503", "Unavailable"), ("500", "Internal")])
+        }
+    }
+
+    /// 202 on the commands.
+    pub struct CommandPending;
+
+    impl<'r> utoipa::ToResponse<'r> for CommandPending {
+        fn response() -> (&'r str, RefOr<Response>) {
+            let content = ContentBuilder::new().schema(Some(Ref::from_schema_name("PendingCommand"))).build();
+            let description = "The command was sent but not confirmed within `AUTOPOST_COMMAND_TIMEOUT`; it may still apply. \
+                `GET /v1/publish-jobs/{id}` tells the outcome, and repeating the request with the same `Idempotency-Key` applies it at most once";
+            ("CommandPending", ResponseBuilder::new().description(description).content("application/json", content).build().into())
         }
     }
 }

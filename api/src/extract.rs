@@ -3,7 +3,7 @@
 use axum::{
     body::Bytes,
     extract::{FromRequest, FromRequestParts, Path, Request},
-    http::{header, request::Parts},
+    http::{HeaderMap, header, request::Parts},
 };
 use serde::de::DeserializeOwned;
 
@@ -54,4 +54,23 @@ impl<T: std::str::FromStr, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
             .map_err(|e| ApiError::bad_request("invalid_id", Some("id".into()), e.body_text()))?;
         raw.parse().map(ApiPath).map_err(|_| ApiError::bad_request("invalid_id", Some("id".into()), format!("`{raw}` is not a valid id")))
     }
+}
+
+/// The `Idempotency-Key` header, if sent: 1 to 255 visible ASCII characters.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else { return Ok(None) };
+    let invalid = || {
+        ApiError::bad_request(
+            "invalid_idempotency_key",
+            Some("Idempotency-Key".into()),
+            "the Idempotency-Key header must be 1 to 255 visible ASCII characters",
+        )
+    };
+    let key = value.to_str().map_err(|_| invalid())?.trim();
+    if key.is_empty() || key.len() > 255 {
+        return Err(invalid());
+    }
+    Ok(Some(key.to_owned()))
 }

@@ -30,6 +30,20 @@ pub struct Ready {
     /// Jobs only publish while a worker polls: reported, but not a reason to take the API out
     /// of service (jobs wait durably until a worker is back).
     worker: WorkerCheck,
+    /// Jobs still `scheduled` or `publishing` well past their publish time; reported, like the
+    /// worker, without failing readiness. Absent when Postgres does not answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    stuck_jobs: Option<StuckJobs>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct StuckJobs {
+    count: i64,
+    /// `AUTOPOST_STUCK_AFTER`: how long past its publish time a job counts as stuck.
+    after_seconds: u64,
+    /// The oldest few, for a look in the Temporal Web UI (`publish-job:{id}`).
+    oldest: Vec<uuid::Uuid>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -85,5 +99,24 @@ async fn readyz(State(state): State<ApiState>) -> (StatusCode, Json<Ready>) {
     let ready = postgres.is_ok() && temporal.is_ok();
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let worker = WorkerCheck { polling: pollers > 0, pollers, task_queue: state.settings.task_queue.clone() };
-    (status, Json(Ready { ready, checks: ReadyChecks { postgres: check(postgres), temporal: check(temporal) }, worker }))
+    let stuck_jobs = stuck_jobs(&state).await.ok();
+    (status, Json(Ready { ready, checks: ReadyChecks { postgres: check(postgres), temporal: check(temporal) }, worker, stuck_jobs }))
+}
+
+async fn stuck_jobs(state: &ApiState) -> Result<StuckJobs, sqlx::Error> {
+    let after = state.settings.stuck_after;
+    let cutoff = chrono::Utc::now() - chrono::Duration::from_std(after).unwrap_or_default();
+    let rows = sqlx::query!(
+        r#"SELECT id, count(*) OVER () AS "count!" FROM publish_jobs
+           WHERE status IN ('scheduled', 'publishing') AND publish_at < $1
+           ORDER BY publish_at LIMIT 10"#,
+        cutoff
+    )
+    .fetch_all(&state.db)
+    .await?;
+    Ok(StuckJobs {
+        count: rows.first().map_or(0, |r| r.count),
+        after_seconds: after.as_secs(),
+        oldest: rows.into_iter().map(|r| r.id).collect(),
+    })
 }

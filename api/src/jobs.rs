@@ -16,7 +16,7 @@ use crate::{
     ApiState,
     engine::{self, Start},
     error::{ApiError, ErrorBody, responses},
-    extract::{ApiJson, ApiPath},
+    extract::{ApiJson, ApiPath, idempotency_key},
     observability, validate,
     views::{AttemptList, AttemptView, JobPage, JobRow, JobView},
 };
@@ -126,6 +126,7 @@ async fn create_job(
         channel,
         publish_at: body.publish_at,
         retry_backoff_ms: state.settings.retry_backoff.iter().map(|d| d.as_millis() as u64).collect(),
+        heartbeat_timeout_ms: state.settings.heartbeat_timeout.as_millis() as u64,
         resume: None,
     };
     match engine::start_publish_workflow(&state.temporal, &state.settings.task_queue, input).await {
@@ -140,24 +141,6 @@ async fn create_job(
     }
     tracing::info!(%job_id, channel = %channel, publish_at = %body.publish_at, "job scheduled");
     Ok((StatusCode::CREATED, Json(load(&state, job_id).await?)))
-}
-
-const IDEMPOTENCY_KEY: &str = "idempotency-key";
-
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    let Some(value) = headers.get(IDEMPOTENCY_KEY) else { return Ok(None) };
-    let invalid = || {
-        ApiError::bad_request(
-            "invalid_idempotency_key",
-            Some("Idempotency-Key".into()),
-            "the Idempotency-Key header must be 1 to 255 visible ASCII characters",
-        )
-    };
-    let key = value.to_str().map_err(|_| invalid())?.trim();
-    if key.is_empty() || key.len() > 255 {
-        return Err(invalid());
-    }
-    Ok(Some(key.to_owned()))
 }
 
 /// The job an earlier request with this key created, if any; a different body is refused.
@@ -309,9 +292,10 @@ fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
 async fn list_attempts(State(state): State<ApiState>, ApiPath(id): ApiPath<Uuid>) -> Result<Json<AttemptList>, ApiError> {
     load(&state, id).await?;
     let rows = sqlx::query!(
-        r#"SELECT attempt_number, started_at, finished_at, outcome, error_code, error_message, retryable,
-                  platform_request_id, platform_reference
-           FROM publish_attempts WHERE job_id = $1 ORDER BY attempt_number"#,
+        r#"SELECT attempt_number, started_at, finished_at, outcome, error_code, error_message, retryable, platform_request_id,
+                  (SELECT reference FROM platform_references r
+                   WHERE r.job_id = a.job_id AND r.attempt_number = a.attempt_number ORDER BY r.id DESC LIMIT 1) AS platform_reference
+           FROM publish_attempts a WHERE job_id = $1 ORDER BY attempt_number"#,
         id
     )
     .fetch_all(&state.db)

@@ -41,11 +41,17 @@ pub struct ApiSettings {
     pub task_queue: String,
     /// Waits before each retry of a publish, fixed into each job's workflow when it is created.
     pub retry_backoff: Vec<Duration>,
+    /// The publish activity's heartbeat timeout, fixed into each job's workflow likewise.
+    pub heartbeat_timeout: Duration,
     pub media_policy: validate::MediaPolicy,
     /// `AUTOPOST_PUBLISH_NOW`: the publish-now endpoint is off unless this is set.
     pub publish_now_enabled: bool,
     /// How long publish-now waits for the attempt's outcome before answering `publishing`.
     pub publish_now_wait: Duration,
+    /// How long a command may take before it is answered `202 pending`.
+    pub command_timeout: Duration,
+    /// A job still `scheduled` or `publishing` this long after its time is reported as stuck.
+    pub stuck_after: Duration,
 }
 
 pub fn router(state: ApiState) -> Router {

@@ -39,7 +39,7 @@ use crate::{
         observability::metrics,
     ),
     components(
-        schemas(error::ErrorBody, autopost_workflows::JobStatus, autopost_workflows::Channel),
+        schemas(error::ErrorBody, autopost_workflows::JobStatus, autopost_workflows::Channel, commands::PendingCommand),
         responses(
             responses::InvalidId,
             responses::JobNotFound,
@@ -47,6 +47,7 @@ use crate::{
             responses::UnsupportedMediaType,
             responses::Unavailable,
             responses::Internal,
+            responses::CommandPending,
         ),
     ),
     tags(

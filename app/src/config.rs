@@ -33,13 +33,18 @@ pub struct TemporalSettings {
     pub task_queue: String,
 }
 
-/// The retry schedule fixed into each job's workflow when it starts (by the API, or by the
-/// reconciler when it replaces a lost run).
+/// What is fixed into each job's workflow when it starts (by the API, or by the reconciler when
+/// it replaces a lost run): a later change of these never alters a running job's history.
 #[derive(Args, Clone, Debug)]
 pub struct ScheduleSettings {
     /// Waits before the retries of a failed publish, comma-separated; one retry per entry.
     #[arg(long, env = "AUTOPOST_RETRY_BACKOFF", default_value = "5m,15m,30m", value_parser = parse_backoff)]
     pub retry_backoff: Backoff,
+
+    /// How soon an attempt whose worker died is taken over by another (the publish activity's
+    /// heartbeat timeout; a live attempt heartbeats throughout, however slow the platform).
+    #[arg(long, env = "AUTOPOST_HEARTBEAT_TIMEOUT", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub heartbeat_timeout: Duration,
 }
 
 /// Where the platforms' APIs are. The worker calls them; the API accepts plain-http media only
@@ -53,6 +58,15 @@ pub struct PlatformEndpoints {
     /// TikTok API base. `dev` points it at its sandbox.
     #[arg(long, env = "TIKTOK_API_BASE", default_value = "https://open.tiktokapis.com")]
     pub tiktok_api_base: String,
+}
+
+/// When a job that is not published by now counts as stuck: the worker's reconciler logs and
+/// counts such jobs (`autopost_jobs_stuck`), and the API's `/readyz` lists them.
+#[derive(Args, Clone, Debug)]
+pub struct StuckSettings {
+    /// A job still `scheduled` or `publishing` this long after its publish time is stuck.
+    #[arg(long, env = "AUTOPOST_STUCK_AFTER", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub stuck_after: Duration,
 }
 
 /// The REST API process.
@@ -69,6 +83,11 @@ pub struct ApiOnlySettings {
     /// How long publish-now waits for the attempt's outcome before answering `publishing`.
     #[arg(long, env = "AUTOPOST_PUBLISH_NOW_WAIT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub publish_now_wait: Duration,
+
+    /// How long a command (retry, reschedule, cancel, publish-now) may take before the API
+    /// answers `202` with `{"status": "pending"}`; the job's JSON tells the outcome later.
+    #[arg(long, env = "AUTOPOST_COMMAND_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub command_timeout: Duration,
 }
 
 /// The worker process: how it talks to the platforms, its metrics and its reconciler.
@@ -92,6 +111,11 @@ pub struct WorkerOnlySettings {
     /// Timeout of each HTTP request to a platform or media host.
     #[arg(long, env = "AUTOPOST_PLATFORM_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub platform_request_timeout: Duration,
+
+    /// How long an attempt waits for a platform to show whether a publish whose answer was lost
+    /// went through, before the job needs attention with the outcome unknown.
+    #[arg(long, env = "AUTOPOST_PLATFORM_OUTCOME_WAIT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub platform_outcome_wait: Duration,
 
     /// Where the worker serves `GET /metrics` (Prometheus), its own and the Temporal SDK's.
     #[arg(long, env = "AUTOPOST_WORKER_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
@@ -126,6 +150,8 @@ pub struct ApiConfig {
     #[command(flatten)]
     pub platforms: PlatformEndpoints,
     #[command(flatten)]
+    pub stuck: StuckSettings,
+    #[command(flatten)]
     pub api: ApiOnlySettings,
 }
 
@@ -141,6 +167,8 @@ pub struct WorkerConfig {
     #[command(flatten)]
     pub platforms: PlatformEndpoints,
     #[command(flatten)]
+    pub stuck: StuckSettings,
+    #[command(flatten)]
     pub worker: WorkerOnlySettings,
 }
 
@@ -155,6 +183,8 @@ pub struct Config {
     pub schedule: ScheduleSettings,
     #[command(flatten)]
     pub platforms: PlatformEndpoints,
+    #[command(flatten)]
+    pub stuck: StuckSettings,
     #[command(flatten)]
     pub api: ApiOnlySettings,
     #[command(flatten)]
@@ -239,6 +269,7 @@ impl TemporalSettings {
 impl ScheduleSettings {
     pub fn to_env(&self, env: &mut Env) {
         env.push(("AUTOPOST_RETRY_BACKOFF", self.retry_backoff.to_string()));
+        env.push(("AUTOPOST_HEARTBEAT_TIMEOUT", duration(self.heartbeat_timeout)));
     }
 }
 
@@ -269,11 +300,18 @@ impl PlatformEndpoints {
     }
 }
 
+impl StuckSettings {
+    pub fn to_env(&self, env: &mut Env) {
+        env.push(("AUTOPOST_STUCK_AFTER", duration(self.stuck_after)));
+    }
+}
+
 impl ApiOnlySettings {
     pub fn to_env(&self, env: &mut Env) {
         env.push(("AUTOPOST_LISTEN", self.listen.to_string()));
         env.push(("AUTOPOST_PUBLISH_NOW", self.publish_now.to_string()));
         env.push(("AUTOPOST_PUBLISH_NOW_WAIT", duration(self.publish_now_wait)));
+        env.push(("AUTOPOST_COMMAND_TIMEOUT", duration(self.command_timeout)));
     }
 }
 
@@ -288,6 +326,7 @@ impl WorkerOnlySettings {
         env.push(("AUTOPOST_PLATFORM_POLL_INTERVAL", duration(self.platform_poll_interval)));
         env.push(("AUTOPOST_PLATFORM_PROCESSING_TIMEOUT", duration(self.platform_processing_timeout)));
         env.push(("AUTOPOST_PLATFORM_REQUEST_TIMEOUT", duration(self.platform_request_timeout)));
+        env.push(("AUTOPOST_PLATFORM_OUTCOME_WAIT", duration(self.platform_outcome_wait)));
         env.push(("AUTOPOST_WORKER_METRICS_LISTEN", self.worker_metrics_listen.to_string()));
         env.push(("AUTOPOST_RECONCILE_INTERVAL", duration(self.reconcile_interval)));
         env.push(("AUTOPOST_RECONCILE_GRACE", duration(self.reconcile_grace)));
@@ -334,6 +373,7 @@ impl Config {
             temporal: self.temporal.clone(),
             schedule: self.schedule.clone(),
             platforms: self.platforms.clone(),
+            stuck: self.stuck.clone(),
             api: self.api.clone(),
         }
     }
@@ -345,6 +385,7 @@ impl Config {
             temporal: self.temporal.clone(),
             schedule: self.schedule.clone(),
             platforms: self.platforms.clone(),
+            stuck: self.stuck.clone(),
             worker: self.worker.clone(),
         }
     }
@@ -363,6 +404,7 @@ impl Config {
         self.temporal.to_env(&mut env);
         self.schedule.to_env(&mut env);
         self.platforms.to_env(&mut env);
+        self.stuck.to_env(&mut env);
         self.api.to_env(&mut env);
         self.worker.to_env(&mut env);
         self.sandbox.to_env(&mut env);

@@ -77,9 +77,12 @@ pub async fn run_api(
         settings: Arc::new(ApiSettings {
             task_queue: config.temporal.task_queue.clone(),
             retry_backoff: config.schedule.retry_backoff.0.clone(),
+            heartbeat_timeout: config.schedule.heartbeat_timeout,
             media_policy: MediaPolicy { http_allowed_hosts: config.platforms.http_media_hosts() },
             publish_now_enabled: config.api.publish_now,
             publish_now_wait: config.api.publish_now_wait,
+            command_timeout: config.api.command_timeout,
+            stuck_after: config.stuck.stuck_after,
         }),
         metrics: Some(metrics::handle()),
     };
@@ -119,8 +122,9 @@ pub async fn run_worker_with(
     let client = connect_temporal(&config.temporal).await?;
     let reconcile = reconcile::ReconcileSettings {
         task_queue: config.temporal.task_queue.clone(),
-        retry_backoff: config.schedule.retry_backoff.clone(),
+        schedule: config.schedule.clone(),
         grace: settings.reconcile_grace,
+        stuck_after: config.stuck.stuck_after,
     };
     tokio::spawn(reconcile::run(db.clone(), client.clone(), reconcile, settings.reconcile_interval));
     let activities = WorkerActivities::new(
@@ -131,6 +135,7 @@ pub async fn run_worker_with(
             poll_interval: settings.platform_poll_interval,
             processing_timeout: settings.platform_processing_timeout,
             request_timeout: settings.platform_request_timeout,
+            outcome_wait: settings.platform_outcome_wait,
             tiktok_app: settings.tiktok_app(),
         },
     )?;

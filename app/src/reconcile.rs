@@ -1,8 +1,13 @@
 //! The reconciler: Postgres says which jobs are not final, Temporal says which workflows run.
 //! A job whose workflow is missing or was stopped outside our control is restarted (its time is
 //! still ahead) or surfaced as `needs_attention` with `reconcile.workflow_lost`, in a new run
-//! that takes the creator's commands. Nothing stays stuck in `scheduled` or `publishing` without
-//! anyone knowing.
+//! that takes the creator's commands. A job whose workflow runs but which is still `scheduled`
+//! or `publishing` well past its time is reported as stuck. Nothing stays stuck without anyone
+//! knowing.
+//!
+//! One reconciler runs at a time across all workers (a Postgres advisory lock), and it pages
+//! through the jobs. It never starts a run for a job whose row is final: the row is read again
+//! after Temporal is asked, because a job can finish between the two reads.
 
 use std::{collections::HashSet, time::Duration};
 
@@ -15,22 +20,33 @@ use sqlx::PgPool;
 use temporalio_client::{Client, WorkflowDescribeOptions, WorkflowExecutionStatus, WorkflowListOptions, errors::WorkflowInteractionError};
 use uuid::Uuid;
 
-use crate::config::Backoff;
+use crate::config::ScheduleSettings;
+
+/// The advisory lock key that makes one reconciler pass run at a time ("autopost" in ASCII).
+const RECONCILER_LOCK: i64 = 0x6175_746f_706f_7374;
+/// Jobs read from Postgres per page.
+const PAGE: i64 = 500;
 
 #[derive(Clone, Debug)]
 pub struct ReconcileSettings {
     pub task_queue: String,
-    pub retry_backoff: Backoff,
+    pub schedule: ScheduleSettings,
     /// Jobs younger than this are left alone: their API request may still be starting them.
     pub grace: Duration,
+    /// A job still `scheduled` or `publishing` this long after its publish time is stuck.
+    pub stuck_after: Duration,
 }
 
 /// What one pass did, for logs and tests.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct ReconcileReport {
+    /// `false` when another worker's reconciler held the lock, so this one did nothing.
+    pub ran: bool,
     pub checked: usize,
     pub restarted: Vec<Uuid>,
     pub surfaced: Vec<Uuid>,
+    /// Running workflows whose job is still `scheduled` or `publishing` past `stuck_after`.
+    pub stuck: Vec<Uuid>,
 }
 
 struct OpenJob {
@@ -39,9 +55,8 @@ struct OpenJob {
     channel: String,
     status: String,
     publish_at: DateTime<Utc>,
-    version: i64,
     workflow_id: String,
-    attempt_count: i32,
+    created_at: DateTime<Utc>,
 }
 
 /// Runs a pass now and then every `interval`, until the process ends.
@@ -49,7 +64,7 @@ pub async fn run(db: PgPool, temporal: Client, settings: ReconcileSettings, inte
     loop {
         match reconcile_once(&db, &temporal, &settings).await {
             Ok(report) if report.restarted.is_empty() && report.surfaced.is_empty() => {
-                tracing::debug!(checked = report.checked, "reconciled");
+                tracing::debug!(checked = report.checked, ran = report.ran, stuck = report.stuck.len(), "reconciled");
             }
             Ok(report) => tracing::warn!(?report, "reconciler restored lost workflows"),
             Err(error) => tracing::error!(error = %format!("{error:#}"), "reconciliation failed"),
@@ -58,76 +73,153 @@ pub async fn run(db: PgPool, temporal: Client, settings: ReconcileSettings, inte
     }
 }
 
+/// One pass, if no other reconciler is running one.
 #[tracing::instrument(skip_all)]
 pub async fn reconcile_once(db: &PgPool, temporal: &Client, settings: &ReconcileSettings) -> anyhow::Result<ReconcileReport> {
-    let grace = chrono::Duration::from_std(settings.grace).unwrap_or_default();
-    let open = sqlx::query_as!(
-        OpenJob,
-        r#"SELECT id, creator_id, channel, status, publish_at, version, workflow_id,
-                  -- The attempt log is written before the mirror: trust the larger count.
-                  GREATEST(attempt_count, (SELECT max(attempt_number) FROM publish_attempts a WHERE a.job_id = j.id)) AS "attempt_count!"
-           FROM publish_jobs j
-           WHERE status <> ALL($1) AND created_at < $2
-           ORDER BY publish_at"#,
-        &JobStatus::FINAL.map(|s| s.as_str().to_owned()),
-        Utc::now() - grace
-    )
-    .fetch_all(db)
-    .await?;
-    let mut report = ReconcileReport { checked: open.len(), ..Default::default() };
-    if open.is_empty() {
-        return Ok(report);
+    // A session lock on a connection of its own: released when the pass ends, and by Postgres
+    // itself if this process dies mid-pass.
+    let mut lock = db.acquire().await?;
+    let locked: bool =
+        sqlx::query_scalar!(r#"SELECT pg_try_advisory_lock($1) AS "locked!""#, RECONCILER_LOCK).fetch_one(&mut *lock).await?;
+    if !locked {
+        return Ok(ReconcileReport::default());
     }
-    // One visibility query finds the running ones; only the rest are described one by one.
-    let running: HashSet<String> = temporal
-        .list_workflows("WorkflowType = 'PublishPostWorkflow' AND ExecutionStatus = 'Running'", WorkflowListOptions::default())
-        .map_ok(|w| w.id().to_owned())
-        .try_collect()
-        .await
-        .context("listing running workflows")?;
+    let result = pass(db, temporal, settings).await;
+    sqlx::query_scalar!(r#"SELECT pg_advisory_unlock($1) AS "unlocked!""#, RECONCILER_LOCK).fetch_one(&mut *lock).await?;
+    let report = result?;
+    metrics::gauge!("autopost_jobs_stuck").set(report.stuck.len() as f64);
+    Ok(report)
+}
 
-    for job in open.into_iter().filter(|j| !running.contains(&j.workflow_id)) {
-        let handle = temporal.get_workflow_handle::<PublishPostWorkflow>(job.workflow_id.clone());
-        let lost_because = match handle.describe(WorkflowDescribeOptions::default()).await {
-            Ok(description) => match description.status() {
-                // Visibility lags; the workflow is fine.
-                WorkflowExecutionStatus::Running => continue,
-                status => format!("its workflow ended outside Autopost ({status:?})"),
-            },
-            Err(WorkflowInteractionError::NotFound(_)) => "its workflow was never started".to_owned(),
-            Err(other) => return Err(other).context("describing a workflow"),
-        };
-        let ahead = job.status == "scheduled" && job.publish_at > Utc::now();
-        let lost = (!ahead).then(|| {
-            JobError::new(
-                "reconcile.workflow_lost",
-                format!("{lost_because} while the job was {}; check the platform, then retry to publish it", job.status),
-            )
-        });
-        let surfaced = lost.is_some();
-        match start(temporal, settings, &job, Resume { version: job.version, attempt_count: job.attempt_count, lost }).await? {
-            false => continue,
-            true if surfaced => report.surfaced.push(job.id),
-            true => report.restarted.push(job.id),
+async fn pass(db: &PgPool, temporal: &Client, settings: &ReconcileSettings) -> anyhow::Result<ReconcileReport> {
+    let mut report = ReconcileReport { ran: true, ..Default::default() };
+    let grace = chrono::Duration::from_std(settings.grace).unwrap_or_default();
+    let stuck_after = chrono::Duration::from_std(settings.stuck_after).unwrap_or_default();
+    let finals = JobStatus::FINAL.map(|s| s.as_str().to_owned());
+    let mut after: Option<(DateTime<Utc>, Uuid)> = None;
+    let mut running: Option<HashSet<String>> = None;
+    loop {
+        let page = sqlx::query_as!(
+            OpenJob,
+            r#"SELECT id, creator_id, channel, status, publish_at, workflow_id, created_at
+               FROM publish_jobs
+               WHERE status <> ALL($1) AND created_at < $2
+                 AND ($3::timestamptz IS NULL OR (created_at, id) > ($3, $4::uuid))
+               ORDER BY created_at, id
+               LIMIT $5"#,
+            &finals,
+            Utc::now() - grace,
+            after.map(|(at, _)| at),
+            after.map(|(_, id)| id),
+            PAGE,
+        )
+        .fetch_all(db)
+        .await?;
+        let Some(last) = page.last() else { break };
+        after = Some((last.created_at, last.id));
+        report.checked += page.len();
+        // One visibility query finds the running ones; only the rest are described one by one.
+        if running.is_none() {
+            running = Some(list_running(temporal).await?);
         }
-        tracing::warn!(job_id = %job.id, status = %job.status, reason = %lost_because, surfaced, "lost workflow replaced");
+        let running = running.as_ref().expect("listed above");
+        for job in page {
+            if running.contains(&job.workflow_id) {
+                let late = Utc::now() - job.publish_at > stuck_after;
+                if late && ["scheduled", "publishing"].contains(&job.status.as_str()) {
+                    tracing::warn!(job_id = %job.id, status = %job.status, publish_at = %job.publish_at, "job stuck: its workflow runs but it is still not published");
+                    report.stuck.push(job.id);
+                }
+                continue;
+            }
+            match replace_if_lost(db, temporal, settings, &job).await? {
+                Replaced::No => {}
+                Replaced::Restarted => report.restarted.push(job.id),
+                Replaced::Surfaced => report.surfaced.push(job.id),
+            }
+        }
     }
     Ok(report)
 }
 
-/// Starts a new run for the job; `false` if another reconciler (or the API) was first.
-async fn start(temporal: &Client, settings: &ReconcileSettings, job: &OpenJob, resume: Resume) -> anyhow::Result<bool> {
+async fn list_running(temporal: &Client) -> anyhow::Result<HashSet<String>> {
+    temporal
+        .list_workflows("WorkflowType = 'PublishPostWorkflow' AND ExecutionStatus = 'Running'", WorkflowListOptions::default())
+        .map_ok(|w| w.id().to_owned())
+        .try_collect()
+        .await
+        .context("listing running workflows")
+}
+
+enum Replaced {
+    No,
+    Restarted,
+    Surfaced,
+}
+
+/// The row as it is now, read again after Temporal was asked.
+struct Current {
+    status: String,
+    version: i64,
+    attempt_count: i32,
+    next_epoch: i64,
+}
+
+async fn replace_if_lost(db: &PgPool, temporal: &Client, settings: &ReconcileSettings, job: &OpenJob) -> anyhow::Result<Replaced> {
+    let handle = temporal.get_workflow_handle::<PublishPostWorkflow>(job.workflow_id.clone());
+    let lost_because = match handle.describe(WorkflowDescribeOptions::default()).await {
+        Ok(description) => match description.status() {
+            // Visibility lags; the workflow is fine. A completed or cancelled run wrote its
+            // final transition before it closed: the row read earlier was just older.
+            WorkflowExecutionStatus::Running | WorkflowExecutionStatus::Completed | WorkflowExecutionStatus::Canceled => {
+                return Ok(Replaced::No);
+            }
+            status => format!("its workflow ended outside Autopost ({status:?})"),
+        },
+        Err(WorkflowInteractionError::NotFound(_)) => "its workflow was never started".to_owned(),
+        Err(other) => return Err(other).context("describing a workflow"),
+    };
+    let current = sqlx::query_as!(
+        Current,
+        r#"SELECT status, version,
+                  -- The attempt log is written before the mirror: trust the larger count.
+                  GREATEST(attempt_count, (SELECT max(attempt_number) FROM publish_attempts a WHERE a.job_id = j.id)) AS "attempt_count!",
+                  GREATEST(epoch, lease_epoch) + 1 AS "next_epoch!"
+           FROM publish_jobs j WHERE id = $1"#,
+        job.id
+    )
+    .fetch_optional(db)
+    .await?;
+    let Some(current) = current else { return Ok(Replaced::No) };
+    if current.status.parse::<JobStatus>().is_ok_and(JobStatus::is_final) {
+        return Ok(Replaced::No);
+    }
+    let ahead = current.status == "scheduled" && job.publish_at > Utc::now();
+    let lost = (!ahead).then(|| {
+        JobError::new(
+            "reconcile.workflow_lost",
+            format!("{lost_because} while the job was {}; check the platform, then retry to publish it", current.status),
+        )
+    });
+    let surfaced = lost.is_some();
+    // The new run fences with a higher epoch: the lost run's late writes and calls are refused.
+    let resume = Resume { version: current.version, attempt_count: current.attempt_count, epoch: current.next_epoch, lost };
     let channel: Channel = job.channel.parse().map_err(|e| anyhow::anyhow!("job {}: {e}", job.id))?;
     let input = PublishJobInput {
         job_id: job.id,
         creator_id: job.creator_id.clone(),
         channel,
         publish_at: job.publish_at,
-        retry_backoff_ms: settings.retry_backoff.as_millis(),
+        retry_backoff_ms: settings.schedule.retry_backoff.as_millis(),
+        heartbeat_timeout_ms: settings.schedule.heartbeat_timeout.as_millis() as u64,
         resume: Some(resume),
     };
     match engine::start_publish_workflow(temporal, &settings.task_queue, input).await.context("starting a replacement workflow")? {
-        Start::Started => Ok(true),
-        Start::AlreadyRunning => Ok(false),
+        Start::Started => {
+            tracing::warn!(job_id = %job.id, status = %current.status, reason = %lost_because, surfaced, "lost workflow replaced");
+            Ok(if surfaced { Replaced::Surfaced } else { Replaced::Restarted })
+        }
+        // Another reconciler (or the API) was first.
+        Start::AlreadyRunning => Ok(Replaced::No),
     }
 }

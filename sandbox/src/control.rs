@@ -23,6 +23,7 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
         .route("/faults", post(add_fault))
         .route("/tokens/revoke", post(revoke))
         .route("/reset", post(reset))
+        .route("/consistency", post(consistency))
 }
 
 fn bad_request(message: impl Into<String>) -> Response {
@@ -88,6 +89,23 @@ async fn revoke(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
         return bad_request("give access_token and/or refresh_token");
     }
     shared.lock().revoked.extend(tokens);
+    ok()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConsistencyBody {
+    /// How long a published Instagram container still reads `FINISHED`.
+    instagram_status_lag_ms: u64,
+}
+
+/// Makes status reads lag behind what the platform did, as the real Graph API's may.
+async fn consistency(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let request: ConsistencyBody = match parse(&body) {
+        Ok(request) => request,
+        Err(message) => return bad_request(message),
+    };
+    shared.lock().instagram_status_lag = std::time::Duration::from_millis(request.instagram_status_lag_ms);
     ok()
 }
 

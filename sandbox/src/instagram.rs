@@ -332,7 +332,7 @@ fn refresh_token(token: &str, call: &IgCall) -> Result<Value, IgError> {
 fn container_status(shared: &Shared, call: &IgCall, container_id: &str) -> Result<Value, IgError> {
     let state = shared.lock();
     let container = state.containers.get(container_id).ok_or_else(|| IgError::unknown_object("get", container_id))?;
-    let status = container.status(Instant::now());
+    let status = container.visible_status(Instant::now(), state.instagram_status_lag);
     let mut body = json!({ "id": container_id });
     for field in call.fields() {
         match field {
@@ -413,6 +413,7 @@ fn create_container(shared: &Shared, call: &IgCall, ig_user_id: &str) -> Result<
             created: Instant::now(),
             ready_after,
             published_media_id: None,
+            published_at: None,
         },
     );
     tracing::debug!(%ig_user_id, container = %id, "instagram container created");
@@ -504,6 +505,7 @@ fn publish_container(shared: &Shared, call: &IgCall, ig_user_id: &str) -> Result
     }
     let media_id = (MEDIA_ID_BASE + shared.next_id()).to_string();
     container.published_media_id = Some(media_id.clone());
+    container.published_at = Some(Instant::now());
     state.posts.push(PostRecord {
         channel: "instagram",
         platform_user_id: ig_user_id.to_owned(),

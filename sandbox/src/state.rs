@@ -56,6 +56,10 @@ pub(crate) struct State {
     pub publishes: HashMap<String, Publish>,
     /// Media stored with `PUT /media/{name}`; shadows built-ins of the same name.
     pub uploaded_media: HashMap<String, MediaObject>,
+    /// How long a published Instagram container still reads `FINISHED` (`POST
+    /// /_sandbox/consistency`): the Graph API's reads are eventually consistent, and a client
+    /// must not take a lagging status for "not published".
+    pub instagram_status_lag: Duration,
 }
 
 impl State {
@@ -112,6 +116,7 @@ fn rfc3339_millis<S: Serializer>(at: &DateTime<Utc>, serializer: S) -> Result<S:
 }
 
 /// An Instagram media container.
+#[derive(Clone)]
 pub(crate) struct Container {
     pub ig_user_id: String,
     pub caption: String,
@@ -120,6 +125,7 @@ pub(crate) struct Container {
     /// How long processing takes (image and video containers differ).
     pub ready_after: Duration,
     pub published_media_id: Option<String>,
+    pub published_at: Option<Instant>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -134,6 +140,18 @@ pub(crate) enum ContainerStatus {
 const CONTAINER_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
 
 impl Container {
+    /// The status as a status read reports it: a publication becomes visible `lag` after it
+    /// happened.
+    pub fn visible_status(&self, now: Instant, lag: Duration) -> ContainerStatus {
+        match self.published_at {
+            Some(at) if now.saturating_duration_since(at) < lag => {
+                Container { published_media_id: None, published_at: None, ..self.clone() }.status(now)
+            }
+            _ => self.status(now),
+        }
+    }
+
+    /// The true status, as the platform itself acts on it.
     pub fn status(&self, now: Instant) -> ContainerStatus {
         let age = now.saturating_duration_since(self.created);
         if self.published_media_id.is_some() {

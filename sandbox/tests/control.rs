@@ -186,3 +186,22 @@ async fn unknown_paths_answer_in_platform_shape() {
     tt_error(&tt, StatusCode::NOT_FOUND, "not_found");
     assert_eq!(sandbox.get(&sandbox.url("/_sandbox/calls")).await.body, json!({ "calls": {} }));
 }
+
+#[tokio::test]
+async fn a_lagging_status_read_never_lets_a_container_publish_twice() {
+    let sandbox = start(SandboxOptions::instant()).await;
+    let reply = sandbox.post_json(&sandbox.url("/_sandbox/consistency"), json!({ "instagram_status_lag_ms": 600 })).await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    let container =
+        sandbox.ig_container(TOKEN, USER, &sandbox.media("sample.jpg"), "lagging").await.body["id"].as_str().unwrap().to_owned();
+    sandbox.ig_wait_finished(TOKEN, &container).await;
+    assert_eq!(sandbox.ig_publish(TOKEN, USER, &container).await.status, StatusCode::OK);
+
+    // Published, yet the status read still says FINISHED for a while, as Instagram's may.
+    assert_eq!(sandbox.ig_status(TOKEN, &container).await, "FINISHED");
+    // The platform itself knows better: a second publish is refused, and nothing posts twice.
+    assert_eq!(sandbox.ig_publish(TOKEN, USER, &container).await.status, StatusCode::BAD_REQUEST);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(sandbox.ig_status(TOKEN, &container).await, "PUBLISHED");
+    assert_eq!(sandbox.posts().await.len(), 1);
+}

@@ -43,11 +43,30 @@ pub struct Options {
     pub publish_now: bool,
     /// Start a worker process; contract tests of the API need none.
     pub worker: bool,
+    /// `AUTOPOST_HEARTBEAT_TIMEOUT`: short, so a dead worker's attempt is taken over quickly.
+    pub heartbeat_timeout: &'static str,
+    /// `AUTOPOST_COMMAND_TIMEOUT`.
+    pub command_timeout: &'static str,
+    /// `AUTOPOST_STUCK_AFTER`.
+    pub stuck_after: &'static str,
+    /// `AUTOPOST_PLATFORM_OUTCOME_WAIT`.
+    pub outcome_wait: &'static str,
+    /// `AUTOPOST_PLATFORM_REQUEST_TIMEOUT`.
+    pub request_timeout: &'static str,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { retry_backoff: "1s,1s,1s", publish_now: false, worker: true }
+        Options {
+            retry_backoff: "1s,1s,1s",
+            publish_now: false,
+            worker: true,
+            heartbeat_timeout: "3s",
+            command_timeout: "10s",
+            stuck_after: "10m",
+            outcome_wait: "3s",
+            request_timeout: "5s",
+        }
     }
 }
 
@@ -87,9 +106,13 @@ impl TestApp {
             format!("--sandbox-listen={sandbox_addr}"),
             format!("--retry-backoff={}", options.retry_backoff),
             format!("--publish-now={}", options.publish_now),
+            format!("--heartbeat-timeout={}", options.heartbeat_timeout),
+            format!("--command-timeout={}", options.command_timeout),
+            format!("--stuck-after={}", options.stuck_after),
+            format!("--platform-outcome-wait={}", options.outcome_wait),
             "--platform-poll-interval=100ms".into(),
             "--platform-processing-timeout=20s".into(),
-            "--platform-request-timeout=5s".into(),
+            format!("--platform-request-timeout={}", options.request_timeout),
             // The worker is a child process: a port of its own, never a `dev` stack's.
             "--worker-metrics-listen=127.0.0.1:0".into(),
             "--reconcile-interval=1s".into(),
@@ -131,8 +154,19 @@ impl TestApp {
     /// Starts `autopost worker` as its own process, as it runs in production.
     pub fn start_worker(&mut self) {
         assert!(self.worker.is_none(), "a worker is already running");
+        self.worker = Some(self.spawn_worker_process());
+    }
+
+    /// The running worker's process id (to freeze it with SIGSTOP, say).
+    pub fn worker_pid(&self) -> nix::unistd::Pid {
+        nix::unistd::Pid::from_raw(self.worker.as_ref().expect("a worker runs").id().unwrap() as i32)
+    }
+
+    /// One more `autopost worker` process on the same task queue, logging to the same file;
+    /// the caller owns it (it is killed when dropped).
+    pub fn spawn_worker_process(&self) -> Child {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.worker_log).unwrap();
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_autopost"))
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_autopost"))
             .arg("worker")
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -144,8 +178,7 @@ impl TestApp {
             .stderr(log)
             .kill_on_drop(true)
             .spawn()
-            .expect("starting the worker process");
-        self.worker = Some(child);
+            .expect("starting the worker process")
     }
 
     /// Stops the worker gracefully (SIGTERM) and waits for the process to exit.

@@ -6,6 +6,7 @@ mod api;
 mod bench_smoke;
 mod commands;
 mod common;
+mod exactly_once;
 mod failures;
 mod observability;
 mod publish_end_to_end;

@@ -12,12 +12,12 @@ use crate::common::{Options, TestApp};
 use autopost_workflows::PublishPostWorkflow;
 use chrono::Utc;
 use serde_json::json;
-use temporalio_client::{WorkflowFetchHistoryOptions, WorkflowHistory};
+use temporalio_client::{WorkflowCancelOptions, WorkflowFetchHistoryOptions, WorkflowHistory};
 use temporalio_sdk::workflow_replayer::{WorkflowReplayer, WorkflowReplayerOptions};
 
 /// The paths through `PublishPostWorkflow` that the corpus must cover, as `record_histories`
 /// names them.
-const PATHS: [&str; 7] = [
+const PATHS: [&str; 8] = [
     "published-first-try",
     "published-after-retries",
     "needs-attention-after-retries",
@@ -25,6 +25,7 @@ const PATHS: [&str; 7] = [
     "cancelled",
     "rescheduled",
     "publish-now",
+    "operator-cancelled",
 ];
 
 fn histories_dir() -> PathBuf {
@@ -129,6 +130,13 @@ async fn record_histories() {
     recorded.push(("publish-now", job));
 
     let temporal = autopost_app::connect_temporal(&app.config.temporal).await.unwrap();
+    // An operator's cancel in the Temporal Web UI or CLI.
+    let job = app.schedule(&account, later(), "operator", image.clone()).await;
+    let handle = temporal.get_workflow_handle::<PublishPostWorkflow>(job["workflow_id"].as_str().unwrap());
+    handle.cancel(WorkflowCancelOptions::builder().reason("recording").build()).await.unwrap();
+    app.wait_for_status(&id(&job), "cancelled", WAIT).await;
+    recorded.push(("operator-cancelled", job));
+
     std::fs::create_dir_all(histories_dir()).unwrap();
     // Let each workflow take its last step after its last mirror write.
     tokio::time::sleep(Duration::from_secs(1)).await;

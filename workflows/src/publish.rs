@@ -19,23 +19,21 @@ use temporalio_common::{
 };
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
-    ActivityOptions, ApplicationFailure, CancellableFuture, SyncWorkflowContext, WorkflowContext, WorkflowContextView, WorkflowResult,
+    ActivityOptions, ApplicationFailure, CancellableFuture, SyncWorkflowContext, WorkflowCancellationToken, WorkflowContext,
+    WorkflowContextView, WorkflowResult, WorkflowTermination,
 };
 
 use crate::{
     activities::PublishActivities,
     types::{
-        AttemptOutcome, JobCommand, JobError, JobStatus, JobTransition, PreflightReport, PreflightRequest, PublishJobInput,
-        PublishJobResult, PublishRequest, Resume,
+        AttemptOutcome, CommandAccepted, JobCommand, JobError, JobStatus, JobTransition, PreflightReport, PreflightRequest,
+        PublishJobInput, PublishJobResult, PublishRequest, Resume,
     },
 };
 
 /// How long one publish attempt may run: long enough for a platform to process a video
 /// (Instagram suggests polling for ~5 minutes), bounded so a hung call becomes a failed attempt.
 const PUBLISH_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10 * 60);
-/// A worker that died mid-attempt is noticed this quickly; the attempt is then re-executed,
-/// and the re-execution resolves what the dead one left at the platform before calling again.
-const PUBLISH_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Search attributes operators filter on in the Temporal Web UI (`PublishStatus = "failed"`).
 /// Keyword and Datetime only: SQL-backed Temporal allows very few Text attributes.
@@ -47,6 +45,8 @@ pub const PUBLISH_AT: SearchAttributeKey<Timestamp> = SearchAttributeKey::dateti
 #[workflow]
 pub struct PublishPostWorkflow {
     input: PublishJobInput,
+    /// This run's fencing epoch: 0, or above the lost run's when the reconciler replaced one.
+    epoch: i64,
     /// The mirror's version of the last transition written (`publish_jobs.version`).
     version: i64,
     attempt_count: i32,
@@ -58,6 +58,9 @@ pub struct PublishPostWorkflow {
     retries_used: usize,
     /// A command accepted by an update and not yet carried out by the run loop.
     pending: Option<JobCommand>,
+    /// Preflight is running: it talks to no platform in a way that matters, so cancel and
+    /// reschedule are taken now and carried out as soon as it returns.
+    preflighting: bool,
 }
 
 /// Where the run loop stands.
@@ -84,6 +87,7 @@ impl PublishPostWorkflow {
     pub fn new(_ctx: &WorkflowContextView, input: PublishJobInput) -> Self {
         let publish_at = input.publish_at;
         Self {
+            epoch: input.resume.as_ref().map_or(0, |r| r.epoch),
             version: input.resume.as_ref().map_or(0, |r| r.version),
             attempt_count: input.resume.as_ref().map_or(0, |r| r.attempt_count),
             input,
@@ -91,6 +95,7 @@ impl PublishPostWorkflow {
             publish_at,
             retries_used: 0,
             pending: None,
+            preflighting: false,
         }
     }
 
@@ -114,17 +119,20 @@ impl PublishPostWorkflow {
                 Phase::AwaitPublishTime => {
                     let at = ctx.state(|s| s.publish_at);
                     match wait_for_time_or_command(ctx, Some(at)).await? {
-                        None => Phase::Run { preflight: true, creator_retry: false },
-                        Some(command) => apply(ctx, command).await?,
+                        Wake::Time => Phase::Run { preflight: true, creator_retry: false },
+                        Wake::Command(command) => apply(ctx, command).await?,
+                        Wake::EngineCancelled => cancelled_by_operator(ctx).await?,
                     }
                 }
                 Phase::AwaitRetry { at } => match wait_for_time_or_command(ctx, Some(at)).await? {
-                    None => Phase::Run { preflight: false, creator_retry: false },
-                    Some(command) => apply(ctx, command).await?,
+                    Wake::Time => Phase::Run { preflight: false, creator_retry: false },
+                    Wake::Command(command) => apply(ctx, command).await?,
+                    Wake::EngineCancelled => cancelled_by_operator(ctx).await?,
                 },
                 Phase::AwaitCreator => match wait_for_time_or_command(ctx, None).await? {
-                    Some(command) => apply(ctx, command).await?,
-                    None => Phase::AwaitCreator,
+                    Wake::Command(command) => apply(ctx, command).await?,
+                    Wake::Time => Phase::AwaitCreator,
+                    Wake::EngineCancelled => cancelled_by_operator(ctx).await?,
                 },
                 Phase::Run { preflight, creator_retry } => publish(ctx, preflight, creator_retry).await?,
                 Phase::Done(result) => return Ok(result),
@@ -144,7 +152,7 @@ impl PublishPostWorkflow {
 
     /// See [`JobCommand::Retry`]. Returns the status the command was accepted in.
     #[update]
-    pub fn retry(&mut self, _ctx: &mut SyncWorkflowContext<Self>, _: ()) -> JobStatus {
+    pub fn retry(&mut self, _ctx: &mut SyncWorkflowContext<Self>, _: ()) -> CommandAccepted {
         self.accept(JobCommand::Retry)
     }
 
@@ -155,7 +163,7 @@ impl PublishPostWorkflow {
     }
 
     #[update]
-    pub fn reschedule(&mut self, _ctx: &mut SyncWorkflowContext<Self>, publish_at: DateTime<Utc>) -> JobStatus {
+    pub fn reschedule(&mut self, _ctx: &mut SyncWorkflowContext<Self>, publish_at: DateTime<Utc>) -> CommandAccepted {
         self.accept(JobCommand::Reschedule { publish_at })
     }
 
@@ -165,7 +173,7 @@ impl PublishPostWorkflow {
     }
 
     #[update]
-    pub fn cancel(&mut self, _ctx: &mut SyncWorkflowContext<Self>, _: ()) -> JobStatus {
+    pub fn cancel(&mut self, _ctx: &mut SyncWorkflowContext<Self>, _: ()) -> CommandAccepted {
         self.accept(JobCommand::Cancel)
     }
 
@@ -175,7 +183,7 @@ impl PublishPostWorkflow {
     }
 
     #[update]
-    pub fn publish_now(&mut self, _ctx: &mut SyncWorkflowContext<Self>, _: ()) -> JobStatus {
+    pub fn publish_now(&mut self, _ctx: &mut SyncWorkflowContext<Self>, _: ()) -> CommandAccepted {
         self.accept(JobCommand::PublishNow)
     }
 }
@@ -187,32 +195,48 @@ impl PublishPostWorkflow {
         if let Some(pending) = &self.pending {
             return Err(format!("cannot {}: a {} command is being applied", command.name(), pending.name()).into());
         }
+        if self.preflighting && matches!(command, JobCommand::Cancel | JobCommand::Reschedule { .. }) {
+            return Ok(());
+        }
         command.allowed_in(self.status).map_err(Into::into)
     }
 
-    fn accept(&mut self, command: JobCommand) -> JobStatus {
+    fn accept(&mut self, command: JobCommand) -> CommandAccepted {
         self.pending = Some(command);
-        self.status
+        CommandAccepted { status: self.status, version: self.version }
     }
 }
 
-/// Waits until `at` (forever if `None`) or until a command is accepted, whichever comes first;
+/// What ended a wait.
+enum Wake {
+    /// The time came.
+    Time,
+    /// A creator's command was accepted.
+    Command(JobCommand),
+    /// An operator cancelled the workflow in Temporal (Web UI, CLI).
+    EngineCancelled,
+}
+
+/// Waits until `at` (forever if `None`), a command or a Temporal cancel, whichever comes first;
 /// a command accepted while the timer fired still wins, so a cancelled job never publishes.
-async fn wait_for_time_or_command(
-    ctx: &mut WorkflowContext<PublishPostWorkflow>,
-    at: Option<DateTime<Utc>>,
-) -> WorkflowResult<Option<JobCommand>> {
+async fn wait_for_time_or_command(ctx: &mut WorkflowContext<PublishPostWorkflow>, at: Option<DateTime<Utc>>) -> WorkflowResult<Wake> {
     loop {
         if let Some(command) = ctx.state_mut(|s| s.pending.take()) {
-            return Ok(Some(command));
+            return Ok(Wake::Command(command));
+        }
+        // After a Temporal cancel every wait ends at once (timers are cancelled as they are
+        // made): checking here first is what keeps this loop from spinning.
+        if engine_cancelled(ctx) {
+            return Ok(Wake::EngineCancelled);
         }
         let Some(at) = at else {
-            ctx.wait_condition(|s| s.pending.is_some()).await?;
+            // An error means the workflow was cancelled: the check above sees it next.
+            let _ = ctx.wait_condition(|s| s.pending.is_some()).await;
             continue;
         };
-        let Ok(remaining) = (at - now(ctx)?).to_std() else { return Ok(None) };
+        let Ok(remaining) = (at - now(ctx)?).to_std() else { return Ok(Wake::Time) };
         if remaining.is_zero() {
-            return Ok(None);
+            return Ok(Wake::Time);
         }
         let mut timer = std::pin::pin!(ctx.timer(remaining));
         temporalio_sdk::workflows::select! {
@@ -220,6 +244,18 @@ async fn wait_for_time_or_command(
             _ = ctx.wait_condition(|s| s.pending.is_some()) => timer.cancel(),
         }
     }
+}
+
+fn engine_cancelled(ctx: &WorkflowContext<PublishPostWorkflow>) -> bool {
+    ctx.cancellation_token().is_cancelled()
+}
+
+/// An operator cancelled the workflow in Temporal: the job ends `cancelled`, mirrored like the
+/// creator's cancel (every activity runs detached from the workflow's cancellation, so the
+/// mirror write completes), and the workflow closes as cancelled.
+async fn cancelled_by_operator(ctx: &mut WorkflowContext<PublishPostWorkflow>) -> WorkflowResult<Phase> {
+    finish(ctx, Change::to(JobStatus::Cancelled)).await?;
+    Err(WorkflowTermination::cancelled())
 }
 
 /// Carries out an accepted command and says what the run loop does next.
@@ -251,20 +287,28 @@ async fn apply(ctx: &mut WorkflowContext<PublishPostWorkflow>, command: JobComma
 
 /// Preflight (when asked), then attempts until one publishes or a wait or the creator is due.
 async fn publish(ctx: &mut WorkflowContext<PublishPostWorkflow>, preflight: bool, creator_retry: bool) -> WorkflowResult<Phase> {
-    let job_id = ctx.state(|s| s.input.job_id);
+    let (job_id, epoch) = ctx.state(|s| (s.input.job_id, s.epoch));
     // One `publishing` mirror write per attempt: before preflight when there is one (so a
     // command's caller sees the job taken), otherwise with the attempt's count below.
     if preflight {
         mirror(ctx, Change::to(JobStatus::Publishing)).await?;
-    }
-    if preflight {
-        let report: PreflightReport = ctx
+        ctx.state_mut(|s| s.preflighting = true);
+        let report = ctx
             .execute_activity(
                 PublishActivities::preflight,
                 PreflightRequest { job_id },
                 infrastructure_activity_options(Duration::from_secs(120)),
             )
-            .await?;
+            .await;
+        ctx.state_mut(|s| s.preflighting = false);
+        let report: PreflightReport = report?;
+        // Taken while preflight ran: nothing has reached the platform yet.
+        if engine_cancelled(ctx) {
+            return cancelled_by_operator(ctx).await;
+        }
+        if let Some(command) = ctx.state_mut(|s| s.pending.take()) {
+            return apply(ctx, command).await;
+        }
         if !report.ok {
             let error = report.error.unwrap_or_else(|| JobError::new("preflight.failed", "preflight failed without naming a cause"));
             mirror(ctx, Change { last_error: Some(error), ..Change::to(JobStatus::NeedsAttention) }).await?;
@@ -280,13 +324,15 @@ async fn publish(ctx: &mut WorkflowContext<PublishPostWorkflow>, preflight: bool
     if !preflight {
         mirror(ctx, Change::to(JobStatus::Publishing)).await?;
     }
-    let outcome = run_attempt(ctx, PublishRequest { job_id, attempt, creator_retry }).await;
+    let outcome = run_attempt(ctx, PublishRequest { job_id, attempt, creator_retry, epoch }).await;
     match outcome {
+        // A publish that went through wins over a cancel that arrived while it was in flight.
         AttemptOutcome::Published { platform_post_id, published_at } => {
             let change =
                 Change { published_at: Some(published_at), platform_post_id: Some(platform_post_id), ..Change::to(JobStatus::Published) };
             Ok(Phase::Done(finish(ctx, change).await?))
         }
+        AttemptOutcome::Failed { .. } if engine_cancelled(ctx) => cancelled_by_operator(ctx).await,
         AttemptOutcome::Failed { error, retryable, retry_after_ms } => {
             let ours = ctx.state_mut(|s| {
                 let wait = s.input.retry_backoff_ms.get(s.retries_used).copied();
@@ -310,7 +356,8 @@ async fn publish(ctx: &mut WorkflowContext<PublishPostWorkflow>, preflight: bool
 }
 
 async fn run_attempt(ctx: &mut WorkflowContext<PublishPostWorkflow>, request: PublishRequest) -> AttemptOutcome {
-    ctx.execute_activity(PublishActivities::publish, request, publish_activity_options())
+    let heartbeat_timeout = Duration::from_millis(ctx.state(|s| s.input.heartbeat_timeout_ms));
+    ctx.execute_activity(PublishActivities::publish, request, publish_activity_options(heartbeat_timeout))
         .await
         // The activity reports platform failures as values; an error here means our own
         // infrastructure kept failing (database down, workers crashing), which is transient.
@@ -352,17 +399,18 @@ impl Change {
 /// Records the transition in the workflow's state at once (commands are validated against it),
 /// then mirrors it into Postgres.
 async fn mirror(ctx: &mut WorkflowContext<PublishPostWorkflow>, change: Change) -> WorkflowResult<()> {
-    let (job_id, version, attempt_count) = ctx.state_mut(|s| {
+    let (job_id, epoch, version, attempt_count) = ctx.state_mut(|s| {
         s.version += 1;
         s.status = change.status;
         if let Some(at) = change.publish_at {
             s.publish_at = at;
         }
-        (s.input.job_id, s.version, s.attempt_count)
+        (s.input.job_id, s.epoch, s.version, s.attempt_count)
     });
     publish_search_attributes(ctx);
     let transition = JobTransition {
         job_id,
+        epoch,
         version,
         status: change.status,
         attempt_count,
@@ -402,11 +450,19 @@ async fn finish(ctx: &mut WorkflowContext<PublishPostWorkflow>, change: Change) 
     Ok(result)
 }
 
+/// Every activity runs detached from the workflow's cancellation: a Temporal cancel must not
+/// abort a publish call in flight (its outcome decides whether the job is published) nor the
+/// mirror write that records the cancel. The run loop checks for a cancel between steps.
+fn detached() -> WorkflowCancellationToken {
+    WorkflowCancellationToken::new()
+}
+
 /// Options for activities that only touch our own infrastructure (Postgres, the platform's
 /// read-only probes): retried until they succeed, because giving up would lose the job.
 fn infrastructure_activity_options(timeout: Duration) -> ActivityOptions {
     ActivityOptions::with_start_to_close_timeout(timeout)
         .retry_policy(RetryPolicy::builder().initial_interval(Duration::from_secs(1)).maximum_interval(Duration::from_secs(60)).build())
+        .cancellation_token(detached())
         .build()
 }
 
@@ -414,12 +470,16 @@ fn infrastructure_activity_options(timeout: Duration) -> ActivityOptions {
 fn readiness_activity_options() -> ActivityOptions {
     ActivityOptions::with_start_to_close_timeout(Duration::from_secs(120))
         .retry_policy(RetryPolicy::builder().initial_interval(Duration::from_secs(1)).maximum_attempts(3).build())
+        .cancellation_token(detached())
         .build()
 }
 
-fn publish_activity_options() -> ActivityOptions {
+/// A worker that died mid-attempt is noticed within `heartbeat_timeout` (the activity heartbeats
+/// from a ticker for as long as it runs); the attempt is then re-executed, and the re-execution
+/// takes the job's fence and resolves what the dead one left at the platform before calling.
+fn publish_activity_options(heartbeat_timeout: Duration) -> ActivityOptions {
     ActivityOptions::with_start_to_close_timeout(PUBLISH_ATTEMPT_TIMEOUT)
-        .heartbeat_timeout(PUBLISH_HEARTBEAT_TIMEOUT)
+        .heartbeat_timeout(heartbeat_timeout)
         .retry_policy(
             RetryPolicy::builder()
                 .initial_interval(Duration::from_secs(1))
@@ -427,5 +487,6 @@ fn publish_activity_options() -> ActivityOptions {
                 .maximum_attempts(10)
                 .build(),
         )
+        .cancellation_token(detached())
         .build()
 }

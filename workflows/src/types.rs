@@ -149,6 +149,9 @@ pub struct PublishJobInput {
     /// Waits before each retry; its length is the number of retries. Fixed when the job is
     /// created, so a configuration change never alters the history of a running workflow.
     pub retry_backoff_ms: Vec<u64>,
+    /// The publish activity's heartbeat timeout: how soon a dead worker's attempt is taken over.
+    /// Fixed when the job is created, like the retry schedule.
+    pub heartbeat_timeout_ms: u64,
     /// Set when the reconciler starts a new run for a job whose workflow was lost.
     #[serde(default)]
     pub resume: Option<Resume>,
@@ -160,8 +163,10 @@ pub struct Resume {
     /// The mirror's version (`publish_jobs.version`): the new run's transitions continue above it.
     pub version: i64,
     /// Attempts the lost run made: the new run's attempt numbers continue above them.
-    #[serde(default)]
     pub attempt_count: i32,
+    /// The new run's fencing epoch, above every epoch the lost run wrote or fenced with: its
+    /// late writes and platform calls are refused.
+    pub epoch: i64,
     /// Why the job needs the creator now; `None` resumes the schedule as if nothing happened.
     pub lost: Option<JobError>,
 }
@@ -200,8 +205,9 @@ pub struct PublishRequest {
     pub attempt: i32,
     /// The creator asked to try again after we could not tell whether an earlier attempt went
     /// through: publish calls with an unknown outcome no longer block this attempt.
-    #[serde(default)]
     pub creator_retry: bool,
+    /// The run's fencing epoch (see [`Resume::epoch`]).
+    pub epoch: i64,
 }
 
 /// What one attempt achieved. Failures are values, not activity errors, so the workflow (not
@@ -268,12 +274,23 @@ impl JobCommand {
     }
 }
 
+/// A command's answer from the workflow: the job's status and the mirror's version when it was
+/// accepted. The command's own transition is mirrored above that version, so the API knows when
+/// the mirror shows it, also for a repeated request that Temporal answered from the first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandAccepted {
+    pub status: JobStatus,
+    pub version: i64,
+}
+
 /// A job state written to Postgres. `version` grows with every transition of the workflow, and
 /// the mirror ignores a write whose `version` is not newer than the row's: a late write never
 /// moves a job backwards.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobTransition {
     pub job_id: Uuid,
+    /// The writing run's epoch: a replaced run's late writes lose to its replacement's.
+    pub epoch: i64,
     pub version: i64,
     pub status: JobStatus,
     pub attempt_count: i32,

@@ -157,6 +157,7 @@ fn classify(status: reqwest::StatusCode, error: GraphError, header_trace_id: Opt
         request_id: error.fbtrace_id.or(header_trace_id),
         retry_after,
         certainly_rejected: status.is_client_error(),
+        answered: true,
     }
 }
 

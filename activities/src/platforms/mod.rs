@@ -38,6 +38,9 @@ pub struct PlatformError {
     /// The platform certainly did not act on the request: it was never sent, or refused with a
     /// 4xx answer. A timeout or a 5xx leaves the outcome open.
     pub certainly_rejected: bool,
+    /// The platform answered (with an error). `false`: the answer was lost (timeout, broken
+    /// connection), so the call may have been acted on without our knowing.
+    pub answered: bool,
 }
 
 impl PlatformError {
@@ -60,12 +63,21 @@ impl PlatformError {
             request_id: None,
             retry_after: None,
             certainly_rejected,
+            answered: false,
         }
     }
 
     /// Our own error about a post, not the platform's.
     pub fn new(class: ErrorClass, code: impl Into<String>, message: impl Into<String>) -> Self {
-        PlatformError { class, code: code.into(), message: message.into(), request_id: None, retry_after: None, certainly_rejected: true }
+        PlatformError {
+            class,
+            code: code.into(),
+            message: message.into(),
+            request_id: None,
+            retry_after: None,
+            certainly_rejected: true,
+            answered: true,
+        }
     }
 
     /// An HTTP answer whose body is not the platform's error envelope (a proxy's 502, say).
@@ -82,6 +94,7 @@ impl PlatformError {
             request_id,
             retry_after: None,
             certainly_rejected: status.is_client_error(),
+            answered: true,
         }
     }
 
@@ -93,6 +106,7 @@ impl PlatformError {
             request_id,
             retry_after: None,
             certainly_rejected: false,
+            answered: true,
         }
     }
 }

@@ -76,6 +76,7 @@ impl PublishStatus {
             request_id,
             retry_after: None,
             certainly_rejected: true,
+            answered: true,
         }
     }
 }
@@ -221,6 +222,7 @@ impl TiktokClient {
                 request_id: error.log_id.or(header_log_id),
                 retry_after: None,
                 certainly_rejected: true,
+                answered: true,
             }),
             Err(_) => Err(PlatformError::unexpected_http(PLATFORM, status, header_log_id)),
         }
@@ -282,6 +284,7 @@ fn classify(status: reqwest::StatusCode, error: ApiError, header_log_id: Option<
         request_id: error.log_id.or(header_log_id),
         retry_after,
         certainly_rejected: status.is_client_error(),
+        answered: true,
     }
 }
 
