@@ -39,6 +39,8 @@ enum Command {
         #[command(flatten)]
         args: autopost_bench::BenchArgs,
     },
+    /// Randomized fault runs against a stack of its own, checked against the sandbox's posts.
+    Chaos(autopost_bench::chaos::ChaosArgs),
     /// The worker `autopost bench` starts: a worker that also runs the bench's baseline.
     #[command(hide = true)]
     BenchWorker(WorkerConfig),
@@ -71,6 +73,7 @@ async fn main() -> anyhow::Result<()> {
             autopost_app::run_sandbox(bind(settings.sandbox_listen).await?, shutdown_signal()).await?;
         }
         Command::Bench { postgres, temporal, args } => autopost_bench::run(&postgres, &temporal, args).await?,
+        Command::Chaos(args) => autopost_bench::chaos::run(args).await?,
         Command::BenchWorker(config) => autopost_bench::run_worker(&config, shutdown_signal()).await?,
         Command::BenchSandbox(settings) => autopost_bench::run_sandbox(&settings, shutdown_signal()).await?,
         Command::Dev(config) => dev(config).await?,

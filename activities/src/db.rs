@@ -264,16 +264,14 @@ pub async fn release_unresolved_publish_requests(db: &PgPool, job_id: Uuid, befo
     Ok(())
 }
 
-/// Whether an attempt sent a call that creates the reference (TikTok's init) and never learned
-/// what became of it.
+/// When the earliest call that creates the reference (TikTok's init) was sent whose outcome was
+/// never learned, if there is one.
 #[instrument(skip(db))]
-pub async fn has_unresolved_publish_request(db: &PgPool, job_id: Uuid) -> Result<bool, DbError> {
+pub async fn unresolved_publish_request_since(db: &PgPool, job_id: Uuid) -> Result<Option<DateTime<Utc>>, DbError> {
     Ok(sqlx::query_scalar!(
-        r#"SELECT EXISTS (
-               SELECT 1 FROM publish_attempts a
-               WHERE a.job_id = $1 AND a.publish_requested_at IS NOT NULL
-                 AND NOT EXISTS (SELECT 1 FROM platform_references r WHERE r.job_id = a.job_id AND r.attempt_number = a.attempt_number)
-           ) AS "exists!""#,
+        r#"SELECT min(a.publish_requested_at) FROM publish_attempts a
+           WHERE a.job_id = $1 AND a.publish_requested_at IS NOT NULL
+             AND NOT EXISTS (SELECT 1 FROM platform_references r WHERE r.job_id = a.job_id AND r.attempt_number = a.attempt_number)"#,
         job_id
     )
     .fetch_one(db)

@@ -29,6 +29,8 @@ pub struct PlatformSettings {
     /// How long an attempt waits for a platform to show whether a publish call whose answer was
     /// lost went through, before it reports the outcome unknown.
     pub outcome_wait: Duration,
+    /// How long one preflight may take in all (token probe, refresh, every media item).
+    pub preflight_deadline: Duration,
     /// Needed to refresh TikTok tokens; without it an expired TikTok token needs a reconnect.
     pub tiktok_app: Option<platforms::tiktok::AppCredentials>,
 }

@@ -3,6 +3,7 @@
 
 use autopost_workflows::{Channel, JobError, MediaItem, PreflightReport, ReadinessCheck, rules};
 use chrono::Utc;
+use futures::StreamExt;
 use reqwest::{StatusCode, header};
 use tracing::instrument;
 use uuid::Uuid;
@@ -12,6 +13,9 @@ use crate::{
     db::{self, DbError, JobForPublish},
     platforms::{ErrorClass, PlatformError},
 };
+
+/// Media items checked at once: fast for a 35-photo post, gentle on the media host.
+const MEDIA_CHECKS_AT_ONCE: usize = 6;
 
 /// A refreshable token is refreshed when it expires within this margin, so the attempt that
 /// follows preflight never meets an expired one.
@@ -37,12 +41,20 @@ impl WorkerActivities {
     #[instrument(skip(self))]
     pub(crate) async fn run_preflight(&self, job_id: Uuid) -> Result<PreflightReport, DbError> {
         let checks = match db::load_job(&self.db, job_id).await {
-            Ok(mut job) => {
-                let mut checks = vec![Check::ok("account", format!("{} account {} is linked", job.channel, job.account.platform_user_id))];
-                checks.push(self.check_token(&mut job).await);
-                checks.push(self.check_media(&job).await);
-                checks
-            }
+            // One deadline for all of it, below the activity's own timeout: a slow platform or
+            // media host ends in a clear failure instead of a preflight retried forever.
+            Ok(mut job) => match tokio::time::timeout(self.settings.preflight_deadline, self.check_job(&mut job)).await {
+                Ok(checks) => checks,
+                Err(_) => vec![Check::failed(
+                    "preflight",
+                    "preflight.timeout",
+                    format!(
+                        "the checks did not finish within {}s: {} or a media host answers too slowly; retry later",
+                        self.settings.preflight_deadline.as_secs(),
+                        job.channel
+                    ),
+                )],
+            },
             // Absence of data is a failure with a message, never a silent success.
             Err(DbError::JobMissing(_)) => {
                 vec![Check::failed("account", "preflight.job_missing", "the job or its account no longer exists")]
@@ -146,12 +158,25 @@ impl WorkerActivities {
         }
     }
 
+    async fn check_job(&self, job: &mut JobForPublish) -> Vec<Check> {
+        let mut checks = vec![Check::ok("account", format!("{} account {} is linked", job.channel, job.account.platform_user_id))];
+        checks.push(self.check_token(job).await);
+        checks.push(self.check_media(job).await);
+        checks
+    }
+
+    /// Every item, a few at a time (a photo post has up to 35); the first failing item in
+    /// posting order is the one reported.
     async fn check_media(&self, job: &JobForPublish) -> Check {
         if job.media.is_empty() {
             return Check::failed("media", "preflight.media_missing", "the post has no media");
         }
-        for (index, item) in job.media.iter().enumerate() {
-            if let Err((code, detail)) = self.check_media_item(job.channel, item).await {
+        // The futures are made up front (they do nothing until polled): a closure inside the
+        // stream would trip the compiler's lifetime inference for `Send` activity futures.
+        let checks: Vec<_> = job.media.iter().map(|item| self.check_media_item(job.channel, item)).collect();
+        let results: Vec<_> = futures::stream::iter(checks).buffered(MEDIA_CHECKS_AT_ONCE).collect().await;
+        for (index, (item, result)) in job.media.iter().zip(results).enumerate() {
+            if let Err((code, detail)) = result {
                 return Check::failed("media", code, format!("media[{index}] {}: {detail}", item.url));
             }
         }

@@ -4,10 +4,10 @@
 //! processing is waited for, and only then is a new post started. The new reference is recorded
 //! before the publish step, so a crash at any point leaves enough behind to never post twice.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use autopost_workflows::{AttemptOutcome, Channel, MediaKind, PublishRequest};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use temporalio_sdk::activities::ActivityContext;
 use tracing::instrument;
 
@@ -332,7 +332,12 @@ impl WorkerActivities {
                 existing
             }
             None => {
-                if db::has_unresolved_publish_request(&self.db, job.id).await? {
+                if let Some(requested_at) = db::unresolved_publish_request_since(&self.db, job.id).await? {
+                    // TikTok cannot be asked about an init by anything but its answer; its list
+                    // of the creator's public videos may still show the post.
+                    if let Some(found) = self.find_tiktok_video(job, requested_at, Duration::ZERO).await {
+                        return Ok(found);
+                    }
                     return Err(tiktok_outcome_unknown("an earlier attempt stopped while TikTok was starting the post").into());
                 }
                 let info = self.tiktok.creator_info(token).await?;
@@ -356,7 +361,13 @@ impl WorkerActivities {
                         db::clear_publish_requested(&self.db, job.id, attempt).await?;
                         return Err(error.into());
                     }
-                    Err(error) => return Err(tiktok_outcome_unknown(&format!("{}: {}", error.code, error.message)).into()),
+                    Err(error) => {
+                        let requested_at = Utc::now() - chrono::Duration::from_std(self.settings.request_timeout).unwrap_or_default();
+                        if let Some(found) = self.find_tiktok_video(job, requested_at, self.settings.outcome_wait).await {
+                            return Ok(found);
+                        }
+                        return Err(tiktok_outcome_unknown(&format!("{}: {}", error.code, error.message)).into());
+                    }
                 };
                 db::record_reference(&self.db, job.id, attempt, &started.value, started.request_id.as_deref()).await?;
                 started.value
@@ -371,6 +382,46 @@ impl WorkerActivities {
                 PublishState::Failed => return Err(reply.value.failure(reply.request_id).into()),
                 _ => self.wait_while_processing(ctx, job.channel, &mut waited).await?,
             }
+        }
+    }
+
+    /// Looks for the job's video among the creator's public TikTok videos made since
+    /// `requested_at` (by caption), for up to `wait` while TikTok may still be processing it.
+    /// `None` never means "not posted": `video.list` shows only public videos, and needs a scope
+    /// the creator may not have granted.
+    async fn find_tiktok_video(&self, job: &JobForPublish, requested_at: DateTime<Utc>, wait: Duration) -> Option<Published> {
+        if !matches!(job.media.as_slice(), [video] if video.kind == MediaKind::Video) {
+            return None; // Photo posts are never listed.
+        }
+        // TikTok's title holds the caption's first 150 characters.
+        let title: String = job.caption.chars().take(150).collect();
+        // Clocks differ a little between TikTok and us.
+        let since = (requested_at - chrono::Duration::seconds(10)).timestamp();
+        let deadline = Instant::now() + wait;
+        loop {
+            let mut cursor = None;
+            for _page in 0..5 {
+                let page = match self.tiktok.list_videos(&job.account.access_token, cursor, 20).await {
+                    Ok(reply) => reply.value,
+                    Err(e) => {
+                        tracing::info!(job_id = %job.id, error_code = %e.code, "TikTok video list unavailable while resolving an unknown outcome");
+                        return None;
+                    }
+                };
+                if let Some(video) = page.videos.iter().find(|v| v.title == title && v.create_time >= since) {
+                    tracing::info!(job_id = %job.id, post = %video.id, "found the post of an unknown outcome in TikTok's video list");
+                    return Some(Published { platform_post_id: video.id.clone(), request_id: None });
+                }
+                let older = page.videos.last().is_none_or(|v| v.create_time < since);
+                if !page.has_more || older {
+                    break;
+                }
+                cursor = page.cursor;
+            }
+            if Instant::now() + FIRST_POLL_DELAY > deadline {
+                return None;
+            }
+            tokio::time::sleep(self.settings.poll_interval.min(Duration::from_secs(1))).await;
         }
     }
 

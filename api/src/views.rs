@@ -131,6 +131,8 @@ pub enum ReadinessCheckName {
     Account,
     Token,
     Media,
+    /// The checks as a whole, when they ran out of time (`preflight.timeout`).
+    Preflight,
 }
 
 /// How a publish attempt ended; `in_progress` until it does.

@@ -117,6 +117,11 @@ pub struct WorkerOnlySettings {
     #[arg(long, env = "AUTOPOST_PLATFORM_OUTCOME_WAIT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub platform_outcome_wait: Duration,
 
+    /// How long one preflight may take in all; past it the job needs attention with
+    /// `preflight.timeout`. Below the preflight activity's own 2-minute timeout.
+    #[arg(long, env = "AUTOPOST_PREFLIGHT_DEADLINE", default_value = "60s", value_parser = parse_preflight_deadline)]
+    pub preflight_deadline: Duration,
+
     /// Where the worker serves `GET /metrics` (Prometheus), its own and the Temporal SDK's.
     #[arg(long, env = "AUTOPOST_WORKER_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
     pub worker_metrics_listen: SocketAddr,
@@ -197,6 +202,16 @@ pub struct Config {
 pub enum LogFormat {
     Json,
     Pretty,
+}
+
+/// The preflight deadline must end before the activity's own timeout (2 minutes), or Temporal
+/// would cut the activity off first and retry it instead of the job learning why.
+fn parse_preflight_deadline(raw: &str) -> Result<Duration, String> {
+    let deadline = humantime::parse_duration(raw).map_err(|e| e.to_string())?;
+    if deadline.is_zero() || deadline > Duration::from_secs(100) {
+        return Err("must be between 1s and 100s (the preflight activity times out after 120s)".into());
+    }
+    Ok(deadline)
 }
 
 /// A retry schedule: the wait before each retry.
@@ -327,6 +342,7 @@ impl WorkerOnlySettings {
         env.push(("AUTOPOST_PLATFORM_PROCESSING_TIMEOUT", duration(self.platform_processing_timeout)));
         env.push(("AUTOPOST_PLATFORM_REQUEST_TIMEOUT", duration(self.platform_request_timeout)));
         env.push(("AUTOPOST_PLATFORM_OUTCOME_WAIT", duration(self.platform_outcome_wait)));
+        env.push(("AUTOPOST_PREFLIGHT_DEADLINE", duration(self.preflight_deadline)));
         env.push(("AUTOPOST_WORKER_METRICS_LISTEN", self.worker_metrics_listen.to_string()));
         env.push(("AUTOPOST_RECONCILE_INTERVAL", duration(self.reconcile_interval)));
         env.push(("AUTOPOST_RECONCILE_GRACE", duration(self.reconcile_grace)));

@@ -136,6 +136,7 @@ pub async fn run_worker_with(
             processing_timeout: settings.platform_processing_timeout,
             request_timeout: settings.platform_request_timeout,
             outcome_wait: settings.platform_outcome_wait,
+            preflight_deadline: settings.preflight_deadline,
             tiktok_app: settings.tiktok_app(),
         },
     )?;

@@ -9,6 +9,7 @@
 //! sandbox's instant mode is only reachable from here.
 
 mod baseline;
+pub mod chaos;
 mod report;
 mod scenarios;
 mod system;

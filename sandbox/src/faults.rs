@@ -27,12 +27,13 @@ pub(crate) enum Endpoint {
     TiktokVideoInit,
     TiktokContentInit,
     TiktokStatusFetch,
+    TiktokVideoList,
     TiktokOauthToken,
     Media,
 }
 
 impl Endpoint {
-    const ALL: [Endpoint; 12] = [
+    const ALL: [Endpoint; 13] = [
         Self::InstagramMe,
         Self::InstagramMedia,
         Self::InstagramContainerStatus,
@@ -43,6 +44,7 @@ impl Endpoint {
         Self::TiktokVideoInit,
         Self::TiktokContentInit,
         Self::TiktokStatusFetch,
+        Self::TiktokVideoList,
         Self::TiktokOauthToken,
         Self::Media,
     ];
@@ -59,6 +61,7 @@ impl Endpoint {
             Self::TiktokVideoInit => "tiktok.video_init",
             Self::TiktokContentInit => "tiktok.content_init",
             Self::TiktokStatusFetch => "tiktok.status_fetch",
+            Self::TiktokVideoList => "tiktok.video_list",
             Self::TiktokOauthToken => "tiktok.oauth_token",
             Self::Media => "media",
         }

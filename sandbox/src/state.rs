@@ -187,9 +187,21 @@ impl ContainerStatus {
     }
 }
 
+/// What a TikTok publish posts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PublishKind {
+    /// From `video/init`.
+    Video,
+    /// From `content/init` with `media_type` `PHOTO`.
+    Photo,
+}
+
 /// A TikTok publish (video or photo post).
 pub(crate) struct Publish {
     pub open_id: String,
+    pub kind: PublishKind,
+    /// The `post_info.privacy_level` it was posted with (`PUBLIC_TO_EVERYONE`, `SELF_ONLY`, ...).
+    pub privacy_level: &'static str,
     pub caption: String,
     pub media: Vec<String>,
     pub accepted_at: DateTime<Utc>,

@@ -1,11 +1,12 @@
-//! TikTok Content Posting API (Direct Post) and token refresh, served under
-//! `/tiktok`, so the client's base URL is `http://HOST:PORT/tiktok`.
+//! TikTok Content Posting API (Direct Post), the Display API's List Videos and
+//! token refresh, served under `/tiktok`, so the client's base URL is
+//! `http://HOST:PORT/tiktok`.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::{Extension, Request, State};
+use axum::extract::{Extension, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -19,7 +20,7 @@ use serde_json::{Value, json};
 use crate::faults::{Endpoint, with_faults};
 use crate::ids;
 use crate::media::{self, MediaSource};
-use crate::state::{MediaObject, Publish, PublishStatus, Shared};
+use crate::state::{MediaObject, Publish, PublishKind, PublishStatus, Shared, State as World};
 
 /// The privacy levels every sandbox creator offers.
 const PRIVACY_LEVELS: [&str; 4] = ["PUBLIC_TO_EVERYONE", "MUTUAL_FOLLOW_FRIENDS", "FOLLOWER_OF_CREATOR", "SELF_ONLY"];
@@ -31,6 +32,31 @@ const PHOTO_IMAGES_MAX: usize = 35;
 const PHOTO_MAX_BYTES: u64 = 20 * 1024 * 1024;
 const ACCESS_TOKEN_LIFETIME_SECS: u64 = 24 * 60 * 60;
 const REFRESH_TOKEN_LIFETIME_SECS: u64 = 365 * 24 * 60 * 60;
+/// `/v2/video/list/` page sizes: the default, and the most one page may hold.
+const VIDEO_LIST_DEFAULT_COUNT: usize = 10;
+const VIDEO_LIST_MAX_COUNT: usize = 20;
+/// The Video Object's fields that may be asked for in `fields`.
+const VIDEO_FIELDS: [&str; 15] = [
+    "id",
+    "create_time",
+    "cover_image_url",
+    "share_url",
+    "video_description",
+    "duration",
+    "height",
+    "width",
+    "title",
+    "embed_html",
+    "embed_link",
+    "like_count",
+    "comment_count",
+    "share_count",
+    "view_count",
+];
+/// The Video Object caps `title` and `video_description` at 150 characters.
+const VIDEO_TEXT_MAX: usize = 150;
+/// Tokens containing this lack the `video.list` scope (see [`video_list`]).
+const NO_VIDEO_LIST_MARKER: &str = "no-video-list";
 /// Number ranges for ids, shaped like TikTok's 19-digit ones.
 const PUBLISH_ID_BASE: u64 = 7_300_000_000_000_000_000;
 const POST_ID_BASE: u64 = 7_400_000_000_000_000_000;
@@ -41,6 +67,7 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
         .route("/v2/post/publish/video/init/", post(video_init))
         .route("/v2/post/publish/content/init/", post(content_init))
         .route("/v2/post/publish/status/fetch/", post(status_fetch))
+        .route("/v2/video/list/", post(video_list))
         .route("/v2/oauth/token/", post(oauth_token))
         .fallback(unknown_path)
         .layer(middleware::from_fn(log_id_header))
@@ -75,6 +102,11 @@ impl TtError {
 
     fn invalid_param(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_param", message)
+    }
+
+    /// The TikTok API v2 (Display API) spelling; the Content Posting API says `invalid_param`.
+    fn invalid_params(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_params", message)
     }
 
     fn token_invalid() -> Self {
@@ -149,15 +181,20 @@ async fn unknown_path(Extension(log_id): Extension<LogId>) -> Response {
     respond(&log_id, Err(error))
 }
 
+/// The creator's TikTok handle (without `@`), derived from the `open_id`.
+fn creator_username(open_id: &str) -> String {
+    let suffix = &open_id[open_id.len().saturating_sub(8)..];
+    format!("sandbox_creator_{suffix}")
+}
+
 async fn creator_info(State(shared): State<Arc<Shared>>, Extension(log_id): Extension<LogId>, headers: HeaderMap) -> Response {
     run(&shared, &log_id, Endpoint::TiktokCreatorInfo, || {
         let token = authenticate(&shared, &headers)?;
         let open_id = ids::tiktok_open_id(&token);
-        let suffix = &open_id[open_id.len() - 8..];
         let host = host(&headers).unwrap_or("localhost");
         Ok(json!({
             "creator_avatar_url": format!("http://{host}/media/sample.jpg"),
-            "creator_username": format!("sandbox_creator_{suffix}"),
+            "creator_username": creator_username(&open_id),
             "creator_nickname": "Sandbox Creator",
             "privacy_level_options": PRIVACY_LEVELS,
             "comment_disabled": false,
@@ -206,10 +243,11 @@ impl InitBody {
 }
 
 impl PostInfo {
-    fn check_privacy(&self) -> Result<(), TtError> {
+    /// The requested privacy level, if it is one the creator offers.
+    fn check_privacy(&self) -> Result<&'static str, TtError> {
         let level = self.privacy_level.as_deref().ok_or_else(|| TtError::invalid_param("post_info.privacy_level is required"))?;
-        if PRIVACY_LEVELS.contains(&level) {
-            Ok(())
+        if let Some(level) = PRIVACY_LEVELS.into_iter().find(|known| *known == level) {
+            Ok(level)
         } else {
             Err(TtError::new(
                 StatusCode::FORBIDDEN,
@@ -234,7 +272,7 @@ async fn video_init(State(shared): State<Arc<Shared>>, Extension(log_id): Extens
         if utf16_len(&title) > VIDEO_TITLE_MAX {
             return Err(TtError::invalid_param(format!("post_info.title exceeds {VIDEO_TITLE_MAX} runes")));
         }
-        init.post_info.check_privacy()?;
+        let privacy_level = init.post_info.check_privacy()?;
 
         let mut state = shared.lock();
         let (failure, media_bytes) = match media::resolve(&state, host(&headers), video_url) {
@@ -247,7 +285,9 @@ async fn video_init(State(shared): State<Arc<Shared>>, Extension(log_id): Extens
             MediaSource::Own(Some(video)) => (None, video.len()),
         };
         let publish_id = format!("v_pub_url~v2-1.{}", PUBLISH_ID_BASE + shared.next_id());
-        let publish = new_publish(&shared, &token, title, vec![video_url.to_owned()], failure, media_bytes);
+        let media = vec![video_url.to_owned()];
+        let download = Download { failure, media_bytes };
+        let publish = new_publish(&shared, &token, PublishKind::Video, privacy_level, title, media, download);
         state.publishes.insert(publish_id.clone(), publish);
         tracing::debug!(%publish_id, "tiktok video publish accepted");
         Ok(json!({ "publish_id": publish_id }))
@@ -288,7 +328,7 @@ async fn content_init(State(shared): State<Arc<Shared>>, Extension(log_id): Exte
         if utf16_len(&description) > PHOTO_DESCRIPTION_MAX {
             return Err(TtError::invalid_param(format!("post_info.description exceeds {PHOTO_DESCRIPTION_MAX} runes")));
         }
-        init.post_info.check_privacy()?;
+        let privacy_level = init.post_info.check_privacy()?;
 
         let mut state = shared.lock();
         let mut failure = None;
@@ -311,7 +351,8 @@ async fn content_init(State(shared): State<Arc<Shared>>, Extension(log_id): Exte
         // TikTok shows under a photo post, or the title if there is none.
         let caption = if description.is_empty() { title } else { description };
         let publish_id = format!("p_pub_url~v2.{}", PUBLISH_ID_BASE + shared.next_id());
-        let publish = new_publish(&shared, &token, caption, images, failure, media_bytes);
+        let download = Download { failure, media_bytes };
+        let publish = new_publish(&shared, &token, PublishKind::Photo, privacy_level, caption, images, download);
         state.publishes.insert(publish_id.clone(), publish);
         tracing::debug!(%publish_id, "tiktok photo publish accepted");
         Ok(json!({ "publish_id": publish_id }))
@@ -330,16 +371,26 @@ fn photo_problem(photo: &MediaObject) -> Option<&'static str> {
     }
 }
 
+/// What the sandbox found when it "downloaded" a publish's media at init.
+struct Download {
+    failure: Option<&'static str>,
+    media_bytes: u64,
+}
+
 fn new_publish(
     shared: &Shared,
     token: &str,
+    kind: PublishKind,
+    privacy_level: &'static str,
     caption: String,
     media: Vec<String>,
-    failure: Option<&'static str>,
-    media_bytes: u64,
+    download: Download,
 ) -> Publish {
+    let Download { failure, media_bytes } = download;
     Publish {
         open_id: ids::tiktok_open_id(token),
+        kind,
+        privacy_level,
         caption,
         media,
         // The post's received_at is when TikTok accepted it, even though it
@@ -395,6 +446,187 @@ async fn status_fetch(State(shared): State<Arc<Shared>>, Extension(log_id): Exte
     .await
 }
 
+/// The scopes a token was granted, as TikTok lists them (comma-separated).
+/// The sandbox grants every scope it emulates, except `video.list` to tokens
+/// containing [`NO_VIDEO_LIST_MARKER`].
+fn granted_scopes(token: &str) -> &'static str {
+    if has_video_list_scope(token) { "video.publish,video.list" } else { "video.publish" }
+}
+
+fn has_video_list_scope(token: &str) -> bool {
+    !token.contains(NO_VIDEO_LIST_MARKER)
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct VideoListBody {
+    cursor: Option<i64>,
+    max_count: Option<i64>,
+}
+
+/// One entry of a creator's video listing.
+struct ListedVideo<'a> {
+    publish: &'a Publish,
+    /// When it was created, in unix milliseconds; unique per creator.
+    created_ms: i64,
+}
+
+/// `POST /v2/video/list/?fields=...` (Display API, List Videos): the token's
+/// creator's public videos, newest first, paged by a unix-millisecond `cursor`.
+///
+/// - **Scope**: the endpoint needs `video.list`. The sandbox has no scope
+///   grants, so every valid token has it, except a token containing
+///   `no-video-list` (e.g. `carol-no-video-list`), which gets HTTP 401
+///   `scope_not_authorized`. With the marker in the token's subject (before its
+///   first `.`), tokens refreshed from it lack the scope too. Revoked or
+///   missing tokens get `access_token_invalid` first, as on every endpoint.
+/// - **Listed**: video publishes (`video/init`) made with privacy
+///   `PUBLIC_TO_EVERYONE` that reached `PUBLISH_COMPLETE`. Photo posts, videos
+///   of any other privacy level, failed and still-processing publishes are not
+///   listed, as on TikTok.
+/// - **Video Object**: `id` is the post id that `status/fetch` reports in
+///   `publicaly_available_post_id` (as a string, the Video Object's type);
+///   `title` and `video_description` are the caption (cut at 150 characters,
+///   the Video Object's limit); `share_url` is
+///   `https://www.tiktok.com/@{creator_username}/video/{id}`, `embed_link` and
+///   `embed_html` point at the same id, `cover_image_url` is the sandbox's
+///   `sample.jpg` and the counts are 0. `duration`, `height` and `width` are
+///   unknown to the sandbox and left out even when asked for.
+/// - **create_time** (unix seconds) and the `cursor` (unix ms) are when TikTok
+///   *accepted* the publish (the moment `received_at` in `/_sandbox/posts`
+///   records), not when processing completed, so a video keeps its place in
+///   the listing. Within a creator, a publish accepted in the same millisecond
+///   as the previous one counts one millisecond later, so paging never skips
+///   nor repeats a video.
+/// - **Paging**: without `cursor` (or with `0`), the newest videos; with one,
+///   the videos created strictly before it. The answered `cursor` is the
+///   creation time of the page's last video (the request's cursor, or 0, for
+///   an empty page); `has_more` says whether older videos remain.
+/// - **Invalid** (`invalid_params`): `max_count` outside 1 to 20 (default 10),
+///   a negative cursor, no `fields`, or a field that is not in the Video Object.
+///   `id` is always returned.
+async fn video_list(
+    State(shared): State<Arc<Shared>>,
+    Extension(log_id): Extension<LogId>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    run(&shared, &log_id, Endpoint::TiktokVideoList, || {
+        let token = authenticate(&shared, &headers)?;
+        if !has_video_list_scope(&token) {
+            return Err(TtError::new(
+                StatusCode::UNAUTHORIZED,
+                "scope_not_authorized",
+                "The user did not authorize the scope required for completing this request.",
+            ));
+        }
+        let fields = requested_fields(query.as_deref())?;
+        let request: VideoListBody = if body.iter().all(u8::is_ascii_whitespace) {
+            VideoListBody::default()
+        } else {
+            serde_json::from_slice(&body).map_err(|error| TtError::invalid_params(format!("Invalid request body: {error}")))?
+        };
+        let max_count = match request.max_count {
+            None => VIDEO_LIST_DEFAULT_COUNT,
+            Some(count) => usize::try_from(count)
+                .ok()
+                .filter(|count| (1..=VIDEO_LIST_MAX_COUNT).contains(count))
+                .ok_or_else(|| TtError::invalid_params(format!("max_count must be between 1 and {VIDEO_LIST_MAX_COUNT}")))?,
+        };
+        let cursor = match request.cursor {
+            Some(cursor) if cursor < 0 => return Err(TtError::invalid_params("cursor must be a unix timestamp in milliseconds")),
+            Some(0) | None => None,
+            Some(cursor) => Some(cursor),
+        };
+
+        let open_id = ids::tiktok_open_id(&token);
+        let username = creator_username(&open_id);
+        let host = host(&headers).unwrap_or("localhost");
+        let mut state = shared.lock();
+        state.settle_tiktok(shared.options.tiktok_complete_after);
+        let listing = creator_videos(&state, &open_id, shared.options.tiktok_complete_after);
+        let mut older = listing.into_iter().filter(|video| cursor.is_none_or(|cursor| video.created_ms < cursor));
+        let page: Vec<ListedVideo<'_>> = older.by_ref().take(max_count).collect();
+        let has_more = older.next().is_some();
+        let next_cursor = page.last().map(|video| video.created_ms).or(cursor).unwrap_or(0);
+        let videos: Vec<Value> = page.iter().map(|video| video_object(video, &fields, &username, host)).collect();
+        Ok(json!({ "videos": videos, "cursor": next_cursor, "has_more": has_more }))
+    })
+    .await
+}
+
+/// The Video Object fields named in the `fields` query parameter.
+fn requested_fields(query: Option<&str>) -> Result<Vec<String>, TtError> {
+    let mut fields = Vec::new();
+    for (name, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        if name != "fields" {
+            continue;
+        }
+        for field in value.split(',').map(str::trim).filter(|field| !field.is_empty()) {
+            if !VIDEO_FIELDS.contains(&field) {
+                return Err(TtError::invalid_params(format!("Invalid field: {field}")));
+            }
+            if !fields.iter().any(|known| known == field) {
+                fields.push(field.to_owned());
+            }
+        }
+    }
+    if fields.is_empty() {
+        return Err(TtError::invalid_params("fields is required"));
+    }
+    Ok(fields)
+}
+
+/// The creator's listable videos, newest first (see [`video_list`]).
+fn creator_videos<'a>(state: &'a World, open_id: &str, complete_after: Duration) -> Vec<ListedVideo<'a>> {
+    let now = Instant::now();
+    let mut publishes: Vec<&Publish> = state.publishes.values().filter(|publish| publish.open_id == open_id).collect();
+    // Post ids are drawn in the order publishes are accepted.
+    publishes.sort_by_key(|publish| publish.post_id);
+    let mut listing = Vec::new();
+    let mut previous_ms = i64::MIN;
+    for publish in publishes {
+        // Every publish of the creator takes a millisecond, listed or not, so
+        // the times of listed videos never change as more publishes complete.
+        let created_ms = publish.accepted_at.timestamp_millis().max(previous_ms.saturating_add(1));
+        previous_ms = created_ms;
+        let listed = publish.kind == PublishKind::Video
+            && publish.privacy_level == "PUBLIC_TO_EVERYONE"
+            && publish.status(now, complete_after) == PublishStatus::Complete;
+        if listed {
+            listing.push(ListedVideo { publish, created_ms });
+        }
+    }
+    listing.reverse();
+    listing
+}
+
+/// A video as the Display API's Video Object, with only the `fields` asked for (and `id`).
+fn video_object(video: &ListedVideo<'_>, fields: &[String], username: &str, host: &str) -> Value {
+    let id = video.publish.post_id.to_string();
+    let text: String = video.publish.caption.chars().take(VIDEO_TEXT_MAX).collect();
+    let share_url = format!("https://www.tiktok.com/@{username}/video/{id}");
+    let mut object = serde_json::Map::new();
+    object.insert("id".into(), json!(id));
+    for field in fields {
+        let value = match field.as_str() {
+            "create_time" => json!(video.created_ms.div_euclid(1000)),
+            "title" | "video_description" => json!(text),
+            "share_url" => json!(share_url),
+            "embed_link" => json!(format!("https://www.tiktok.com/player/v1/{id}")),
+            "embed_html" => json!(format!(
+                r#"<blockquote class="tiktok-embed" cite="{share_url}" data-video-id="{id}"><section></section></blockquote><script async src="https://www.tiktok.com/embed.js"></script>"#
+            )),
+            "cover_image_url" => json!(format!("http://{host}/media/sample.jpg")),
+            "like_count" | "comment_count" | "share_count" | "view_count" => json!(0),
+            // `id` is already there; duration, height and width are unknown.
+            _ => continue,
+        };
+        object.insert(field.clone(), value);
+    }
+    Value::Object(object)
+}
+
 /// An OAuth error in TikTok's token-endpoint shape (not the API envelope).
 fn oauth_error(log_id: &LogId, error: &str, description: &str) -> Response {
     let body = json!({ "error": error, "error_description": description, "log_id": log_id.0 });
@@ -437,10 +669,53 @@ async fn oauth_token(State(shared): State<Arc<Shared>>, Extension(log_id): Exten
             "open_id": ids::tiktok_open_id(refresh_token),
             "refresh_expires_in": REFRESH_TOKEN_LIFETIME_SECS,
             "refresh_token": format!("{subject}.rt-{}", ids::random_token_part()),
-            "scope": "video.publish",
+            "scope": granted_scopes(refresh_token),
             "token_type": "Bearer",
         }))
         .into_response()
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn publish(post_id: u64, kind: PublishKind, privacy_level: &'static str, accepted_at: chrono::DateTime<Utc>) -> Publish {
+        Publish {
+            open_id: ids::tiktok_open_id("alice"),
+            kind,
+            privacy_level,
+            caption: format!("post {post_id}"),
+            media: vec![],
+            accepted_at,
+            accepted: Instant::now(),
+            failure: None,
+            media_bytes: 0,
+            post_id,
+            recorded: false,
+        }
+    }
+
+    #[test]
+    fn publishes_in_one_millisecond_get_distinct_times_in_acceptance_order() {
+        let at = Utc::now();
+        let mut world = World::default();
+        let publishes = [
+            publish(1, PublishKind::Video, "PUBLIC_TO_EVERYONE", at),
+            publish(2, PublishKind::Photo, "PUBLIC_TO_EVERYONE", at),
+            publish(3, PublishKind::Video, "SELF_ONLY", at),
+            publish(4, PublishKind::Video, "PUBLIC_TO_EVERYONE", at),
+            publish(5, PublishKind::Video, "PUBLIC_TO_EVERYONE", at),
+        ];
+        for (index, publish) in publishes.into_iter().enumerate() {
+            world.publishes.insert(format!("publish-{index}"), publish);
+        }
+        let listing = creator_videos(&world, &ids::tiktok_open_id("alice"), Duration::ZERO);
+        let listed: Vec<(u64, i64)> = listing.iter().map(|video| (video.publish.post_id, video.created_ms)).collect();
+        let ms = at.timestamp_millis();
+        // Photos and private videos take their millisecond without being listed.
+        assert_eq!(listed, [(5, ms + 4), (4, ms + 3), (1, ms)]);
+        assert!(creator_videos(&world, &ids::tiktok_open_id("bob"), Duration::ZERO).is_empty());
+    }
 }

@@ -155,7 +155,7 @@ async fn refresh_keeps_the_open_id_and_revoked_refresh_tokens_fail() {
     assert_eq!(body["token_type"], "Bearer");
     assert_eq!(body["expires_in"], 86400);
     assert_eq!(body["refresh_expires_in"], 31536000);
-    assert_eq!(body["scope"], "video.publish");
+    assert_eq!(body["scope"], "video.publish,video.list");
     let access = body["access_token"].as_str().expect("access_token").to_owned();
     assert_eq!(tiktok_open_id(&access), tiktok_open_id(TOKEN));
     assert!(body["refresh_token"].as_str().is_some_and(|t| t != "alice.rt-0"));
@@ -169,4 +169,202 @@ async fn refresh_keeps_the_open_id_and_revoked_refresh_tokens_fail() {
     assert_eq!(refused.body["error"], "invalid_grant");
     assert!(refused.body["error_description"].is_string());
     assert!(refused.body["log_id"].is_string());
+
+    // A creator who did not grant video.list (see `no_video_list_tokens_lack_the_scope`).
+    let form = [
+        ("client_key", "key"),
+        ("client_secret", "secret"),
+        ("grant_type", "refresh_token"),
+        ("refresh_token", "carol-no-video-list.rt-0"),
+    ];
+    let reply = sandbox.send(sandbox.client.post(&url).form(&form)).await;
+    assert_eq!(reply.body["scope"], "video.publish");
+}
+
+// --- Display API: List Videos -------------------------------------------------
+
+/// `POST /v2/video/list/?fields={fields}` with a JSON body.
+async fn list_videos(sandbox: &common::Running, token: &str, fields: &str, body: Value) -> common::Reply {
+    sandbox.tiktok(token, &format!("/v2/video/list/?fields={fields}"), body).await
+}
+
+/// A video publish with its own caption and privacy level; returns the publish id.
+async fn post_video(sandbox: &common::Running, token: &str, caption: &str, privacy: &str) -> String {
+    let mut init = video_init(&sandbox.media("sample.mp4"), privacy);
+    init["post_info"]["title"] = json!(caption);
+    let reply = sandbox.tiktok(token, "/v2/post/publish/video/init/", init).await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    reply.body["data"]["publish_id"].as_str().expect("publish_id").to_owned()
+}
+
+/// Posts a video and waits for PUBLISH_COMPLETE; returns its public post id.
+async fn posted_video(sandbox: &common::Running, token: &str, caption: &str, privacy: &str) -> String {
+    let publish_id = post_video(sandbox, token, caption, privacy).await;
+    let data = sandbox.tt_wait(token, &publish_id).await;
+    assert_eq!(data["status"], "PUBLISH_COMPLETE", "{data}");
+    data["publicaly_available_post_id"][0].as_u64().expect("post id").to_string()
+}
+
+fn captions(reply: &common::Reply) -> Vec<String> {
+    let videos = reply.body["data"]["videos"].as_array().expect("videos");
+    videos.iter().map(|video| video["title"].as_str().expect("title").to_owned()).collect()
+}
+
+#[tokio::test]
+async fn video_list_shows_only_completed_public_videos_with_the_requested_fields() {
+    let sandbox = start(quick()).await;
+    let before = chrono::Utc::now().timestamp();
+    let public_id = post_video(&sandbox, TOKEN, "Public clip #fun", "PUBLIC_TO_EVERYONE").await;
+    // Still processing: not listed yet.
+    let early = list_videos(&sandbox, TOKEN, "id,title", json!({ "max_count": 20 })).await;
+    assert_eq!(early.status, StatusCode::OK, "{:?}", early.body);
+    assert_eq!(early.body["data"]["videos"], json!([]), "{:?}", early.body);
+    assert_eq!(early.body["data"]["has_more"], false);
+
+    let private_id = post_video(&sandbox, TOKEN, "Private clip", "SELF_ONLY").await;
+    for privacy in ["MUTUAL_FOLLOW_FRIENDS", "FOLLOWER_OF_CREATOR"] {
+        post_video(&sandbox, TOKEN, privacy, privacy).await;
+    }
+    let mut photo = photo_init(vec![sandbox.media("sample.jpg")], "Public photo", "Public photo");
+    photo["post_info"]["privacy_level"] = json!("PUBLIC_TO_EVERYONE");
+    let photo_init = sandbox.tiktok(TOKEN, "/v2/post/publish/content/init/", photo).await;
+    let photo_id = photo_init.body["data"]["publish_id"].as_str().expect("publish_id").to_owned();
+    // Another creator's public video is not this creator's.
+    let bob = post_video(&sandbox, "bob", "Bob's clip", "PUBLIC_TO_EVERYONE").await;
+
+    let data = sandbox.tt_wait(TOKEN, &public_id).await;
+    let post_id = data["publicaly_available_post_id"][0].as_u64().expect("post id").to_string();
+    assert_eq!(sandbox.tt_wait(TOKEN, &private_id).await["status"], "PUBLISH_COMPLETE");
+    assert_eq!(sandbox.tt_wait(TOKEN, &photo_id).await["status"], "PUBLISH_COMPLETE");
+    assert_eq!(sandbox.tt_wait("bob", &bob).await["status"], "PUBLISH_COMPLETE");
+    let after = chrono::Utc::now().timestamp();
+
+    let reply = list_videos(&sandbox, TOKEN, "id,title,create_time,share_url", json!({ "max_count": 20 })).await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    assert_eq!(reply.body["error"]["code"], "ok");
+    assert_eq!(reply.body["error"]["message"], "");
+    let log_id = reply.body["error"]["log_id"].as_str().expect("log_id");
+    assert_eq!(reply.headers["x-tt-logid"].to_str().ok(), Some(log_id));
+    let data = &reply.body["data"];
+    let videos = data["videos"].as_array().expect("videos");
+    assert_eq!(videos.len(), 1, "{data}");
+    let video = videos[0].as_object().expect("video object");
+    let mut keys: Vec<&str> = video.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["create_time", "id", "share_url", "title"]);
+    assert_eq!(video["id"], post_id, "the id is the post id status/fetch reports");
+    assert_eq!(video["title"], "Public clip #fun");
+    let created = video["create_time"].as_i64().expect("create_time");
+    assert!((before..=after).contains(&created), "{created} not in {before}..={after}");
+    let share_url = video["share_url"].as_str().expect("share_url");
+    assert!(share_url.starts_with("https://") && share_url.contains(&post_id), "{share_url}");
+    assert_eq!(data["has_more"], false);
+    assert_eq!(data["cursor"].as_i64().map(|cursor| cursor / 1000), Some(created));
+
+    // Only `id` asked for: only `id` answered.
+    let ids_only = list_videos(&sandbox, TOKEN, "id", json!({})).await;
+    assert_eq!(ids_only.body["data"]["videos"], json!([{ "id": post_id }]));
+    // `id` is answered even when not asked for.
+    let titles_only = list_videos(&sandbox, TOKEN, "title", json!({})).await;
+    assert_eq!(titles_only.body["data"]["videos"], json!([{ "id": post_id, "title": "Public clip #fun" }]));
+    let bobs = list_videos(&sandbox, "bob", "title", json!({})).await;
+    assert_eq!(captions(&bobs), ["Bob's clip"]);
+    assert_eq!(sandbox.calls("tiktok.video_list").await, 5);
+}
+
+#[tokio::test]
+async fn video_list_pages_newest_first_by_cursor() {
+    let sandbox = start(SandboxOptions::instant()).await;
+    let mut ids = Vec::new();
+    for caption in ["first", "second", "third"] {
+        ids.push(posted_video(&sandbox, TOKEN, caption, "PUBLIC_TO_EVERYONE").await);
+    }
+
+    let mut cursor = None;
+    let mut seen = Vec::new();
+    for expected_more in [true, true, false] {
+        let mut body = json!({ "max_count": 1 });
+        if let Some(cursor) = cursor {
+            body["cursor"] = json!(cursor);
+        }
+        let page = list_videos(&sandbox, TOKEN, "id,title,create_time", body).await;
+        assert_eq!(page.status, StatusCode::OK, "{:?}", page.body);
+        let data = &page.body["data"];
+        assert_eq!(data["videos"].as_array().map(Vec::len), Some(1), "{data}");
+        assert_eq!(data["has_more"], expected_more, "{data}");
+        let next = data["cursor"].as_i64().expect("cursor");
+        assert!(cursor.is_none_or(|previous| next < previous), "the cursor moves back in time");
+        cursor = Some(next);
+        seen.push(data["videos"][0].clone());
+    }
+    let titles: Vec<&str> = seen.iter().map(|video| video["title"].as_str().expect("title")).collect();
+    assert_eq!(titles, ["third", "second", "first"]);
+    let listed_ids: Vec<&str> = seen.iter().map(|video| video["id"].as_str().expect("id")).collect();
+    assert_eq!(listed_ids, [ids[2].as_str(), ids[1].as_str(), ids[0].as_str()]);
+    let times: Vec<i64> = seen.iter().map(|video| video["create_time"].as_i64().expect("create_time")).collect();
+    assert!(times.windows(2).all(|pair| pair[0] >= pair[1]), "{times:?}");
+
+    // Past the oldest video: an empty last page.
+    let end = list_videos(&sandbox, TOKEN, "id", json!({ "max_count": 1, "cursor": cursor })).await;
+    assert_eq!(end.body["data"]["videos"], json!([]));
+    assert_eq!(end.body["data"]["has_more"], false);
+    // No max_count: the default page size (10) holds them all.
+    let all = list_videos(&sandbox, TOKEN, "title", json!({})).await;
+    assert_eq!(captions(&all), ["third", "second", "first"]);
+    assert_eq!(all.body["data"]["has_more"], false);
+    // Two per page.
+    let two = list_videos(&sandbox, TOKEN, "title", json!({ "max_count": 2 })).await;
+    assert_eq!(captions(&two), ["third", "second"]);
+    assert_eq!(two.body["data"]["has_more"], true);
+}
+
+#[tokio::test]
+async fn video_list_rejects_invalid_params() {
+    let sandbox = start(SandboxOptions::instant()).await;
+    posted_video(&sandbox, TOKEN, "clip", "PUBLIC_TO_EVERYONE").await;
+    for body in [json!({ "max_count": 21 }), json!({ "max_count": 0 }), json!({ "cursor": -1 }), json!({ "max_count": "ten" })] {
+        let reply = list_videos(&sandbox, TOKEN, "id,title", body.clone()).await;
+        tt_error(&reply, StatusCode::BAD_REQUEST, "invalid_params");
+        assert!(reply.body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    }
+    let max = list_videos(&sandbox, TOKEN, "id", json!({ "max_count": 20 })).await;
+    assert_eq!(max.status, StatusCode::OK, "{:?}", max.body);
+
+    let no_fields = sandbox.tiktok(TOKEN, "/v2/video/list/", json!({})).await;
+    tt_error(&no_fields, StatusCode::BAD_REQUEST, "invalid_params");
+    let unknown_field = list_videos(&sandbox, TOKEN, "id,likes", json!({})).await;
+    tt_error(&unknown_field, StatusCode::BAD_REQUEST, "invalid_params");
+}
+
+/// The sandbox grants `video.list` to every token except those containing
+/// `no-video-list`: they get TikTok's 401 `scope_not_authorized`.
+#[tokio::test]
+async fn no_video_list_tokens_lack_the_scope() {
+    let sandbox = start(SandboxOptions::instant()).await;
+    let token = "carol-no-video-list.at-1";
+    let reply = list_videos(&sandbox, token, "id,title", json!({ "max_count": 10 })).await;
+    tt_error(&reply, StatusCode::UNAUTHORIZED, "scope_not_authorized");
+    assert!(reply.body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+    // The token is otherwise fine.
+    let info = sandbox.tiktok(token, "/v2/post/publish/creator_info/query/", json!({})).await;
+    assert_eq!(info.status, StatusCode::OK);
+
+    // Token errors come first, as on the other endpoints.
+    let anonymous = sandbox.send(sandbox.client.post(sandbox.tt("/v2/video/list/?fields=id")).json(&json!({}))).await;
+    tt_error(&anonymous, StatusCode::UNAUTHORIZED, "access_token_invalid");
+    sandbox.revoke(TOKEN).await;
+    let revoked = list_videos(&sandbox, TOKEN, "id", json!({})).await;
+    tt_error(&revoked, StatusCode::UNAUTHORIZED, "access_token_invalid");
+}
+
+#[tokio::test]
+async fn video_list_is_counted_and_faultable() {
+    let sandbox = start(SandboxOptions::instant()).await;
+    sandbox.fault(json!({ "endpoint": "tiktok.video_list", "status": 429 })).await;
+    let limited = list_videos(&sandbox, TOKEN, "id", json!({})).await;
+    tt_error(&limited, StatusCode::TOO_MANY_REQUESTS, "rate_limit_exceeded");
+    let fine = list_videos(&sandbox, TOKEN, "id", json!({})).await;
+    assert_eq!(fine.status, StatusCode::OK, "{:?}", fine.body);
+    assert_eq!(fine.body["data"], json!({ "videos": [], "cursor": 0, "has_more": false }));
+    assert_eq!(sandbox.calls("tiktok.video_list").await, 2);
 }

@@ -53,6 +53,8 @@ pub struct Options {
     pub outcome_wait: &'static str,
     /// `AUTOPOST_PLATFORM_REQUEST_TIMEOUT`.
     pub request_timeout: &'static str,
+    /// `AUTOPOST_PREFLIGHT_DEADLINE`.
+    pub preflight_deadline: &'static str,
 }
 
 impl Default for Options {
@@ -66,6 +68,7 @@ impl Default for Options {
             stuck_after: "10m",
             outcome_wait: "3s",
             request_timeout: "5s",
+            preflight_deadline: "60s",
         }
     }
 }
@@ -113,6 +116,7 @@ impl TestApp {
             "--platform-poll-interval=100ms".into(),
             "--platform-processing-timeout=20s".into(),
             format!("--platform-request-timeout={}", options.request_timeout),
+            format!("--preflight-deadline={}", options.preflight_deadline),
             // The worker is a child process: a port of its own, never a `dev` stack's.
             "--worker-metrics-listen=127.0.0.1:0".into(),
             "--reconcile-interval=1s".into(),

@@ -296,3 +296,31 @@ fn reconcile_settings(app: &TestApp) -> autopost_app::reconcile::ReconcileSettin
         stuck_after: Duration::from_secs(600),
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_preflight_that_runs_out_of_time_needs_attention_without_an_attempt() {
+    let app = TestApp::spawn_with(Options { preflight_deadline: "2s", ..Options::default() }).await;
+    let account = app.link_account("instagram", "ig-slow-media", "token-slow-media").await;
+    // The media host answers, but only after 4 s: within the request timeout, past the deadline.
+    app.sandbox_fault(json!({ "endpoint": "media", "times": 10, "delay_ms": 4000 })).await;
+    let job = app.schedule(&account, in_secs(3), "slow media host", image(&app)).await;
+    let id = job["id"].as_str().unwrap();
+    let job = app.wait_for_status(id, "needs_attention", WAIT).await;
+    assert_eq!(job["last_error"]["code"], "preflight.timeout", "{job}");
+    assert_eq!(job["attempt_count"], 0);
+    assert_eq!(job["readiness"]["checks"][0]["name"], "preflight", "{job}");
+    assert!(app.attempts(id).await.is_empty());
+    assert_eq!(app.sandbox_calls("instagram.media").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn media_items_are_checked_concurrently_within_the_preflight_deadline() {
+    // Three slow photos one after the other would take 3.6 s, past the 3 s deadline.
+    let app = TestApp::spawn_with(Options { preflight_deadline: "3s", ..Options::default() }).await;
+    let account = app.link_account("tiktok", "tt-photos", "token-photos").await;
+    app.sandbox_fault(json!({ "endpoint": "media", "times": 6, "delay_ms": 1200 })).await;
+    let photos: Vec<Value> = (0..3).map(|_| json!({ "url": app.media_url("sample.jpg"), "kind": "image" })).collect();
+    let job = app.schedule(&account, in_secs(4), "three photos", Value::Array(photos)).await;
+    app.wait_for_status(job["id"].as_str().unwrap(), "published", WAIT).await;
+    assert_eq!(app.sandbox_posts().await.len(), 1);
+}

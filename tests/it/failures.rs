@@ -227,7 +227,8 @@ async fn a_worker_killed_while_the_publish_call_is_in_flight_does_not_post_twice
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tiktok_post_whose_acceptance_is_unknown_is_never_sent_twice() {
     let app = TestApp::spawn().await;
-    let account = app.link_account("tiktok", "tt-unknown", "token-unknown").await;
+    // Without the `video.list` scope TikTok cannot be asked at all.
+    let account = app.link_account("tiktok", "tt-unknown", "token-no-video-list").await;
     app.sandbox_fault(json!({ "endpoint": "tiktok.video_init", "times": 1, "status": 500, "after_accept": true })).await;
     let job = app.schedule(&account, soon(), "maybe", json!([{ "url": app.media_url("sample.mp4"), "kind": "video" }])).await;
     let id = job["id"].as_str().unwrap();
@@ -236,6 +237,31 @@ async fn a_tiktok_post_whose_acceptance_is_unknown_is_never_sent_twice() {
     assert_eq!(app.sandbox_calls("tiktok.video_init").await, 1, "init was not sent again");
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(app.sandbox_posts().await.len(), 1, "TikTok published it once");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tiktok_video_whose_acceptance_is_unknown_is_found_in_the_creators_video_list() {
+    let app = TestApp::spawn().await;
+    let account = app.link_account("tiktok", "tt-found", "token-found").await;
+    app.sandbox_fault(json!({ "endpoint": "tiktok.video_init", "times": 1, "status": 500, "after_accept": true })).await;
+    let job = app.schedule(&account, soon(), "found later", json!([{ "url": app.media_url("sample.mp4"), "kind": "video" }])).await;
+    let job = app.wait_for_status(job["id"].as_str().unwrap(), "published", WAIT).await;
+    let posts = app.sandbox_posts().await;
+    assert_eq!(posts.len(), 1);
+    assert_eq!(job["platform_post_id"], posts[0]["platform_post_id"], "the id TikTok lists: {job}");
+    assert_eq!(app.sandbox_calls("tiktok.video_init").await, 1, "init was not sent again");
+    assert!(app.sandbox_calls("tiktok.video_list").await >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tiktok_photo_post_whose_acceptance_is_unknown_needs_attention_since_photos_are_not_listed() {
+    let app = TestApp::spawn().await;
+    let account = app.link_account("tiktok", "tt-photo-unknown", "token-photo-unknown").await;
+    app.sandbox_fault(json!({ "endpoint": "tiktok.content_init", "times": 1, "status": 500, "after_accept": true })).await;
+    let job = app.schedule(&account, soon(), "photo maybe", json!([{ "url": app.media_url("sample.jpg"), "kind": "image" }])).await;
+    let job = app.wait_for_status(job["id"].as_str().unwrap(), "needs_attention", WAIT).await;
+    assert_eq!(job["last_error"]["code"], "tiktok.publish_outcome_unknown", "{job}");
+    assert_eq!(app.sandbox_calls("tiktok.content_init").await, 1);
 }
 
 async fn wait_for_readiness(app: &TestApp, job_id: &str) -> Value {

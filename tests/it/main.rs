@@ -4,6 +4,7 @@
 
 mod api;
 mod bench_smoke;
+mod chaos;
 mod commands;
 mod common;
 mod exactly_once;

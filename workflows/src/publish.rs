@@ -293,15 +293,19 @@ async fn publish(ctx: &mut WorkflowContext<PublishPostWorkflow>, preflight: bool
     if preflight {
         mirror(ctx, Change::to(JobStatus::Publishing)).await?;
         ctx.state_mut(|s| s.preflighting = true);
-        let report = ctx
-            .execute_activity(
-                PublishActivities::preflight,
-                PreflightRequest { job_id },
-                infrastructure_activity_options(Duration::from_secs(120)),
-            )
-            .await;
+        let report = ctx.execute_activity(PublishActivities::preflight, PreflightRequest { job_id }, preflight_activity_options()).await;
         ctx.state_mut(|s| s.preflighting = false);
-        let report: PreflightReport = report?;
+        // The activity bounds itself (its deadline is a report, not an error); an error here is
+        // our own infrastructure failing every try, and the job must say so rather than wait.
+        let report: PreflightReport = match report {
+            Ok(report) => report,
+            Err(e) => PreflightReport {
+                ok: false,
+                checked_at: now(ctx)?,
+                checks: Vec::new(),
+                error: Some(JobError::new("preflight.timeout", format!("preflight could not complete after {PREFLIGHT_TRIES} tries: {e}"))),
+            },
+        };
         // Taken while preflight ran: nothing has reached the platform yet.
         if engine_cancelled(ctx) {
             return cancelled_by_operator(ctx).await;
@@ -462,6 +466,22 @@ fn detached() -> WorkflowCancellationToken {
 fn infrastructure_activity_options(timeout: Duration) -> ActivityOptions {
     ActivityOptions::with_start_to_close_timeout(timeout)
         .retry_policy(RetryPolicy::builder().initial_interval(Duration::from_secs(1)).maximum_interval(Duration::from_secs(60)).build())
+        .cancellation_token(detached())
+        .build()
+}
+
+/// Preflight at publish time: a few tries, then the job says why it cannot go on.
+const PREFLIGHT_TRIES: u32 = 5;
+
+fn preflight_activity_options() -> ActivityOptions {
+    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(120))
+        .retry_policy(
+            RetryPolicy::builder()
+                .initial_interval(Duration::from_secs(1))
+                .maximum_interval(Duration::from_secs(30))
+                .maximum_attempts(PREFLIGHT_TRIES)
+                .build(),
+        )
         .cancellation_token(detached())
         .build()
 }

@@ -1,6 +1,6 @@
 //! TikTok Content Posting API (Direct Post): `creator_info/query` (also the token probe),
 //! `video/init` with `PULL_FROM_URL` or `content/init` for photos, then `status/fetch` until
-//! `PUBLISH_COMPLETE`.
+//! `PUBLISH_COMPLETE`. Also the Display API's `video/list` (needs the `video.list` scope).
 
 use std::time::Duration;
 
@@ -79,6 +79,31 @@ impl PublishStatus {
             answered: true,
         }
     }
+}
+
+/// One page of the Display API's List Videos (`/v2/video/list/`).
+#[derive(Clone, Debug, Deserialize)]
+pub struct VideoPage {
+    /// The creator's public videos, newest first.
+    #[serde(default)]
+    pub videos: Vec<ListedVideo>,
+    /// Pass back as `cursor` for the next page (a unix timestamp in milliseconds: the next page
+    /// holds videos created before it).
+    #[serde(default)]
+    pub cursor: Option<i64>,
+    #[serde(default)]
+    pub has_more: bool,
+}
+
+/// A video as List Videos reports it, with the fields [`TiktokClient::list_videos`] asks for.
+#[derive(Clone, Debug, Deserialize)]
+pub struct ListedVideo {
+    /// The post id, the one `status/fetch` reports in `publicaly_available_post_id`.
+    pub id: String,
+    #[serde(default)]
+    pub title: String,
+    /// Unix seconds.
+    pub create_time: i64,
 }
 
 #[derive(Deserialize)]
@@ -186,6 +211,20 @@ impl TiktokClient {
     #[instrument(skip(self, token), err(Display))]
     pub async fn fetch_status(&self, token: &SecretString, publish_id: &str) -> Result<Reply<PublishStatus>, PlatformError> {
         let request = self.post("/v2/post/publish/status/fetch/", token).json(&json!({ "publish_id": publish_id }));
+        self.send(request).await
+    }
+
+    /// The creator's public videos, newest first (Display API, List Videos). `cursor` is the
+    /// previous page's `cursor` (`None` for the newest videos); TikTok allows `max_count` up to 20
+    /// and refuses more with `invalid_params`. A token without the `video.list` scope gets
+    /// `scope_not_authorized`, a [`ErrorClass::Token`] error.
+    #[instrument(skip(self, token), err(Display))]
+    pub async fn list_videos(&self, token: &SecretString, cursor: Option<i64>, max_count: u32) -> Result<Reply<VideoPage>, PlatformError> {
+        let mut body = json!({ "max_count": max_count });
+        if let Some(cursor) = cursor {
+            body["cursor"] = json!(cursor);
+        }
+        let request = self.post("/v2/video/list/?fields=id,title,create_time", token).json(&body);
         self.send(request).await
     }
 
@@ -331,6 +370,92 @@ mod tests {
         assert_eq!(status("auth_removed").failure(None).class, ErrorClass::Token);
         assert_eq!(status("file_format_check_failed").failure(None).class, ErrorClass::Permanent);
         assert_eq!(status("spam_risk_text").failure(None).code, "tiktok.spam_risk_text");
+    }
+
+    #[test]
+    fn video_list_pages_parse() {
+        let body = r#"{"data":{"videos":[
+            {"id":"7400000000000000012","title":"Newest","create_time":1700000100},
+            {"id":"7400000000000000009","title":"Older","create_time":1700000000}
+        ],"cursor":1700000000000,"has_more":true},"error":{"code":"ok","message":"","log_id":"2024"}}"#;
+        let envelope: Envelope<VideoPage> = serde_json::from_str(body).unwrap();
+        assert_eq!(envelope.error.code, "ok");
+        let page = envelope.data.unwrap();
+        assert_eq!(page.cursor, Some(1_700_000_000_000));
+        assert!(page.has_more);
+        let ids: Vec<&str> = page.videos.iter().map(|video| video.id.as_str()).collect();
+        assert_eq!(ids, ["7400000000000000012", "7400000000000000009"]);
+        assert_eq!(page.videos[0].title, "Newest");
+        assert_eq!(page.videos[1].create_time, 1_700_000_000);
+
+        let empty: Envelope<VideoPage> = serde_json::from_str(r#"{"data":{"videos":[],"has_more":false},"error":{"code":"ok"}}"#).unwrap();
+        let empty = empty.data.unwrap();
+        assert!(empty.videos.is_empty() && empty.cursor.is_none() && !empty.has_more);
+        assert_eq!(error(400, "invalid_params").class, ErrorClass::Permanent);
+    }
+
+    /// Answers one HTTP request with `status` and `body`; yields the raw request it read.
+    async fn answer_once(status: &'static str, body: &'static str) -> (String, tokio::task::JoinHandle<String>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            let mut buffer = [0u8; 4096];
+            loop {
+                let read = socket.read(&mut buffer).await.unwrap();
+                request.extend_from_slice(&buffer[..read]);
+                let text = String::from_utf8_lossy(&request).into_owned();
+                if let Some((head, sent)) = text.split_once("\r\n\r\n") {
+                    let length = head
+                        .lines()
+                        .find_map(|line| line.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+                        .unwrap_or(0usize);
+                    if sent.len() >= length || read == 0 {
+                        break;
+                    }
+                }
+            }
+            let response = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\nx-tt-logid: header-log\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            socket.write_all(response.as_bytes()).await.unwrap();
+            String::from_utf8(request).unwrap()
+        });
+        (base, server)
+    }
+
+    #[tokio::test]
+    async fn list_videos_asks_for_its_fields_and_pages_by_cursor() {
+        let body = r#"{"data":{"videos":[{"id":"7400000000000000012","title":"Clip","create_time":1700000100}],"cursor":1700000100000,"has_more":false},"error":{"code":"ok","message":"","log_id":"body-log"}}"#;
+        let (base, server) = answer_once("200 OK", body).await;
+        let client = TiktokClient::new(reqwest::Client::new(), base);
+        let token = SecretString::from("act.secret");
+        let reply = client.list_videos(&token, Some(1_700_000_200_000), 5).await.unwrap();
+        assert_eq!(reply.request_id.as_deref(), Some("body-log"));
+        assert_eq!(reply.value.videos[0].id, "7400000000000000012");
+        assert_eq!(reply.value.cursor, Some(1_700_000_100_000));
+        let request = server.await.unwrap();
+        assert!(request.starts_with("POST /v2/video/list/?fields=id,title,create_time HTTP/1.1\r\n"), "{request}");
+        assert!(request.to_ascii_lowercase().contains("authorization: bearer act.secret\r\n"), "{request}");
+        let sent: serde_json::Value = serde_json::from_str(request.split_once("\r\n\r\n").unwrap().1).unwrap();
+        assert_eq!(sent, json!({ "max_count": 5, "cursor": 1_700_000_200_000_i64 }));
+    }
+
+    #[tokio::test]
+    async fn list_videos_without_the_scope_is_a_token_error() {
+        let body = r#"{"data":{},"error":{"code":"scope_not_authorized","message":"The user did not authorize the scope required for completing this request.","log_id":"body-log"}}"#;
+        let (base, server) = answer_once("401 Unauthorized", body).await;
+        let client = TiktokClient::new(reqwest::Client::new(), base);
+        let error = client.list_videos(&SecretString::from("act.secret"), None, 20).await.unwrap_err();
+        assert_eq!(error.class, ErrorClass::Token);
+        assert_eq!(error.code, "tiktok.scope_not_authorized");
+        assert_eq!(error.request_id.as_deref(), Some("body-log"));
+        let request = server.await.unwrap();
+        let sent: serde_json::Value = serde_json::from_str(request.split_once("\r\n\r\n").unwrap().1).unwrap();
+        assert_eq!(sent, json!({ "max_count": 20 }), "no cursor on the first page");
     }
 
     #[test]
