@@ -81,6 +81,19 @@ fn instagram_outcome_unknown(container: &str) -> PlatformError {
     )
 }
 
+/// TikTok accepted `publish_id` and then refused to say what became of it (a revoked token,
+/// say): the post may go live all the same, so the job must not claim a token error or a content
+/// error as if nothing had been posted. A transient error is retried, and the retry asks again.
+fn unknown_unless_transient(error: PlatformError, publish_id: &str) -> PlatformError {
+    if error.retryable() {
+        return error;
+    }
+    PlatformError {
+        request_id: error.request_id.clone(),
+        ..tiktok_outcome_unknown(&format!("TikTok accepted publish {publish_id}, then answered {} when asked about it", error.code))
+    }
+}
+
 /// TikTok may have published the post, and offers no way to ask without the `publish_id`.
 fn tiktok_outcome_unknown(cause: &str) -> PlatformError {
     PlatformError::new(
@@ -316,7 +329,8 @@ impl WorkerActivities {
 
         let mut publish_id = None;
         for earlier in db::recorded_references(&self.db, job.id).await? {
-            let reply = self.tiktok.fetch_status(token, &earlier.reference).await?;
+            let reply =
+                self.tiktok.fetch_status(token, &earlier.reference).await.map_err(|e| unknown_unless_transient(e, &earlier.reference))?;
             match reply.value.status {
                 PublishState::PublishComplete => return Ok(tiktok_published(&earlier.reference, &reply.value, reply.request_id)),
                 PublishState::Failed => continue,
@@ -376,7 +390,7 @@ impl WorkerActivities {
 
         let mut waited = Processing::new();
         loop {
-            let reply = self.tiktok.fetch_status(token, &publish_id).await?;
+            let reply = self.tiktok.fetch_status(token, &publish_id).await.map_err(|e| unknown_unless_transient(e, &publish_id))?;
             match reply.value.status {
                 PublishState::PublishComplete => return Ok(tiktok_published(&publish_id, &reply.value, reply.request_id)),
                 PublishState::Failed => return Err(reply.value.failure(reply.request_id).into()),

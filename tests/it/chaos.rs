@@ -8,7 +8,7 @@ use std::process::Command;
 fn the_fault_suite_finds_no_double_post_lost_job_or_disagreement() {
     let temporal = std::env::var("AUTOPOST_TEMPORAL_BIN")
         .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/temporal-dev/.bin/bin/temporal").to_owned());
-    let budget = std::env::var("AUTOPOST_CHAOS_BUDGET").unwrap_or_else(|_| "120s".into());
+    let budget = std::env::var("AUTOPOST_CHAOS_BUDGET").unwrap_or_else(|_| "180s".into());
     let output = Command::new(env!("CARGO_BIN_EXE_autopost"))
         .args(["chaos", "--time-budget", &budget, "--temporal-bin", &temporal])
         .output()

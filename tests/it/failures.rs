@@ -264,6 +264,24 @@ async fn a_tiktok_photo_post_whose_acceptance_is_unknown_needs_attention_since_p
     assert_eq!(app.sandbox_calls("tiktok.content_init").await, 1);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tiktok_post_accepted_before_its_token_failed_is_not_reported_as_a_token_error() {
+    // TikTok accepted the post; asking about it then fails with a token error. The post goes live
+    // all the same, so the job must say its outcome is unknown, not blame the token as if
+    // nothing had been posted (found by the fault suite).
+    let app = TestApp::spawn().await;
+    let account = app.link_account("tiktok", "tt-token-after", "token-after").await;
+    let invalid =
+        json!({ "data": {}, "error": { "code": "access_token_invalid", "message": "The access token is invalid.", "log_id": "x" } });
+    app.sandbox_fault(json!({ "endpoint": "tiktok.status_fetch", "times": 100, "status": 401, "body": invalid })).await;
+    let job = app.schedule(&account, soon(), "accepted then token", json!([{ "url": app.media_url("sample.mp4"), "kind": "video" }])).await;
+    let job = app.wait_for_status(job["id"].as_str().unwrap(), "needs_attention", WAIT).await;
+    assert_eq!(job["last_error"]["code"], "tiktok.publish_outcome_unknown", "{job}");
+    assert_eq!(app.sandbox_calls("tiktok.video_init").await, 1);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(app.sandbox_posts().await.len(), 1);
+}
+
 async fn wait_for_readiness(app: &TestApp, job_id: &str) -> Value {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {

@@ -26,6 +26,8 @@ pub(crate) const VIOLATION_KINDS: [&str; 7] = [
 
 /// How long every job has to settle once the faults are over.
 const SETTLE_WITHIN: Duration = Duration::from_secs(90);
+/// How long a job's workflow has to close once its row is final.
+const CLOSE_WITHIN: Duration = Duration::from_secs(30);
 
 pub(crate) struct Outcome {
     pub jobs: usize,
@@ -37,9 +39,10 @@ pub(crate) struct Outcome {
 
 /// The fault's kind, for the totals: the text before its first space.
 pub(crate) fn fault_kind(fault: &str) -> &'static str {
-    const KINDS: [&str; 8] = [
+    const KINDS: [&str; 9] = [
         "platform_error",
         "platform_error_after_accept",
+        "token_error",
         "slow_answer",
         "worker_sigkill",
         "worker_sigterm",
@@ -208,10 +211,20 @@ pub(crate) async fn run_once(stack: &mut Stack, seed: u64, run: usize) -> anyhow
         if job.confirmed == Some("cancel") && !mine.is_empty() {
             violation("cancelled_but_posted", "after its cancel was confirmed".into());
         }
-        // Postgres and Temporal agree: a final row's workflow has closed, an open row's runs.
+        // Postgres and Temporal agree: a final row's workflow has closed, an open row's runs. The
+        // final mirror write comes just before the workflow closes, and a killed worker's last
+        // step is redone by another a few seconds later: the workflow gets a bound to close.
         if let (Some(status), Ok(id)) = (status, job.id.parse()) {
             let handle = temporal.get_workflow_handle::<autopost_workflows::PublishPostWorkflow>(workflow_id(id));
-            let running = handle.describe(WorkflowDescribeOptions::default()).await.map(|d| d.status() == WorkflowExecutionStatus::Running);
+            let deadline = Instant::now() + CLOSE_WITHIN;
+            let running = loop {
+                let running =
+                    handle.describe(WorkflowDescribeOptions::default()).await.map(|d| d.status() == WorkflowExecutionStatus::Running);
+                if !(status.is_final() && matches!(running, Ok(true))) || Instant::now() >= deadline {
+                    break running;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            };
             match running {
                 Ok(true) if status.is_final() => violation("postgres_temporal_disagree", format!("row {status}, workflow still running")),
                 Ok(false) if !status.is_final() => violation("postgres_temporal_disagree", format!("row {status}, workflow closed")),
@@ -241,7 +254,17 @@ async fn platform_fault(rng: &mut StdRng, http: &reqwest::Client, sandbox: &str)
     .expect("endpoints");
     let times = rng.random_range(1..=3);
     let after_accept = rng.random_bool(0.4);
-    let (spec, kind) = match rng.random_range(0..4) {
+    let (spec, kind) = match rng.random_range(0..5) {
+        // The platform's own token error: the job needs the creator (reconnect), never posts twice.
+        4 if endpoint.starts_with("instagram") => {
+            let body = json!({ "error": { "message": "Error validating access token: Session has expired.", "type": "OAuthException",
+                "code": 190, "error_subcode": 463, "fbtrace_id": "ChaosTrace" } });
+            (json!({ "endpoint": endpoint, "times": times, "status": 400, "body": body, "after_accept": after_accept }), "token_error")
+        }
+        4 if endpoint.starts_with("tiktok") => {
+            let body = json!({ "data": {}, "error": { "code": "access_token_invalid", "message": "The access token is invalid.", "log_id": "chaos" } });
+            (json!({ "endpoint": endpoint, "times": times, "status": 401, "body": body, "after_accept": after_accept }), "token_error")
+        }
         0 => (
             json!({ "endpoint": endpoint, "times": times, "delay_ms": rng.random_range(2500..5000), "after_accept": after_accept }),
             "slow_answer",
@@ -250,7 +273,10 @@ async fn platform_fault(rng: &mut StdRng, http: &reqwest::Client, sandbox: &str)
         2 => (json!({ "endpoint": endpoint, "times": times, "status": 503, "after_accept": after_accept }), "platform_error"),
         _ => (json!({ "endpoint": endpoint, "times": times, "status": 500, "after_accept": after_accept }), "platform_error"),
     };
-    let kind = if after_accept && kind == "platform_error" { "platform_error_after_accept" } else { kind };
+    let kind = match kind {
+        "platform_error" | "token_error" if after_accept => "platform_error_after_accept",
+        kind => kind,
+    };
     post_ok(http, &format!("{sandbox}/_sandbox/faults"), &spec).await?;
     Ok(format!("{kind} {endpoint} x{times}{}", if after_accept { " after accept" } else { "" }))
 }
