@@ -254,6 +254,20 @@ async fn a_tiktok_video_whose_acceptance_is_unknown_is_found_in_the_creators_vid
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_tiktok_init_answered_with_a_bare_429_after_tiktok_acted_is_not_sent_again() {
+    // Found by the fault suite (seed 1043): a 429 without TikTok's error envelope was taken as
+    // proof that nothing was posted, and the retry posted a second time.
+    let app = TestApp::spawn().await;
+    let account = app.link_account("tiktok", "tt-bare-429", "token-bare-429").await;
+    app.sandbox_fault(json!({ "endpoint": "tiktok.video_init", "times": 1, "status": 429, "after_accept": true })).await;
+    let job = app.schedule(&account, soon(), "bare 429", json!([{ "url": app.media_url("sample.mp4"), "kind": "video" }])).await;
+    app.wait_for_status(job["id"].as_str().unwrap(), "published", WAIT).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(app.sandbox_posts().await.len(), 1, "one post");
+    assert_eq!(app.sandbox_calls("tiktok.video_init").await, 1, "init was not sent again");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_tiktok_photo_post_whose_acceptance_is_unknown_needs_attention_since_photos_are_not_listed() {
     let app = TestApp::spawn().await;
     let account = app.link_account("tiktok", "tt-photo-unknown", "token-photo-unknown").await;

@@ -93,7 +93,9 @@ impl PlatformError {
             message: format!("{platform} answered HTTP {status} without an error description"),
             request_id,
             retry_after: None,
-            certainly_rejected: status.is_client_error(),
+            // Without the platform's own envelope we cannot tell who answered (a gateway?) nor
+            // whether the platform acted before it did: never proof that nothing was posted.
+            certainly_rejected: false,
             answered: true,
         }
     }
