@@ -64,7 +64,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     let mut stack = Stack::start(&tools).await?;
     let started = Instant::now();
     let mut totals = Totals::default();
-    let result = async {
+    let runs = async {
         let mut run = 0;
         while (args.runs == 0 || run < args.runs) && started.elapsed() < args.time_budget {
             let seed = first_seed.wrapping_add(run as u64);
@@ -82,8 +82,14 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
             run += 1;
         }
         anyhow::Ok(())
-    }
-    .await;
+    };
+    // Ctrl-C or SIGTERM still stops every process of the stack and its cluster.
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let result = tokio::select! {
+        result = runs => result,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        _ = terminate.recv() => Err(anyhow::anyhow!("terminated")),
+    };
     let keep = args.keep || !totals.failing_seeds.is_empty() || result.is_err();
     stack.stop(keep).await;
     result?;
