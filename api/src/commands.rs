@@ -43,7 +43,6 @@ pub struct Reschedule {
 
 /// Retries a `failed` job now, or a `needs_attention` one with a fresh retry budget (preflight first).
 #[utoipa::path(post, path = "/v1/publish-jobs/{id}/retry", tag = "commands", params(("id" = Uuid, Path, description = "The job's id"), IdempotencyKey), responses(
-    (status = 200, description = "The job after the command", body = JobView),
     (status = 400, response = responses::InvalidId),
     responses::CommandResponses,
 ))]
@@ -53,7 +52,6 @@ async fn retry(State(state): State<ApiState>, ApiPath(id): ApiPath<Uuid>, header
 
 /// Moves a `scheduled`, `failed` or `needs_attention` job to another publish time.
 #[utoipa::path(post, path = "/v1/publish-jobs/{id}/reschedule", tag = "commands", request_body = Reschedule, params(("id" = Uuid, Path, description = "The job's id"), IdempotencyKey), responses(
-    (status = 200, description = "The job after the command", body = JobView),
     (status = 400, description = "The id is not a UUID (`invalid_id`) or the body cannot be read (`invalid_body`)", body = ErrorBody),
     (status = 415, response = responses::UnsupportedMediaType),
     (status = 422, description = "The new time is not in the future (`publish_at_in_past`)", body = ErrorBody),
@@ -73,7 +71,6 @@ async fn reschedule(
 
 /// Cancels a `scheduled`, `failed` or `needs_attention` job: it will never publish.
 #[utoipa::path(post, path = "/v1/publish-jobs/{id}/cancel", tag = "commands", params(("id" = Uuid, Path, description = "The job's id"), IdempotencyKey), responses(
-    (status = 200, description = "The job after the command", body = JobView),
     (status = 400, response = responses::InvalidId),
     responses::CommandResponses,
 ))]

@@ -148,13 +148,23 @@ pub mod responses {
         }
     }
 
-    /// What every command answers besides its own: 202 (not confirmed in time), 404, 409, 503,
-    /// 500.
+    /// What every command answers besides its own errors: 200 (the job after the command), 202
+    /// (not confirmed in time), 404, 409, 503, 500.
     pub struct CommandResponses;
 
     impl utoipa::IntoResponses for CommandResponses {
         fn responses() -> std::collections::BTreeMap<String, RefOr<Response>> {
-            refs(&[("202", "CommandPending"), ("404", "JobNotFound"), ("409", "InvalidState"), ("503", "Unavailable"), ("500", "Internal")])
+            let mut responses = refs(&[
+                ("202", "CommandPending"),
+                ("404", "JobNotFound"),
+                ("409", "InvalidState"),
+                ("503", "Unavailable"),
+                ("500", "Internal"),
+            ]);
+            let job = ContentBuilder::new().schema(Some(Ref::from_schema_name("JobView"))).build();
+            let done = ResponseBuilder::new().description("The job after the command").content("application/json", job).build();
+            responses.insert("200".into(), done.into());
+            responses
         }
     }
 
