@@ -63,7 +63,8 @@ impl WorkerActivities {
 #[activities]
 impl WorkerActivities {
     #[activity(definition = contract::Preflight)]
-    pub async fn preflight(self: Arc<Self>, _ctx: ActivityContext, request: PreflightRequest) -> Result<PreflightReport, ActivityError> {
+    pub async fn preflight(self: Arc<Self>, ctx: ActivityContext, request: PreflightRequest) -> Result<PreflightReport, ActivityError> {
+        let _heartbeats = Heartbeats::start(&ctx);
         self.run_preflight(request.job_id).await.map_err(retry_later)
     }
 
@@ -93,7 +94,8 @@ impl WorkerActivities {
     }
 
     #[activity(definition = contract::MirrorTransition)]
-    pub async fn mirror_transition(self: Arc<Self>, _ctx: ActivityContext, transition: JobTransition) -> Result<(), ActivityError> {
+    pub async fn mirror_transition(self: Arc<Self>, ctx: ActivityContext, transition: JobTransition) -> Result<(), ActivityError> {
+        let _heartbeats = Heartbeats::start(&ctx);
         let applied = db::apply_transition(&self.db, &transition).await.map_err(|e| match e {
             // The row is gone (the API removed a job whose start it believed failed): retrying
             // forever would hide it; failing the workflow shows it to operators.

@@ -324,3 +324,21 @@ async fn media_items_are_checked_concurrently_within_the_preflight_deadline() {
     app.wait_for_status(job["id"].as_str().unwrap(), "published", WAIT).await;
     assert_eq!(app.sandbox_posts().await.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_killed_during_the_readiness_check_does_not_hold_the_job_for_the_activitys_whole_timeout() {
+    // Found by the fault suite (seed 20074): the readiness check did not heartbeat, so a killed
+    // worker's check was retried only after its 2-minute timeout, and the job published late.
+    let mut app = TestApp::spawn_with(Options { heartbeat_timeout: "2s", ..Options::default() }).await;
+    let account = app.link_account("instagram", "ig-kill-readiness", "token-kill-readiness").await;
+    app.sandbox_fault(json!({ "endpoint": "instagram.me", "times": 1, "delay_ms": 8000 })).await;
+    let publish_at = in_secs(4);
+    let job = app.schedule(&account, publish_at, "readiness interrupted", image(&app)).await;
+    wait_for_calls(&app, "instagram.me", 1).await;
+    app.kill_worker().await;
+    app.start_worker();
+    let published = app.wait_for_status(job["id"].as_str().unwrap(), "published", WAIT).await;
+    let at: chrono::DateTime<Utc> = published["published_at"].as_str().unwrap().parse().unwrap();
+    assert!(at - publish_at < chrono::Duration::seconds(30), "published {}s late", (at - publish_at).num_seconds());
+    assert_eq!(app.sandbox_posts().await.len(), 1);
+}

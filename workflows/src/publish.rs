@@ -293,7 +293,8 @@ async fn publish(ctx: &mut WorkflowContext<PublishPostWorkflow>, preflight: bool
     if preflight {
         mirror(ctx, Change::to(JobStatus::Publishing)).await?;
         ctx.state_mut(|s| s.preflighting = true);
-        let report = ctx.execute_activity(PublishActivities::preflight, PreflightRequest { job_id }, preflight_activity_options()).await;
+        let options = preflight_activity_options(heartbeat_timeout(ctx));
+        let report = ctx.execute_activity(PublishActivities::preflight, PreflightRequest { job_id }, options).await;
         ctx.state_mut(|s| s.preflighting = false);
         // The activity bounds itself (its deadline is a report, not an error); an error here is
         // our own infrastructure failing every try, and the job must say so rather than wait.
@@ -376,7 +377,8 @@ async fn run_attempt(ctx: &mut WorkflowContext<PublishPostWorkflow>, request: Pu
 /// informative: the preflight at publish time is the gate, so a failure here is ignored.
 async fn check_readiness(ctx: &mut WorkflowContext<PublishPostWorkflow>) {
     let job_id = ctx.state(|s| s.input.job_id);
-    let _ = ctx.execute_activity(PublishActivities::preflight, PreflightRequest { job_id }, readiness_activity_options()).await;
+    let options = readiness_activity_options(heartbeat_timeout(ctx));
+    let _ = ctx.execute_activity(PublishActivities::preflight, PreflightRequest { job_id }, options).await;
 }
 
 fn now(ctx: &WorkflowContext<PublishPostWorkflow>) -> WorkflowResult<DateTime<Utc>> {
@@ -424,8 +426,8 @@ async fn mirror(ctx: &mut WorkflowContext<PublishPostWorkflow>, change: Change) 
         platform_post_id: change.platform_post_id,
         publish_at: change.publish_at,
     };
-    ctx.execute_activity(PublishActivities::mirror_transition, transition, infrastructure_activity_options(Duration::from_secs(30)))
-        .await?;
+    let options = mirror_activity_options(heartbeat_timeout(ctx));
+    ctx.execute_activity(PublishActivities::mirror_transition, transition, options).await?;
     Ok(())
 }
 
@@ -461,10 +463,17 @@ fn detached() -> WorkflowCancellationToken {
     WorkflowCancellationToken::new()
 }
 
-/// Options for activities that only touch our own infrastructure (Postgres, the platform's
-/// read-only probes): retried until they succeed, because giving up would lose the job.
-fn infrastructure_activity_options(timeout: Duration) -> ActivityOptions {
-    ActivityOptions::with_start_to_close_timeout(timeout)
+/// Every activity heartbeats from a ticker while it runs, so a worker that dies mid-activity is
+/// noticed within the job's heartbeat timeout, not after the activity's whole timeout.
+fn heartbeat_timeout(ctx: &WorkflowContext<PublishPostWorkflow>) -> Duration {
+    Duration::from_millis(ctx.state(|s| s.input.heartbeat_timeout_ms))
+}
+
+/// The mirror write touches only Postgres: retried until it succeeds, because giving up would
+/// lose the job's state.
+fn mirror_activity_options(heartbeat_timeout: Duration) -> ActivityOptions {
+    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(30))
+        .heartbeat_timeout(heartbeat_timeout)
         .retry_policy(RetryPolicy::builder().initial_interval(Duration::from_secs(1)).maximum_interval(Duration::from_secs(60)).build())
         .cancellation_token(detached())
         .build()
@@ -473,8 +482,9 @@ fn infrastructure_activity_options(timeout: Duration) -> ActivityOptions {
 /// Preflight at publish time: a few tries, then the job says why it cannot go on.
 const PREFLIGHT_TRIES: u32 = 5;
 
-fn preflight_activity_options() -> ActivityOptions {
+fn preflight_activity_options(heartbeat_timeout: Duration) -> ActivityOptions {
     ActivityOptions::with_start_to_close_timeout(Duration::from_secs(120))
+        .heartbeat_timeout(heartbeat_timeout)
         .retry_policy(
             RetryPolicy::builder()
                 .initial_interval(Duration::from_secs(1))
@@ -487,8 +497,9 @@ fn preflight_activity_options() -> ActivityOptions {
 }
 
 /// The early readiness check is worth a few tries, not a delay of the publish.
-fn readiness_activity_options() -> ActivityOptions {
+fn readiness_activity_options(heartbeat_timeout: Duration) -> ActivityOptions {
     ActivityOptions::with_start_to_close_timeout(Duration::from_secs(120))
+        .heartbeat_timeout(heartbeat_timeout)
         .retry_policy(RetryPolicy::builder().initial_interval(Duration::from_secs(1)).maximum_attempts(3).build())
         .cancellation_token(detached())
         .build()
