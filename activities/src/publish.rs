@@ -122,8 +122,8 @@ impl WorkerActivities {
         }
         db::begin_attempt(&self.db, job.id, request.attempt).await?;
         let result = match job.channel {
-            Channel::Instagram => self.instagram_attempt(ctx, &job, &fence).await,
-            Channel::Tiktok => self.tiktok_attempt(ctx, &job, &fence).await,
+            Channel::Instagram => self.instagram_attempt(&job, &fence).await,
+            Channel::Tiktok => self.tiktok_attempt(&job, &fence).await,
         };
         let (outcome, platform_request_id) = match result {
             Ok(published) => {
@@ -203,7 +203,7 @@ impl WorkerActivities {
         if db::take_lease(&self.db, fence).await? { Ok(()) } else { Err(AttemptError::Superseded) }
     }
 
-    async fn instagram_attempt(&self, ctx: &ActivityContext, job: &JobForPublish, fence: &Fence) -> Result<Published, AttemptError> {
+    async fn instagram_attempt(&self, job: &JobForPublish, fence: &Fence) -> Result<Published, AttemptError> {
         let token = &job.account.access_token;
         let ig_user = &job.account.platform_user_id;
         let [media] = job.media.as_slice() else {
@@ -219,14 +219,10 @@ impl WorkerActivities {
                 // Its media_publish was sent and never answered: it may have gone through, so
                 // neither a second publish nor a new container until Instagram says.
                 ContainerStatus::InProgress | ContainerStatus::Finished if earlier.publish_requested => {
-                    return match self.await_instagram_publication(token, &earlier.reference).await? {
-                        Publication::Published(published) => Ok(published),
-                        Publication::NotPublished => {
-                            db::clear_reference_publish_requested(&self.db, job.id, &earlier.reference).await?;
-                            continue;
-                        }
-                        Publication::Unknown => Err(instagram_outcome_unknown(&earlier.reference).into()),
-                    };
+                    match self.resolve_publish_request(job, &earlier.reference).await? {
+                        Some(published) => return Ok(published),
+                        None => continue,
+                    }
                 }
                 ContainerStatus::InProgress | ContainerStatus::Finished => {
                     container = Some(earlier.reference);
@@ -267,7 +263,7 @@ impl WorkerActivities {
                     );
                     return Err(PlatformError { request_id: reply.request_id, ..expired }.into());
                 }
-                (ContainerStatus::InProgress, _) => self.wait_while_processing(ctx, job.channel, &mut waited).await?,
+                (ContainerStatus::InProgress, _) => self.wait_while_processing(job.channel, &mut waited).await?,
             }
         }
 
@@ -277,13 +273,9 @@ impl WorkerActivities {
             Ok(reply) => Ok(Published { platform_post_id: reply.value, request_id: reply.request_id }),
             // No answer: the call may have gone through. Instagram's status decides, within a
             // bounded wait; if it cannot tell, a person must look.
-            Err(error) if !error.answered => match self.await_instagram_publication(token, &container).await? {
-                Publication::Published(published) => Ok(published),
-                Publication::NotPublished => {
-                    db::clear_reference_publish_requested(&self.db, job.id, &container).await?;
-                    Err(error.into())
-                }
-                Publication::Unknown => Err(instagram_outcome_unknown(&container).into()),
+            Err(error) if !error.answered => match self.resolve_publish_request(job, &container).await? {
+                Some(published) => Ok(published),
+                None => Err(error.into()),
             },
             // Instagram can report an error although the post went live: believe the
             // container's status, not the error.
@@ -295,6 +287,20 @@ impl WorkerActivities {
                     Err(error.into())
                 }
             },
+        }
+    }
+
+    /// A container whose `media_publish` was sent without an answer: published (`Some`), certainly
+    /// not (`None`, and the mark is cleared, so it may be published again), or an error saying
+    /// the outcome is unknown.
+    async fn resolve_publish_request(&self, job: &JobForPublish, container: &str) -> Result<Option<Published>, AttemptError> {
+        match self.await_instagram_publication(&job.account.access_token, container).await? {
+            Publication::Published(published) => Ok(Some(published)),
+            Publication::NotPublished => {
+                db::clear_reference_publish_requested(&self.db, job.id, container).await?;
+                Ok(None)
+            }
+            Publication::Unknown => Err(instagram_outcome_unknown(container).into()),
         }
     }
 
@@ -323,7 +329,7 @@ impl WorkerActivities {
         }
     }
 
-    async fn tiktok_attempt(&self, ctx: &ActivityContext, job: &JobForPublish, fence: &Fence) -> Result<Published, AttemptError> {
+    async fn tiktok_attempt(&self, job: &JobForPublish, fence: &Fence) -> Result<Published, AttemptError> {
         let attempt = fence.attempt;
         let token = &job.account.access_token;
 
@@ -361,6 +367,7 @@ impl WorkerActivities {
                 // carries the publish_id to ask about it later: note the request before sending.
                 self.fenced(fence).await?;
                 db::mark_publish_requested(&self.db, job.id, attempt).await?;
+                let requested_at = Utc::now();
                 let init = match job.media.as_slice() {
                     [video] if video.kind == MediaKind::Video => self.tiktok.init_video(token, &job.caption, privacy, &video.url).await,
                     photos if !photos.is_empty() && photos.iter().all(|m| m.kind == MediaKind::Image) => {
@@ -376,7 +383,6 @@ impl WorkerActivities {
                         return Err(error.into());
                     }
                     Err(error) => {
-                        let requested_at = Utc::now() - chrono::Duration::from_std(self.settings.request_timeout).unwrap_or_default();
                         if let Some(found) = self.find_tiktok_video(job, requested_at, self.settings.outcome_wait).await {
                             return Ok(found);
                         }
@@ -394,7 +400,7 @@ impl WorkerActivities {
             match reply.value.status {
                 PublishState::PublishComplete => return Ok(tiktok_published(&publish_id, &reply.value, reply.request_id)),
                 PublishState::Failed => return Err(reply.value.failure(reply.request_id).into()),
-                _ => self.wait_while_processing(ctx, job.channel, &mut waited).await?,
+                _ => self.wait_while_processing(job.channel, &mut waited).await?,
             }
         }
     }
@@ -442,7 +448,7 @@ impl WorkerActivities {
     /// Sleeps before the next status read (the activity's ticker heartbeats meanwhile). Reads
     /// start fast and slow down to the poll interval: most posts are ready within seconds, and
     /// the platforms rate-limit status reads.
-    async fn wait_while_processing(&self, _ctx: &ActivityContext, channel: Channel, waited: &mut Processing) -> Result<(), PlatformError> {
+    async fn wait_while_processing(&self, channel: Channel, waited: &mut Processing) -> Result<(), PlatformError> {
         if waited.started.elapsed() >= self.settings.processing_timeout {
             return Err(processing_timeout(channel, waited.started.elapsed()));
         }
