@@ -361,8 +361,8 @@ async fn publish(ctx: &mut WorkflowContext<PublishPostWorkflow>, preflight: bool
 }
 
 async fn run_attempt(ctx: &mut WorkflowContext<PublishPostWorkflow>, request: PublishRequest) -> AttemptOutcome {
-    let heartbeat_timeout = Duration::from_millis(ctx.state(|s| s.input.heartbeat_timeout_ms));
-    ctx.execute_activity(PublishActivities::publish, request, publish_activity_options(heartbeat_timeout))
+    let options = publish_activity_options(heartbeat_timeout(ctx));
+    ctx.execute_activity(PublishActivities::publish, request, options)
         .await
         // The activity reports platform failures as values; an error here means our own
         // infrastructure kept failing (database down, workers crashing), which is transient.
