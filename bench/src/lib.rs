@@ -93,6 +93,23 @@ pub async fn run_sandbox(settings: &SandboxSettings, shutdown: impl Future<Outpu
     autopost_app::run_sandbox_with(listener, options, shutdown).await
 }
 
+/// `autopost <subcommand>` (this very binary) configured by `config`, logging JSON to `log`
+/// (appended to), killed when its handle is dropped. The bench and the fault suite start every
+/// process of their systems with it.
+fn autopost_command(subcommand: &str, config: &autopost_app::Config, log: &std::path::Path) -> anyhow::Result<tokio::process::Command> {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).with_context(|| format!("opening {}", log.display()))?;
+    let mut command = tokio::process::Command::new(std::env::current_exe().context("locating the autopost binary")?);
+    command
+        .arg(subcommand)
+        .envs(config.to_env())
+        .env("AUTOPOST_LOG_FORMAT", "json")
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true);
+    Ok(command)
+}
+
 fn progress(message: impl std::fmt::Display) {
     eprintln!("[bench] {message}");
 }

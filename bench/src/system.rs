@@ -3,7 +3,6 @@
 
 use std::{
     path::PathBuf,
-    process::Stdio,
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
@@ -25,7 +24,7 @@ use temporalio_client::{
     Client, UntypedWorkflow, WorkflowGetResultOptions, WorkflowHandle, WorkflowListOptions, WorkflowStartOptions, WorkflowTerminateOptions,
 };
 use temporalio_common::HasWorkflowDefinition;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use uuid::Uuid;
 
 use crate::{
@@ -112,15 +111,7 @@ impl System {
 
     /// `autopost <role>` with this system's configuration, logging to its own file.
     fn spawn(&self, role: &str) -> anyhow::Result<Child> {
-        let log = std::fs::File::create(self.log_dir.join(format!("{role}.log")))?;
-        Command::new(std::env::current_exe().context("locating the autopost binary")?)
-            .arg(role)
-            .envs(self.config.to_env())
-            .env("AUTOPOST_LOG_FORMAT", "json")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .kill_on_drop(true)
+        crate::autopost_command(role, &self.config, &self.log_dir.join(format!("{role}.log")))?
             .spawn()
             .with_context(|| format!("starting `autopost {role}`"))
     }

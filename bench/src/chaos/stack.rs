@@ -224,16 +224,8 @@ impl Stack {
     }
 
     fn spawn(&self, subcommand: &str, log_name: &str) -> anyhow::Result<Child> {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join(format!("{log_name}.log")))?;
-        Command::new(std::env::current_exe()?)
-            .arg(subcommand)
-            .envs(self.config.to_env())
-            .env("AUTOPOST_LOG_FORMAT", "json")
+        crate::autopost_command(subcommand, &self.config, &self.dir.join(format!("{log_name}.log")))?
             .env("RUST_LOG", "info,temporalio_sdk_core=warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("starting `autopost {subcommand}`"))
     }
