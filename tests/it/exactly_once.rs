@@ -206,7 +206,15 @@ async fn the_reconciler_never_revives_a_job_that_finished() {
         .await
         .unwrap();
     let temporal = autopost_app::connect_temporal(&app.config.temporal).await.unwrap();
-    let report = autopost_app::reconcile::reconcile_once(&app.db, &temporal, &reconcile_settings(&app)).await.unwrap();
+    // The app's own worker reconciles every second and may hold the lock: pass until one runs.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let report = loop {
+        let report = autopost_app::reconcile::reconcile_once(&app.db, &temporal, &reconcile_settings(&app)).await.unwrap();
+        if report.ran || Instant::now() >= deadline {
+            break report;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     assert!(report.ran);
     assert!(report.restarted.is_empty() && report.surfaced.is_empty(), "{report:?}");
     assert_eq!(workflow_status(&app, &job).await, WorkflowExecutionStatus::Completed, "no new run");
