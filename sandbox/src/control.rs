@@ -1,7 +1,9 @@
 //! `/_sandbox/...`: the control API used by tests and demos to look inside the
-//! sandbox and to steer it (faults, token revocation, reset).
+//! sandbox and to steer it (faults, accounts and their tokens, token
+//! revocation and expiry, reset).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -15,13 +17,18 @@ use serde_json::json;
 
 use crate::faults::{Fault, FaultSpec};
 use crate::state::Shared;
+use crate::tokens::Platform;
+use crate::{instagram, tiktok};
 
 pub(crate) fn router() -> Router<Arc<Shared>> {
     Router::new()
         .route("/posts", get(posts))
+        .route("/redirect", get(crate::redirect::redirect))
         .route("/calls", get(calls))
         .route("/faults", post(add_fault))
         .route("/tokens/revoke", post(revoke))
+        .route("/tokens/expire", post(expire))
+        .route("/accounts", post(create_account))
         .route("/reset", post(reset))
         .route("/consistency", post(consistency))
 }
@@ -90,6 +97,75 @@ async fn revoke(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     }
     shared.lock().revoked.extend(tokens);
     ok()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExpireBody {
+    token: String,
+}
+
+/// Expires a token the sandbox issued, now. Made-up tokens never expire.
+async fn expire(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let request: ExpireBody = match parse(&body) {
+        Ok(request) => request,
+        Err(message) => return bad_request(message),
+    };
+    if shared.lock().expire_token(&request.token) {
+        ok()
+    } else {
+        let message = "token: not issued by the sandbox (made-up tokens never expire)";
+        (StatusCode::NOT_FOUND, Json(json!({ "error": message }))).into_response()
+    }
+}
+
+/// The longest `expires_in` an account may ask for: ten years.
+const MAX_EXPIRES_IN_SECS: i64 = 10 * 365 * 24 * 60 * 60;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AccountBody {
+    channel: String,
+    platform_user_id: String,
+    /// Lifetime of the access token in seconds; the platform's own by default.
+    expires_in: Option<i64>,
+}
+
+/// Issues tokens bound to a platform user, as if they had just connected:
+/// an access token (Instagram: long-lived, 60 days; TikTok: 24 h, unless
+/// `expires_in` says otherwise) and, on TikTok, a refresh token (365 days).
+/// Instagram Login has no refresh tokens, so `refresh_token` is `null` there.
+async fn create_account(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let request: AccountBody = match parse(&body) {
+        Ok(request) => request,
+        Err(message) => return bad_request(message),
+    };
+    let Some(platform) = Platform::from_channel(&request.channel) else {
+        return bad_request("channel: must be instagram or tiktok");
+    };
+    let user_id = request.platform_user_id;
+    if !platform.valid_user_id(&user_id) {
+        return bad_request(match platform {
+            Platform::Instagram => "platform_user_id: an Instagram user id is 1 to 32 digits",
+            Platform::Tiktok => "platform_user_id: a TikTok open_id is 1 to 128 letters, digits, '.', '_' or '-'",
+        });
+    }
+    let lifetime = match (request.expires_in, platform) {
+        (Some(seconds), _) if (0..=MAX_EXPIRES_IN_SECS).contains(&seconds) => Duration::from_secs(seconds.unsigned_abs()),
+        (Some(_), _) => return bad_request(format!("expires_in: must be 0 to {MAX_EXPIRES_IN_SECS} seconds")),
+        (None, Platform::Instagram) => instagram::LONG_LIVED_TOKEN_LIFETIME,
+        (None, Platform::Tiktok) => tiktok::ACCESS_TOKEN_LIFETIME,
+    };
+    let issued = shared.lock().issue_account(platform, &user_id, lifetime, tiktok::REFRESH_TOKEN_LIFETIME);
+    tracing::info!(channel = request.channel, platform_user_id = %user_id, "sandbox account issued");
+    Json(json!({
+        "access_token": issued.access_token,
+        "refresh_token": issued.refresh_token,
+        "expires_in": lifetime.as_secs(),
+        "token_expires_at": issued.expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "platform_user_id": user_id,
+    }))
+    .into_response()
 }
 
 #[derive(Deserialize)]

@@ -18,12 +18,14 @@ use crate::state::Shared;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Endpoint {
     InstagramMe,
+    InstagramUser,
     InstagramMedia,
     InstagramContainerStatus,
     InstagramMediaPublish,
     InstagramPublishingLimit,
     InstagramRefreshToken,
     TiktokCreatorInfo,
+    TiktokUserInfo,
     TiktokVideoInit,
     TiktokContentInit,
     TiktokStatusFetch,
@@ -33,14 +35,16 @@ pub(crate) enum Endpoint {
 }
 
 impl Endpoint {
-    const ALL: [Endpoint; 13] = [
+    const ALL: [Endpoint; 15] = [
         Self::InstagramMe,
+        Self::InstagramUser,
         Self::InstagramMedia,
         Self::InstagramContainerStatus,
         Self::InstagramMediaPublish,
         Self::InstagramPublishingLimit,
         Self::InstagramRefreshToken,
         Self::TiktokCreatorInfo,
+        Self::TiktokUserInfo,
         Self::TiktokVideoInit,
         Self::TiktokContentInit,
         Self::TiktokStatusFetch,
@@ -52,12 +56,14 @@ impl Endpoint {
     pub fn name(self) -> &'static str {
         match self {
             Self::InstagramMe => "instagram.me",
+            Self::InstagramUser => "instagram.user",
             Self::InstagramMedia => "instagram.media",
             Self::InstagramContainerStatus => "instagram.container_status",
             Self::InstagramMediaPublish => "instagram.media_publish",
             Self::InstagramPublishingLimit => "instagram.content_publishing_limit",
             Self::InstagramRefreshToken => "instagram.refresh_access_token",
             Self::TiktokCreatorInfo => "tiktok.creator_info",
+            Self::TiktokUserInfo => "tiktok.user_info",
             Self::TiktokVideoInit => "tiktok.video_init",
             Self::TiktokContentInit => "tiktok.content_init",
             Self::TiktokStatusFetch => "tiktok.status_fetch",

@@ -25,15 +25,17 @@ pub fn token_subject(token: &str) -> &str {
     token.split_once('.').map_or(token, |(subject, _)| subject)
 }
 
-/// The Instagram user id that `GET /me` reports for `access_token`:
-/// `"1784"` followed by 13 digits of FNV-1a-64 of the token's subject.
+/// The Instagram user id that `GET /me` reports for a made-up `access_token`
+/// not bound to a user (see the crate docs): `"1784"` followed by 13 digits
+/// of FNV-1a-64 of the token's subject.
 pub fn instagram_user_id(access_token: &str) -> String {
     let digits = fnv1a64(token_subject(access_token)) % 10_000_000_000_000;
     format!("1784{digits:013}")
 }
 
-/// The TikTok `open_id` of the creator owning `token` (an access or refresh
-/// token): `"sbx-"` followed by FNV-1a-64 of the token's subject in hex.
+/// The TikTok `open_id` of the creator owning a made-up `token` (an access
+/// or refresh token) not bound to a user (see the crate docs): `"sbx-"`
+/// followed by FNV-1a-64 of the token's subject in hex.
 pub fn tiktok_open_id(token: &str) -> String {
     format!("sbx-{:016x}", fnv1a64(token_subject(token)))
 }

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{Extension, Path, RawQuery, Request, State};
@@ -22,6 +22,7 @@ use crate::faults::{Endpoint, with_faults};
 use crate::ids;
 use crate::media::{self, MediaSource};
 use crate::state::{Container, ContainerStatus, PostRecord, Shared};
+use crate::tokens::{Platform, TokenKind, TokenProblem};
 
 const CAPTION_MAX_CHARS: usize = 2200;
 /// Image containers accept JPEGs up to 8 MB (platforms.md).
@@ -32,16 +33,16 @@ const QUOTA_DURATION_SECS: u64 = 24 * 60 * 60;
 /// containers and published media apart.
 const CONTAINER_ID_BASE: u64 = 17_900_000_000_000_000;
 const MEDIA_ID_BASE: u64 = 17_950_000_000_000_000;
-/// Long-lived tokens are refreshed for 60 days.
-const REFRESHED_TOKEN_LIFETIME_SECS: u64 = 60 * 24 * 60 * 60;
+/// Long-lived tokens last 60 days, from issue or from their last refresh.
+pub(crate) const LONG_LIVED_TOKEN_LIFETIME: Duration = Duration::from_secs(60 * 24 * 60 * 60);
 
 pub(crate) fn router() -> Router<Arc<Shared>> {
     Router::new()
         // Instagram Login's refresh endpoint is unversioned on the real host;
         // the versioned form is handled by `get_node`.
         .route("/refresh_access_token", get(refresh_unversioned))
-        // `GET /me` and `GET /{container-id}` share one pattern; `get_node`
-        // tells them apart.
+        // `GET /me`, `GET /{container-id}` and `GET /{ig-user-id}` share one
+        // pattern; `get_node` tells them apart.
         .route("/{version}/{node}", get(get_node))
         .route("/{version}/{node}/media", post(create_media))
         .route("/{version}/{node}/media_publish", post(publish_media))
@@ -197,22 +198,51 @@ impl IgCall {
     }
 
     /// Checks the access token: any non-empty, well-formed token is valid
-    /// unless it was revoked through the control API.
+    /// unless it was revoked through the control API or, for tokens the
+    /// sandbox issued, has expired.
     fn authenticate(&self, shared: &Shared) -> Result<&str, IgError> {
         let token = self.params.get("access_token").or(self.bearer.as_ref()).map_or("", String::as_str);
-        if token.is_empty() || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(IgError::new(190, Some(467), "Invalid OAuth access token - Cannot parse access token"));
+        match shared.lock().check_token(Platform::Instagram, token, TokenKind::Access) {
+            Ok(()) => Ok(token),
+            Err(problem) => Err(token_error(problem)),
         }
-        if shared.lock().is_revoked(token) {
-            return Err(IgError::new(
+    }
+}
+
+/// The Graph API's OAuthException (code 190) for an unusable token.
+fn token_error(problem: TokenProblem) -> IgError {
+    match problem {
+        TokenProblem::Malformed | TokenProblem::WrongKind => {
+            IgError::new(190, Some(467), "Invalid OAuth access token - Cannot parse access token")
+        }
+        TokenProblem::Revoked => IgError::new(
+            190,
+            Some(460),
+            "Error validating access token: The session has been invalidated because the \
+             user changed their password or Facebook has changed the session for security \
+             reasons.",
+        ),
+        TokenProblem::Expired(at) => {
+            let format = "%A, %d-%b-%y %H:%M:%S UTC";
+            IgError::new(
                 190,
-                Some(460),
-                "Error validating access token: The session has been invalidated because the \
-                 user changed their password or Facebook has changed the session for security \
-                 reasons.",
-            ));
+                Some(463),
+                format!(
+                    "Error validating access token: Session has expired on {}. The current time is {}.",
+                    at.format(format),
+                    Utc::now().format(format)
+                ),
+            )
         }
-        Ok(token)
+    }
+}
+
+/// A token bound to a user may only act on that user's node: another
+/// `{ig-user-id}` is as unknown to it as a made-up id, as on the Graph API.
+fn check_owner(shared: &Shared, token: &str, method: &str, ig_user_id: &str) -> Result<(), IgError> {
+    match shared.lock().bound_user(Platform::Instagram, token) {
+        Some(bound) if bound != ig_user_id => Err(IgError::unknown_object(method, ig_user_id)),
+        _ => Ok(()),
     }
 }
 
@@ -260,7 +290,11 @@ async fn unknown_path(Extension(trace): Extension<Trace>, uri: Uri) -> Response 
     respond(&trace, Err(error))
 }
 
-/// `GET /{version}/{node}`: `me`, `refresh_access_token` or a container.
+/// `GET /{version}/{node}`: `me`, `refresh_access_token`, a container or a
+/// user. A node is a container when one has that id, when its id is in the
+/// range the sandbox draws container and media ids from, or when container
+/// fields (`status_code`, `status`) are asked for (an unknown container);
+/// any other node is read as an `{ig-user-id}`.
 async fn get_node(
     State(shared): State<Arc<Shared>>,
     Extension(trace): Extension<Trace>,
@@ -271,19 +305,34 @@ async fn get_node(
     let endpoint = match node.as_str() {
         "me" => Endpoint::InstagramMe,
         "refresh_access_token" => Endpoint::InstagramRefreshToken,
-        _ => Endpoint::InstagramContainerStatus,
+        _ if shared.lock().containers.contains_key(&node) || is_object_id(&node) || asks_container_fields(query.as_deref()) => {
+            Endpoint::InstagramContainerStatus
+        }
+        _ => Endpoint::InstagramUser,
     };
     run(&shared, &trace, endpoint, || {
         check_version(&version)?;
         let call = IgCall::parse(query.as_deref(), &headers, &[])?;
         let token = call.authenticate(&shared)?;
         match endpoint {
-            Endpoint::InstagramMe => Ok(me(token, &call)),
-            Endpoint::InstagramRefreshToken => refresh_token(token, &call),
+            Endpoint::InstagramMe => Ok(me(&shared, token, &call)),
+            Endpoint::InstagramRefreshToken => refresh_token(&shared, token, &call),
+            Endpoint::InstagramUser => user_node(&shared, token, &call, &node),
             _ => container_status(&shared, &call, &node),
         }
     })
     .await
+}
+
+/// Whether `node` is in the range of the sandbox's container and media ids
+/// (so a forgotten container, after a reset, is still no user).
+fn is_object_id(node: &str) -> bool {
+    node.parse::<u64>().is_ok_and(|id| (CONTAINER_ID_BASE..CONTAINER_ID_BASE + 100_000_000_000_000).contains(&id))
+}
+
+fn asks_container_fields(query: Option<&str>) -> bool {
+    url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .any(|(name, value)| name == "fields" && value.split(',').any(|field| matches!(field.trim(), "status_code" | "status")))
 }
 
 async fn refresh_unversioned(
@@ -295,35 +344,56 @@ async fn refresh_unversioned(
     run(&shared, &trace, Endpoint::InstagramRefreshToken, || {
         let call = IgCall::parse(query.as_deref(), &headers, &[])?;
         let token = call.authenticate(&shared)?;
-        refresh_token(token, &call)
+        refresh_token(&shared, token, &call)
     })
     .await
 }
 
-/// The token's user: the sandbox has no user directory, so the id is derived
-/// from the token (see [`ids::instagram_user_id`]).
-fn me(token: &str, call: &IgCall) -> Value {
-    let id = ids::instagram_user_id(token);
+/// The token's user: the one it is bound to, else the id derived from the
+/// token (see [`ids::instagram_user_id`]). Reading `/me` binds nothing: it
+/// checks no user id.
+fn me(shared: &Shared, token: &str, call: &IgCall) -> Value {
+    let id = shared.lock().token_user(Platform::Instagram, token);
+    user_body(&id, call)
+}
+
+/// `GET /{ig-user-id}?fields=id,username`: the identity check. A token bound
+/// to another user cannot see this one (`100/33`); an unbound one is bound
+/// to it.
+fn user_node(shared: &Shared, token: &str, call: &IgCall, ig_user_id: &str) -> Result<Value, IgError> {
+    shared.lock().check_identity(Platform::Instagram, token, ig_user_id).map_err(|_| IgError::unknown_object("get", ig_user_id))?;
+    Ok(user_body(ig_user_id, call))
+}
+
+/// An IG user node: `id`, and the fields asked for that the sandbox knows.
+fn user_body(id: &str, call: &IgCall) -> Value {
     let mut body = json!({ "id": id });
     for field in call.fields() {
         if matches!(field, "username" | "name") {
-            body[field] = json!(format!("sandbox_user_{}", &id[id.len() - 6..]));
+            // The last six characters (ids from paths need not be ASCII).
+            let suffix = id.char_indices().rev().nth(5).map_or(id, |(at, _)| &id[at..]);
+            body[field] = json!(format!("sandbox_user_{suffix}"));
         }
     }
     body
 }
 
-/// `GET refresh_access_token?grant_type=ig_refresh_token&access_token=...`
-fn refresh_token(token: &str, call: &IgCall) -> Result<Value, IgError> {
+/// `GET refresh_access_token?grant_type=ig_refresh_token&access_token=...`:
+/// a new long-lived token for the same user (its binding carries over),
+/// valid 60 days. Expired tokens were refused by `authenticate`, as Instagram
+/// refuses to refresh them. The old token stays valid until it expires.
+fn refresh_token(shared: &Shared, token: &str, call: &IgCall) -> Result<Value, IgError> {
     if call.param("grant_type") != Some("ig_refresh_token") {
         return Err(IgError::param("(#100) grant_type must be ig_refresh_token"));
     }
-    // Keep the subject so the refreshed token belongs to the same user.
-    let fresh = format!("{}.ig-{}", ids::token_subject(token), ids::random_token_part());
+    let mut state = shared.lock();
+    let user = state.bound_user(Platform::Instagram, token).map(str::to_owned);
+    // Keep the subject so an unbound token's derived user survives too.
+    let (fresh, _) = state.issue_token(Platform::Instagram, TokenKind::Access, ids::token_subject(token), user, LONG_LIVED_TOKEN_LIFETIME);
     Ok(json!({
         "access_token": fresh,
         "token_type": "bearer",
-        "expires_in": REFRESHED_TOKEN_LIFETIME_SECS,
+        "expires_in": LONG_LIVED_TOKEN_LIFETIME.as_secs(),
     }))
 }
 
@@ -355,7 +425,8 @@ async fn create_media(
     run(&shared, &trace, Endpoint::InstagramMedia, || {
         check_version(&version)?;
         let call = IgCall::parse(query.as_deref(), &headers, &body)?;
-        call.authenticate(&shared)?;
+        let token = call.authenticate(&shared)?;
+        check_owner(&shared, token, "post", &ig_user_id)?;
         create_container(&shared, &call, &ig_user_id)
     })
     .await
@@ -459,7 +530,8 @@ async fn publish_media(
     run(&shared, &trace, Endpoint::InstagramMediaPublish, || {
         check_version(&version)?;
         let call = IgCall::parse(query.as_deref(), &headers, &body)?;
-        call.authenticate(&shared)?;
+        let token = call.authenticate(&shared)?;
+        check_owner(&shared, token, "post", &ig_user_id)?;
         publish_container(&shared, &call, &ig_user_id)
     })
     .await
@@ -529,7 +601,8 @@ async fn publishing_limit(
     run(&shared, &trace, Endpoint::InstagramPublishingLimit, || {
         check_version(&version)?;
         let call = IgCall::parse(query.as_deref(), &headers, &[])?;
-        call.authenticate(&shared)?;
+        let token = call.authenticate(&shared)?;
+        check_owner(&shared, token, "get", &ig_user_id)?;
         let usage = shared.lock().instagram_quota_usage(&ig_user_id);
         let mut entry = json!({ "quota_usage": usage });
         if call.fields().contains(&"config") {

@@ -14,16 +14,72 @@
 //!
 //! Any `vNN.N` version segment is accepted for Instagram.
 //!
-//! # Identities
+//! # Identities and tokens
 //!
-//! The sandbox has no user directory. Every non-empty token is valid until
-//! revoked through `POST /_sandbox/tokens/revoke`, and identities are derived
-//! from the token's *subject*, the part before its first `.` (or the whole
-//! token): see [`instagram_user_id`] (what `GET /me` answers) and
-//! [`tiktok_open_id`] (the `platform_user_id` of TikTok posts in
-//! `GET /_sandbox/posts`, and the `open_id` of `/v2/oauth/token/`). Refreshed
-//! tokens keep their subject, so identities survive refreshes. Instagram posts
-//! are listed under the `{ig-user-id}` of the publishing path instead.
+//! The sandbox has no user directory. Two kinds of tokens are accepted:
+//!
+//! - **Issued** tokens, from `POST /_sandbox/accounts` or a refresh endpoint,
+//!   belong to a platform user and expire. `POST /_sandbox/accounts
+//!   {"channel": "instagram"|"tiktok", "platform_user_id": "...", "expires_in": seconds}`
+//!   (`expires_in` optional, 0 to ten years) answers `{"access_token",
+//!   "refresh_token", "expires_in", "token_expires_at" (RFC 3339),
+//!   "platform_user_id"}`. The access token lives `expires_in`, by default
+//!   the platform's own lifetime (Instagram long-lived tokens 60 days, TikTok
+//!   access tokens 24 h). TikTok also gets a refresh token (365 days);
+//!   Instagram Login has none (`null`): its access token refreshes itself.
+//!   `platform_user_id` must have the platform's shape (Instagram: 1 to 32
+//!   digits; TikTok: 1 to 128 of `A-Z a-z 0-9 . _ -`).
+//! - **Made-up** tokens: any other non-empty token without whitespace. They
+//!   never expire, and stand for the user derived from the token's
+//!   *subject*, the part before its first `.` (or the whole token): see
+//!   [`instagram_user_id`] and [`tiktok_open_id`], until an identity check
+//!   binds them.
+//!
+//! **Identity checks** bind a made-up token to the first user it is checked
+//! against (per platform), so demos with made-up tokens work; afterwards it
+//! acts for that user only, like an issued token:
+//!
+//! - Instagram: reading the user node, `GET /{version}/{ig-user-id}?fields=id,username`,
+//!   answers `{"id","username"}` for the token's user; a token bound to
+//!   another user gets the Graph API's `100/33` ("Unsupported get request.
+//!   Object with ID '...' does not exist, cannot be loaded due to missing
+//!   permissions, or does not support this operation", HTTP 400). A bound
+//!   token publishing under another `{ig-user-id}` (`/media`,
+//!   `/media_publish`, `/content_publishing_limit`) fails the same way; an
+//!   unbound made-up token may use any `{ig-user-id}` path. `GET /me` answers
+//!   the bound user, else the derived one, and binds nothing. A node is read
+//!   as a user unless it is a known container, its id is in the range of
+//!   the sandbox's container and media ids (17 digits starting `179`), or
+//!   container fields (`status_code`, `status`) are asked for.
+//! - TikTok: `GET /v2/user/info/?fields=open_id,union_id,display_name`
+//!   answers `{"data":{"user":{...}}}` with the token's bound `open_id`; an
+//!   unbound made-up token has no user to be checked against there, so it
+//!   answers its derived `open_id` and is bound to it. Publishes, status
+//!   reads and `video/list` act for the same `open_id` (the
+//!   `platform_user_id` of TikTok posts in `GET /_sandbox/posts`). Instagram
+//!   posts are listed under the `{ig-user-id}` of the publishing path.
+//!
+//! **Refresh**: Instagram's `GET /refresh_access_token?grant_type=ig_refresh_token`
+//! (unversioned, as on graph.instagram.com; a versioned path works too)
+//! issues a new 60-day token for the same user (bound or not); the old one
+//! stays valid until it expires. The real rule that a token must be 24 h old
+//! to be refreshed is not emulated. TikTok's `POST /v2/oauth/token/`
+//! (`grant_type=refresh_token`) issues a 24 h access token and a rotated
+//! 365-day refresh token, both bound to the refresh token's user, and
+//! answers its `open_id`; older refresh tokens stay valid until they expire
+//! or are revoked. Refreshed tokens keep the subject of the token they came
+//! from, so derived ids survive refreshes.
+//!
+//! **Refusals**, with each platform's real error: a revoked token
+//! (`POST /_sandbox/tokens/revoke`) or an expired issued one
+//! (`POST /_sandbox/tokens/expire {"token"}` expires one now; 404 for a
+//! made-up token) is refused on every platform path: Instagram
+//! `OAuthException` `190` (subcode `460` revoked, `463` "Error validating
+//! access token: Session has expired on ..."), TikTok `access_token_invalid`
+//! (HTTP 401). So an expired Instagram token cannot be refreshed, as on the
+//! real platform; an expired, revoked or issued *access* token given to
+//! TikTok's refresh endpoint gets `invalid_grant`, and an issued refresh
+//! token used as a bearer token gets `access_token_invalid`.
 //!
 //! # Media
 //!
@@ -37,8 +93,10 @@ mod faults;
 mod ids;
 mod instagram;
 mod media;
+mod redirect;
 mod state;
 mod tiktok;
+mod tokens;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,5 +1,5 @@
 //! The sandbox's in-memory world: containers, publishes, recorded posts,
-//! uploaded media, revoked tokens, pending faults and call counters.
+//! uploaded media, tokens (issued, bound and revoked), pending faults and call counters.
 //!
 //! Everything that changes with time (container readiness, TikTok publish
 //! progress) is computed lazily from timestamps when read, so the sandbox
@@ -16,6 +16,7 @@ use serde::{Serialize, Serializer};
 
 use crate::SandboxOptions;
 use crate::faults::{Endpoint, Fault};
+use crate::tokens::Tokens;
 
 /// Shared by every request handler (behind an `Arc`).
 pub(crate) struct Shared {
@@ -52,6 +53,8 @@ pub(crate) struct State {
     pub calls: BTreeMap<&'static str, u64>,
     /// Revoked access and refresh tokens (both platforms share one set).
     pub revoked: HashSet<String>,
+    /// Issued tokens, and made-up ones once bound (see [`crate::tokens`]).
+    pub tokens: Tokens,
     pub containers: HashMap<String, Container>,
     pub publishes: HashMap<String, Publish>,
     /// Media stored with `PUT /media/{name}`; shadows built-ins of the same name.

@@ -1,6 +1,6 @@
 //! TikTok Content Posting API (Direct Post), the Display API's List Videos and
-//! token refresh, served under `/tiktok`, so the client's base URL is
-//! `http://HOST:PORT/tiktok`.
+//! User Info, and token refresh, served under `/tiktok`, so the client's base
+//! URL is `http://HOST:PORT/tiktok`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,17 +10,18 @@ use axum::extract::{Extension, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::Utc;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use crate::faults::{Endpoint, with_faults};
 use crate::ids;
 use crate::media::{self, MediaSource};
 use crate::state::{MediaObject, Publish, PublishKind, PublishStatus, Shared, State as World};
+use crate::tokens::{Platform, TokenKind};
 
 /// The privacy levels every sandbox creator offers.
 const PRIVACY_LEVELS: [&str; 4] = ["PUBLIC_TO_EVERYONE", "MUTUAL_FOLLOW_FRIENDS", "FOLLOWER_OF_CREATOR", "SELF_ONLY"];
@@ -30,8 +31,25 @@ const PHOTO_TITLE_MAX: usize = 90;
 const PHOTO_DESCRIPTION_MAX: usize = 4000;
 const PHOTO_IMAGES_MAX: usize = 35;
 const PHOTO_MAX_BYTES: u64 = 20 * 1024 * 1024;
-const ACCESS_TOKEN_LIFETIME_SECS: u64 = 24 * 60 * 60;
-const REFRESH_TOKEN_LIFETIME_SECS: u64 = 365 * 24 * 60 * 60;
+pub(crate) const ACCESS_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
+pub(crate) const REFRESH_TOKEN_LIFETIME: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+/// The User Object's fields that may be asked for in `/v2/user/info/`'s `fields`.
+const USER_FIELDS: [&str; 14] = [
+    "open_id",
+    "union_id",
+    "avatar_url",
+    "avatar_url_100",
+    "avatar_large_url",
+    "display_name",
+    "bio_description",
+    "profile_deep_link",
+    "is_verified",
+    "username",
+    "follower_count",
+    "following_count",
+    "likes_count",
+    "video_count",
+];
 /// `/v2/video/list/` page sizes: the default, and the most one page may hold.
 const VIDEO_LIST_DEFAULT_COUNT: usize = 10;
 const VIDEO_LIST_MAX_COUNT: usize = 20;
@@ -68,6 +86,7 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
         .route("/v2/post/publish/content/init/", post(content_init))
         .route("/v2/post/publish/status/fetch/", post(status_fetch))
         .route("/v2/video/list/", post(video_list))
+        .route("/v2/user/info/", get(user_info))
         .route("/v2/oauth/token/", post(oauth_token))
         .fallback(unknown_path)
         .layer(middleware::from_fn(log_id_header))
@@ -148,7 +167,8 @@ async fn run(shared: &Shared, log_id: &LogId, endpoint: Endpoint, operation: imp
     with_faults(shared, endpoint, on_fault, async { respond(log_id, operation()) }).await
 }
 
-/// The bearer token, if present, well-formed and not revoked.
+/// The bearer token, if present, well-formed, not revoked, not expired and
+/// not a refresh token issued by the sandbox.
 fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<String, TtError> {
     let token = headers
         .get(header::AUTHORIZATION)
@@ -158,9 +178,7 @@ fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<String, TtError>
         .map(|(_, token)| token.trim())
         .filter(|token| !token.is_empty())
         .ok_or_else(TtError::token_invalid)?;
-    if shared.lock().is_revoked(token) {
-        return Err(TtError::token_invalid());
-    }
+    shared.lock().check_token(Platform::Tiktok, token, TokenKind::Access).map_err(|_| TtError::token_invalid())?;
     Ok(token.to_owned())
 }
 
@@ -190,7 +208,7 @@ fn creator_username(open_id: &str) -> String {
 async fn creator_info(State(shared): State<Arc<Shared>>, Extension(log_id): Extension<LogId>, headers: HeaderMap) -> Response {
     run(&shared, &log_id, Endpoint::TiktokCreatorInfo, || {
         let token = authenticate(&shared, &headers)?;
-        let open_id = ids::tiktok_open_id(&token);
+        let open_id = shared.lock().token_user(Platform::Tiktok, &token);
         let host = host(&headers).unwrap_or("localhost");
         Ok(json!({
             "creator_avatar_url": format!("http://{host}/media/sample.jpg"),
@@ -287,7 +305,8 @@ async fn video_init(State(shared): State<Arc<Shared>>, Extension(log_id): Extens
         let publish_id = format!("v_pub_url~v2-1.{}", PUBLISH_ID_BASE + shared.next_id());
         let media = vec![video_url.to_owned()];
         let download = Download { failure, media_bytes };
-        let publish = new_publish(&shared, &token, PublishKind::Video, privacy_level, title, media, download);
+        let open_id = state.token_user(Platform::Tiktok, &token);
+        let publish = new_publish(&shared, open_id, PublishKind::Video, privacy_level, title, media, download);
         state.publishes.insert(publish_id.clone(), publish);
         tracing::debug!(%publish_id, "tiktok video publish accepted");
         Ok(json!({ "publish_id": publish_id }))
@@ -352,7 +371,8 @@ async fn content_init(State(shared): State<Arc<Shared>>, Extension(log_id): Exte
         let caption = if description.is_empty() { title } else { description };
         let publish_id = format!("p_pub_url~v2.{}", PUBLISH_ID_BASE + shared.next_id());
         let download = Download { failure, media_bytes };
-        let publish = new_publish(&shared, &token, PublishKind::Photo, privacy_level, caption, images, download);
+        let open_id = state.token_user(Platform::Tiktok, &token);
+        let publish = new_publish(&shared, open_id, PublishKind::Photo, privacy_level, caption, images, download);
         state.publishes.insert(publish_id.clone(), publish);
         tracing::debug!(%publish_id, "tiktok photo publish accepted");
         Ok(json!({ "publish_id": publish_id }))
@@ -379,7 +399,7 @@ struct Download {
 
 fn new_publish(
     shared: &Shared,
-    token: &str,
+    open_id: String,
     kind: PublishKind,
     privacy_level: &'static str,
     caption: String,
@@ -388,7 +408,7 @@ fn new_publish(
 ) -> Publish {
     let Download { failure, media_bytes } = download;
     Publish {
-        open_id: ids::tiktok_open_id(token),
+        open_id,
         kind,
         privacy_level,
         caption,
@@ -417,11 +437,12 @@ async fn status_fetch(State(shared): State<Arc<Shared>>, Extension(log_id): Exte
         let publish_id = request.publish_id.filter(|id| !id.is_empty()).ok_or_else(|| TtError::invalid_param("publish_id is required"))?;
         let mut state = shared.lock();
         state.settle_tiktok(shared.options.tiktok_complete_after);
+        let open_id = state.token_user(Platform::Tiktok, &token);
         // Another creator's publish is as unknown as a made-up id.
         let publish = state
             .publishes
             .get(&publish_id)
-            .filter(|publish| publish.open_id == ids::tiktok_open_id(&token))
+            .filter(|publish| publish.open_id == open_id)
             .ok_or_else(|| TtError::invalid_param(format!("publish_id {publish_id} was not found")))?;
         let mut data = json!({
             "status": "PROCESSING_DOWNLOAD",
@@ -539,7 +560,7 @@ async fn video_list(
             Some(cursor) => Some(cursor),
         };
 
-        let open_id = ids::tiktok_open_id(&token);
+        let open_id = shared.lock().token_user(Platform::Tiktok, &token);
         let username = creator_username(&open_id);
         let host = host(&headers).unwrap_or("localhost");
         let mut state = shared.lock();
@@ -633,10 +654,80 @@ fn oauth_error(log_id: &LogId, error: &str, description: &str) -> Response {
     (StatusCode::BAD_REQUEST, Json(body)).into_response()
 }
 
-/// `POST /v2/oauth/token/` with `grant_type=refresh_token`. Issued tokens keep
-/// the refresh token's subject (see [`ids::token_subject`]), so the creator's
-/// open_id survives refreshes. The refresh token rotates on every call; older
-/// ones stay valid until revoked.
+/// `GET /v2/user/info/?fields=open_id,union_id,display_name` (Display API):
+/// the token's user, with the fields asked for. This is the identity check:
+/// a bound token answers its bound `open_id`; an unbound made-up token has no
+/// user to be checked against here, so it answers the `open_id` derived from
+/// its subject and is bound to it.
+async fn user_info(
+    State(shared): State<Arc<Shared>>,
+    Extension(log_id): Extension<LogId>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    run(&shared, &log_id, Endpoint::TiktokUserInfo, || {
+        let token = authenticate(&shared, &headers)?;
+        let fields = requested_user_fields(query.as_deref())?;
+        let open_id = {
+            let mut state = shared.lock();
+            let open_id = state.token_user(Platform::Tiktok, &token);
+            // Cannot fail: `open_id` is the token's bound user when it has one.
+            let bound = state.check_identity(Platform::Tiktok, &token, &open_id);
+            debug_assert!(bound.is_ok());
+            open_id
+        };
+        let host = host(&headers).unwrap_or("localhost");
+        let username = creator_username(&open_id);
+        let mut user = Map::new();
+        for field in fields {
+            let value = match field.as_str() {
+                "open_id" => json!(open_id),
+                // Stable per user, like the real one across a developer's apps.
+                "union_id" => json!(format!("union-{open_id}")),
+                "display_name" => json!("Sandbox Creator"),
+                "username" => json!(username),
+                "avatar_url" | "avatar_url_100" | "avatar_large_url" => json!(format!("http://{host}/media/sample.jpg")),
+                "profile_deep_link" => json!(format!("https://www.tiktok.com/@{username}")),
+                "bio_description" => json!(""),
+                "is_verified" => json!(false),
+                _ => json!(0),
+            };
+            user.insert(field, value);
+        }
+        Ok(json!({ "user": user }))
+    })
+    .await
+}
+
+/// The User Object fields named in the `fields` query parameter.
+fn requested_user_fields(query: Option<&str>) -> Result<Vec<String>, TtError> {
+    let mut fields: Vec<String> = Vec::new();
+    for (name, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        if name != "fields" {
+            continue;
+        }
+        for field in value.split(',').map(str::trim).filter(|field| !field.is_empty()) {
+            if !USER_FIELDS.contains(&field) {
+                return Err(TtError::invalid_params(format!("Invalid field: {field}")));
+            }
+            if !fields.iter().any(|known| known == field) {
+                fields.push(field.to_owned());
+            }
+        }
+    }
+    if fields.is_empty() {
+        return Err(TtError::invalid_params("fields is required"));
+    }
+    Ok(fields)
+}
+
+/// `POST /v2/oauth/token/` with `grant_type=refresh_token`. The new tokens
+/// belong to the refresh token's user (its bound `open_id`, else the one
+/// derived from its subject) and keep its subject (see
+/// [`ids::token_subject`]). The access token lives 24 h, the refresh token
+/// 365 days; the refresh token rotates on every call, and older ones stay
+/// valid until they expire or are revoked. Revoked, expired and issued access
+/// tokens are refused with `invalid_grant`.
 async fn oauth_token(State(shared): State<Arc<Shared>>, Extension(log_id): Extension<LogId>, body: Bytes) -> Response {
     let on_fault = |status: StatusCode, body: Option<Value>| {
         let body = body
@@ -659,16 +750,22 @@ async fn oauth_token(State(shared): State<Arc<Shared>>, Extension(log_id): Exten
         let Some(refresh_token) = field("refresh_token") else {
             return oauth_error(&log_id, "invalid_request", "refresh_token is required.");
         };
-        if shared.lock().is_revoked(refresh_token) {
+        let mut state = shared.lock();
+        if state.check_token(Platform::Tiktok, refresh_token, TokenKind::Refresh).is_err() {
             return oauth_error(&log_id, "invalid_grant", "Refresh token is invalid or expired.");
         }
         let subject = ids::token_subject(refresh_token);
+        let open_id = state.token_user(Platform::Tiktok, refresh_token);
+        let user = Some(open_id.clone());
+        let (access_token, _) = state.issue_token(Platform::Tiktok, TokenKind::Access, subject, user.clone(), ACCESS_TOKEN_LIFETIME);
+        let (new_refresh_token, _) = state.issue_token(Platform::Tiktok, TokenKind::Refresh, subject, user, REFRESH_TOKEN_LIFETIME);
+        drop(state);
         Json(json!({
-            "access_token": format!("{subject}.at-{}", ids::random_token_part()),
-            "expires_in": ACCESS_TOKEN_LIFETIME_SECS,
-            "open_id": ids::tiktok_open_id(refresh_token),
-            "refresh_expires_in": REFRESH_TOKEN_LIFETIME_SECS,
-            "refresh_token": format!("{subject}.rt-{}", ids::random_token_part()),
+            "access_token": access_token,
+            "expires_in": ACCESS_TOKEN_LIFETIME.as_secs(),
+            "open_id": open_id,
+            "refresh_expires_in": REFRESH_TOKEN_LIFETIME.as_secs(),
+            "refresh_token": new_refresh_token,
             "scope": granted_scopes(refresh_token),
             "token_type": "Bearer",
         }))
