@@ -3,7 +3,7 @@
 use anyhow::Context;
 use autopost_app::{
     ApiConfig, Config, WorkerConfig,
-    config::{LogFormat, PostgresSettings, SandboxSettings, TemporalSettings},
+    config::{AuthSettings, LogFormat, PostgresSettings, SandboxSettings, TemporalSettings, TokenKeySettings},
 };
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
@@ -21,15 +21,46 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Migrate, then run the API, a worker and the platform sandbox in one process.
-    Dev(Config),
+    Dev {
+        #[command(flatten)]
+        config: Box<Config>,
+        /// Where `dev` keeps the secrets it generates (JWT secret, token key), so tokens and
+        /// stored accounts survive a restart.
+        #[arg(long, env = "AUTOPOST_DEV_STATE", default_value = ".autopost-dev")]
+        state_dir: std::path::PathBuf,
+    },
     /// Serve the REST API.
     Api(ApiConfig),
     /// Run a worker: workflows and activities.
     Worker(WorkerConfig),
     /// Serve the platform sandbox (Instagram and TikTok emulator with media hosting).
     Sandbox(SandboxSettings),
-    /// Create the database if needed and apply migrations.
-    Migrate(PostgresSettings),
+    /// Create the database if needed and apply migrations (encrypting any plain-text tokens an
+    /// earlier version stored).
+    Migrate {
+        #[command(flatten)]
+        postgres: PostgresSettings,
+        #[command(flatten)]
+        token_keys: TokenKeySettings,
+    },
+    /// Re-encrypt every stored platform token under the first key of AUTOPOST_TOKEN_KEYS.
+    RotateTokenKey {
+        #[command(flatten)]
+        postgres: PostgresSettings,
+        #[command(flatten)]
+        token_keys: TokenKeySettings,
+    },
+    /// Print a bearer token for a creator, signed with AUTOPOST_JWT_SECRET (development and scripts).
+    Token {
+        /// The creator the token acts for (its `sub`).
+        #[arg(long)]
+        creator: String,
+        /// How long the token is valid.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+        #[command(flatten)]
+        auth: AuthSettings,
+    },
     /// Measure job creation and a publish burst against a workflow baseline (see docs/benchmark.md).
     Bench {
         #[command(flatten)]
@@ -53,12 +84,22 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     let Cli { command, log_format } = Cli::parse();
     // `dev` is for people at a terminal, unless they asked for JSON.
-    let default_format = if matches!(command, Command::Dev(_)) { LogFormat::Pretty } else { LogFormat::Json };
+    let default_format = if matches!(command, Command::Dev { .. }) { LogFormat::Pretty } else { LogFormat::Json };
     autopost_app::telemetry::init(log_format.unwrap_or(default_format));
     match command {
-        Command::Migrate(postgres) => {
-            autopost_app::migrate(&postgres).await?;
+        Command::Migrate { postgres, token_keys } => {
+            autopost_app::migrate(&postgres, &token_keys).await?;
             tracing::info!("migrations applied");
+        }
+        Command::RotateTokenKey { postgres, token_keys } => {
+            let report = autopost_app::rotate_token_key(&postgres, &token_keys).await?;
+            println!("re-encrypted {} account(s) under the current key", report.reencrypted);
+            if report.changed_meanwhile > 0 {
+                println!(
+                    "{} account(s) got new tokens meanwhile and were left as written; run again to cover them",
+                    report.changed_meanwhile
+                );
+            }
         }
         Command::Api(config) => {
             let db = autopost_app::connect_db(&config.postgres).await?;
@@ -76,18 +117,31 @@ async fn main() -> anyhow::Result<()> {
         Command::Chaos(args) => autopost_bench::chaos::run(args).await?,
         Command::BenchWorker(config) => autopost_bench::run_worker(&config, shutdown_signal()).await?,
         Command::BenchSandbox(settings) => autopost_bench::run_sandbox(&settings, shutdown_signal()).await?,
-        Command::Dev(config) => dev(config).await?,
+        Command::Dev { config, state_dir } => dev(*config, &state_dir).await?,
+        Command::Token { creator, ttl, auth } => println!("{}", autopost_api::auth::issue_token(&auth.verifier(), &creator, ttl)?),
     }
     Ok(())
 }
 
 /// Everything in one process, with the platforms pointed at the built-in sandbox.
-async fn dev(mut config: Config) -> anyhow::Result<()> {
+async fn dev(mut config: Config, state_dir: &std::path::Path) -> anyhow::Result<()> {
+    config.check_local()?;
     config.use_sandbox_platforms();
+    // Its own task queue: a development worker never takes another stack's jobs.
+    if config.temporal.task_queue == autopost_app::config::PRODUCTION_TASK_QUEUE {
+        config.temporal.task_queue = "autopost-dev".into();
+    }
     // The sandbox accepts any app credentials; real ones come from the environment.
     config.worker.tiktok_client_key.get_or_insert_with(|| "sandbox-client-key".into());
     config.worker.tiktok_client_secret.get_or_insert_with(|| "sandbox-client-secret".into());
-    let db = autopost_app::migrate(&config.postgres).await?;
+    let state = autopost_app::dev_state::DevState::open(state_dir)?;
+    if config.auth.jwt_secret.is_none() && config.auth.jwks_url.is_none() {
+        config.auth.jwt_secret = Some(state.secret("jwt-secret", autopost_app::dev_state::random_secret)?);
+    }
+    if config.token_keys.token_keys.is_none() {
+        config.token_keys.token_keys = Some(state.secret("token-keys", autopost_activities::vault::TokenKeys::generate_spec)?);
+    }
+    let db = autopost_app::migrate(&config.postgres, &config.token_keys).await?;
     let sandbox = bind(config.sandbox.sandbox_listen).await?;
     let api = bind(config.api.listen).await?;
     tokio::spawn(autopost_app::run_sandbox(sandbox, shutdown_signal()));
@@ -99,8 +153,16 @@ async fn dev(mut config: Config) -> anyhow::Result<()> {
         }
     });
     println!("autopost dev: API http://{}  sandbox {}  (Ctrl-C stops)", config.api.listen, config.sandbox.url());
+    println!("secrets kept in {}", state.path().display());
+    if config.auth.jwt_secret.is_some() {
+        let token = autopost_api::auth::issue_token(&config.auth.verifier(), DEMO_CREATOR, std::time::Duration::from_secs(24 * 3600))?;
+        println!("a token for the demo creator `{DEMO_CREATOR}` (24 h):\n  export TOKEN={token}");
+    }
     autopost_app::run_worker(&config.worker_config(), db, shutdown_signal()).await
 }
+
+/// The creator `autopost dev` prints a token for.
+const DEMO_CREATOR: &str = "demo-creator";
 
 async fn bind(address: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
     TcpListener::bind(address).await.with_context(|| format!("listening on {address}"))

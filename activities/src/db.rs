@@ -1,4 +1,5 @@
-//! The worker's reads and writes of Postgres: the job mirror and the attempt log.
+//! The worker's reads and writes of Postgres: the job mirror, the attempt log and the accounts'
+//! encrypted tokens.
 
 use autopost_workflows::{Channel, JobTransition, MediaItem};
 use chrono::{DateTime, Utc};
@@ -6,6 +7,8 @@ use secrecy::SecretString;
 use sqlx::PgPool;
 use tracing::instrument;
 use uuid::Uuid;
+
+use crate::vault::{Sealed, TokenField, TokenKeys, VaultError};
 
 /// A job with the account it publishes to, as an attempt needs it.
 pub struct JobForPublish {
@@ -19,13 +22,26 @@ pub struct JobForPublish {
     pub account: Account,
 }
 
+/// A linked account with its tokens opened, for the platform calls about to be made.
 pub struct Account {
     pub id: Uuid,
+    pub channel: Channel,
     pub platform_user_id: String,
     pub access_token: SecretString,
     pub token_expires_at: DateTime<Utc>,
     pub refresh_token: Option<SecretString>,
+    /// Why the platform refused to renew the token (`token_status = 'refresh_failed'`); `None`
+    /// while the token is healthy. Only a new link clears it.
+    pub refresh_failed: Option<String>,
+    /// The stored tokens this was read from: new tokens are stored only while they are still there.
+    pub version: TokenVersion,
 }
+
+/// Identifies one write of an account's tokens: the access token's ciphertext. Every write
+/// seals the access token afresh with a random nonce, so two writes never share it, and an
+/// unlinked account (tokens erased) matches no version.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenVersion(Vec<u8>);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -33,15 +49,48 @@ pub enum DbError {
     JobMissing(Uuid),
     #[error("publish job {0} has unreadable data: {1}")]
     Corrupt(Uuid, String),
+    /// Its tokens were erased: nothing may be published with it any more.
+    #[error("account {0} was unlinked")]
+    AccountUnlinked(Uuid),
+    #[error(transparent)]
+    Vault(#[from] VaultError),
     #[error(transparent)]
     Sqlx(#[from] sqlx::Error),
 }
 
-#[instrument(skip(db))]
-pub async fn load_job(db: &PgPool, job_id: Uuid) -> Result<JobForPublish, DbError> {
+/// An account row's stored tokens, as read.
+struct StoredTokens {
+    account_id: Uuid,
+    access: Option<Vec<u8>>,
+    refresh: Option<Vec<u8>>,
+    key_id: Option<String>,
+}
+
+impl StoredTokens {
+    /// Opens the tokens: the one place the worker turns ciphertexts back into tokens.
+    fn open(self, keys: &TokenKeys) -> Result<(SecretString, Option<SecretString>, TokenVersion), DbError> {
+        let (Some(access), Some(key_id)) = (self.access, self.key_id) else {
+            return Err(DbError::AccountUnlinked(self.account_id));
+        };
+        let open = |field, ciphertext: Vec<u8>| keys.open(self.account_id, field, &Sealed { key_id: key_id.clone(), ciphertext });
+        let access_token = open(TokenField::Access, access.clone())?;
+        let refresh_token = self.refresh.map(|r| open(TokenField::Refresh, r)).transpose()?;
+        Ok((access_token, refresh_token, TokenVersion(access)))
+    }
+}
+
+fn refresh_failed(status: &str, detail: Option<String>) -> Option<String> {
+    (status == "refresh_failed").then(|| detail.unwrap_or_else(|| "the platform refused to renew the token".into()))
+}
+
+/// The job and its account, with the account's tokens opened: only the activities that call the
+/// platform with them load a job.
+#[instrument(skip(db, keys))]
+pub async fn load_job(db: &PgPool, keys: &TokenKeys, job_id: Uuid) -> Result<JobForPublish, DbError> {
     let row = sqlx::query!(
         r#"SELECT j.id, j.last_request_id, j.channel, j.publish_at, j.caption, j.media,
-                  a.id AS account_id, a.platform_user_id, a.access_token, a.token_expires_at, a.refresh_token
+                  a.id AS account_id, a.platform_user_id, a.token_expires_at, a.access_token_ciphertext,
+                  a.refresh_token_ciphertext, a.token_key_id, a.token_status, a.token_status_detail
            FROM publish_jobs j JOIN social_accounts a ON a.id = j.account_id
            WHERE j.id = $1"#,
         job_id
@@ -51,6 +100,13 @@ pub async fn load_job(db: &PgPool, job_id: Uuid) -> Result<JobForPublish, DbErro
     .ok_or(DbError::JobMissing(job_id))?;
     let channel = row.channel.parse().map_err(|e| DbError::Corrupt(job_id, format!("channel: {e}")))?;
     let media = serde_json::from_value(row.media).map_err(|e| DbError::Corrupt(job_id, format!("media: {e}")))?;
+    let stored = StoredTokens {
+        account_id: row.account_id,
+        access: row.access_token_ciphertext,
+        refresh: row.refresh_token_ciphertext,
+        key_id: row.token_key_id,
+    };
+    let (access_token, refresh_token, version) = stored.open(keys)?;
     Ok(JobForPublish {
         id: row.id,
         last_request_id: row.last_request_id,
@@ -60,12 +116,45 @@ pub async fn load_job(db: &PgPool, job_id: Uuid) -> Result<JobForPublish, DbErro
         media,
         account: Account {
             id: row.account_id,
+            channel,
             platform_user_id: row.platform_user_id,
-            access_token: SecretString::from(row.access_token),
+            access_token,
             token_expires_at: row.token_expires_at,
-            refresh_token: row.refresh_token.map(SecretString::from),
+            refresh_token,
+            refresh_failed: refresh_failed(&row.token_status, row.token_status_detail),
+            version,
         },
     })
+}
+
+/// The account with its tokens opened; `None` if it no longer exists.
+#[instrument(skip(db, keys))]
+pub async fn load_account(db: &PgPool, keys: &TokenKeys, account_id: Uuid) -> Result<Option<Account>, DbError> {
+    let Some(row) = sqlx::query!(
+        r#"SELECT channel, platform_user_id, token_expires_at, access_token_ciphertext, refresh_token_ciphertext,
+                  token_key_id, token_status, token_status_detail
+           FROM social_accounts WHERE id = $1"#,
+        account_id
+    )
+    .fetch_optional(db)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let channel = row.channel.parse().map_err(|e| DbError::Corrupt(account_id, format!("channel: {e}")))?;
+    let stored =
+        StoredTokens { account_id, access: row.access_token_ciphertext, refresh: row.refresh_token_ciphertext, key_id: row.token_key_id };
+    let (access_token, refresh_token, version) = stored.open(keys)?;
+    Ok(Some(Account {
+        id: account_id,
+        channel,
+        platform_user_id: row.platform_user_id,
+        access_token,
+        token_expires_at: row.token_expires_at,
+        refresh_token,
+        refresh_failed: refresh_failed(&row.token_status, row.token_status_detail),
+        version,
+    }))
 }
 
 /// Writes a transition unless a newer one is already there: a higher `version` of the same
@@ -293,28 +382,251 @@ pub async fn store_readiness(db: &PgPool, job_id: Uuid, checked_at: DateTime<Utc
     Ok(())
 }
 
-/// Stores the tokens of a refresh; the newest refresh token replaces the old one.
+/// Stores the tokens of a refresh, sealed, if the row still holds the tokens the refresh
+/// started from (`previous`): of two refreshes at once only the first is stored, so a token the
+/// platform already replaced is never written over a live one. `refresh_token` is the row's
+/// refresh token after the refresh (the new one, or the kept one; both are sealed again under
+/// the current key). Marks the account healthy. `None`: another write came first; read the
+/// account again and use its tokens.
 #[instrument(skip_all, fields(account_id = %account_id))]
 pub async fn store_refreshed_tokens(
     db: &PgPool,
+    keys: &TokenKeys,
     account_id: Uuid,
+    previous: &TokenVersion,
     access_token: &SecretString,
     expires_at: DateTime<Utc>,
-    refresh_token: &SecretString,
-) -> Result<(), DbError> {
-    use secrecy::ExposeSecret;
-    sqlx::query!(
+    refresh_token: Option<&SecretString>,
+) -> Result<Option<TokenVersion>, DbError> {
+    let access = keys.seal(account_id, TokenField::Access, access_token);
+    let refresh = refresh_token.map(|t| keys.seal(account_id, TokenField::Refresh, t));
+    let stored = sqlx::query!(
         r#"UPDATE social_accounts
-           SET access_token = $2, token_expires_at = $3, refresh_token = $4, updated_at = now()
-           WHERE id = $1"#,
+           SET access_token_ciphertext = $3, refresh_token_ciphertext = $4, token_key_id = $5, token_expires_at = $6,
+               token_status = 'ok', token_status_detail = NULL, token_refreshed_at = now(), updated_at = now()
+           WHERE id = $1 AND access_token_ciphertext = $2"#,
         account_id,
-        access_token.expose_secret(),
+        &previous.0,
+        &access.ciphertext,
+        refresh.as_ref().map(|r| &r.ciphertext),
+        &access.key_id,
         expires_at,
-        refresh_token.expose_secret(),
     )
     .execute(db)
-    .await?;
-    Ok(())
+    .await?
+    .rows_affected()
+        == 1;
+    Ok(stored.then_some(TokenVersion(access.ciphertext)))
+}
+
+/// Marks the account whose token the platform refused to renew, unless its tokens changed since
+/// `previous` was read (a newer refresh or a new link), and at once fails the `token` check of
+/// every open job of the account, so the creator sees it before the publish time. Returns
+/// whether it was marked.
+#[instrument(skip(db, previous))]
+pub async fn mark_refresh_failed(db: &PgPool, account_id: Uuid, previous: &TokenVersion, detail: &str) -> Result<bool, DbError> {
+    let mut tx = db.begin().await?;
+    let marked = sqlx::query!(
+        r#"UPDATE social_accounts SET token_status = 'refresh_failed', token_status_detail = $3, updated_at = now()
+           WHERE id = $1 AND access_token_ciphertext = $2"#,
+        account_id,
+        &previous.0,
+        detail,
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if marked {
+        let checked_at = Utc::now();
+        let check = serde_json::json!({ "name": "token", "ok": false, "detail": detail });
+        // The other checks of the last preflight stand; the token check is replaced in place (or
+        // added), and the job is no longer ready.
+        sqlx::query!(
+            r#"UPDATE publish_jobs j
+               SET readiness = jsonb_build_object(
+                   'ok', false,
+                   'checked_at', $3::jsonb,
+                   'checks', CASE
+                       WHEN j.readiness->'checks' @> '[{"name": "token"}]' THEN
+                           (SELECT jsonb_agg(CASE WHEN c->>'name' = 'token' THEN $4::jsonb ELSE c END ORDER BY n)
+                            FROM jsonb_array_elements(j.readiness->'checks') WITH ORDINALITY AS t(c, n))
+                       ELSE COALESCE(j.readiness->'checks', '[]'::jsonb) || jsonb_build_array($4::jsonb)
+                   END)
+               WHERE j.account_id = $1 AND j.status IN ('scheduled', 'needs_attention')
+                 AND (j.readiness IS NULL OR (j.readiness->>'checked_at')::timestamptz <= $2)"#,
+            account_id,
+            checked_at,
+            serde_json::json!(checked_at),
+            check,
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(marked)
+}
+
+/// Accounts whose token the periodic refresh should renew now, in id order after `after`:
+/// Instagram tokens expiring before `instagram_before` and stored before `instagram_stored_before`
+/// (Instagram renews only tokens a day old), TikTok tokens with a refresh token expiring before
+/// `tiktok_before` (`None`: TikTok tokens cannot be refreshed here). Accounts already marked
+/// `refresh_failed` wait for a new link.
+#[instrument(skip(db))]
+pub async fn accounts_due_for_refresh(
+    db: &PgPool,
+    instagram_before: DateTime<Utc>,
+    instagram_stored_before: DateTime<Utc>,
+    tiktok_before: Option<DateTime<Utc>>,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<Uuid>, DbError> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT id FROM social_accounts
+           WHERE access_token_ciphertext IS NOT NULL AND token_status = 'ok'
+             AND ((channel = 'instagram' AND token_expires_at < $1 AND updated_at < $2)
+               OR (channel = 'tiktok' AND refresh_token_ciphertext IS NOT NULL AND token_expires_at < $3))
+             AND ($4::uuid IS NULL OR id > $4)
+           ORDER BY id LIMIT $5"#,
+        instagram_before,
+        instagram_stored_before,
+        tiktok_before,
+        after,
+        limit,
+    )
+    .fetch_all(db)
+    .await?)
+}
+
+/// What re-encrypting under the current key did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct RotationReport {
+    /// Rows now sealed under the current key by this run.
+    pub reencrypted: u64,
+    /// Rows whose tokens another process wrote while this ran (a refresh, a new link): left as
+    /// they are, and re-encrypted by the next run if they are still under an old key.
+    pub changed_meanwhile: u64,
+}
+
+/// Seals every account's tokens under the current key that are under another, `batch` rows at a
+/// time, each row by compare-and-swap on what was read. Idempotent: a second run finds nothing.
+#[instrument(skip(db, keys))]
+pub async fn reencrypt_tokens(db: &PgPool, keys: &TokenKeys, batch: i64) -> Result<RotationReport, DbError> {
+    let current = keys.current_kid();
+    let mut report = RotationReport::default();
+    let mut after: Option<Uuid> = None;
+    loop {
+        let rows = sqlx::query!(
+            r#"SELECT id, access_token_ciphertext, refresh_token_ciphertext, token_key_id FROM social_accounts
+               WHERE token_key_id IS DISTINCT FROM $1
+                 AND (access_token_ciphertext IS NOT NULL OR refresh_token_ciphertext IS NOT NULL)
+                 AND ($2::uuid IS NULL OR id > $2)
+               ORDER BY id LIMIT $3"#,
+            current,
+            after,
+            batch,
+        )
+        .fetch_all(db)
+        .await?;
+        let Some(last) = rows.last() else { break };
+        after = Some(last.id);
+        for row in rows {
+            // The CHECK constraint guarantees a key id beside any ciphertext.
+            let key_id = row.token_key_id.unwrap_or_default();
+            let reseal = |field, ciphertext: &Option<Vec<u8>>| -> Result<Option<Sealed>, VaultError> {
+                let Some(ciphertext) = ciphertext else { return Ok(None) };
+                let token = keys.open(row.id, field, &Sealed { key_id: key_id.clone(), ciphertext: ciphertext.clone() })?;
+                Ok(Some(keys.seal(row.id, field, &token)))
+            };
+            let access = reseal(TokenField::Access, &row.access_token_ciphertext)?;
+            let refresh = reseal(TokenField::Refresh, &row.refresh_token_ciphertext)?;
+            let swapped = sqlx::query!(
+                r#"UPDATE social_accounts SET access_token_ciphertext = $4, refresh_token_ciphertext = $5, token_key_id = $6
+                   WHERE id = $1 AND access_token_ciphertext IS NOT DISTINCT FROM $2 AND refresh_token_ciphertext IS NOT DISTINCT FROM $3"#,
+                row.id,
+                row.access_token_ciphertext,
+                row.refresh_token_ciphertext,
+                access.map(|s| s.ciphertext),
+                refresh.map(|s| s.ciphertext),
+                current,
+            )
+            .execute(db)
+            .await?
+            .rows_affected()
+                == 1;
+            if swapped {
+                report.reencrypted += 1;
+            } else {
+                report.changed_meanwhile += 1;
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// How many accounts hold a token in plain text (0 once the plain columns are gone).
+pub async fn plain_token_rows(db: &PgPool) -> Result<i64, DbError> {
+    if !has_plain_token_columns(db).await? {
+        return Ok(0);
+    }
+    Ok(sqlx::query_scalar("SELECT count(*) FROM social_accounts WHERE access_token IS NOT NULL OR refresh_token IS NOT NULL")
+        .fetch_one(db)
+        .await?)
+}
+
+async fn has_plain_token_columns(db: &PgPool) -> Result<bool, DbError> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM information_schema.columns
+                        WHERE table_schema = current_schema() AND table_name = 'social_accounts' AND column_name = 'access_token')",
+    )
+    .fetch_one(db)
+    .await?)
+}
+
+/// Encrypts the tokens an older schema stored in plain text and clears the plain columns, for
+/// `autopost migrate` between the migration that adds the ciphertext columns and the one that
+/// drops the plain ones. Returns how many rows it encrypted; 0 once the plain columns are gone.
+/// (Plain SQL, not the checked macros: the columns it reads no longer exist in the schema the
+/// macros check against.)
+#[instrument(skip_all)]
+pub async fn encrypt_plain_tokens(db: &PgPool, keys: &TokenKeys) -> Result<u64, DbError> {
+    if !has_plain_token_columns(db).await? {
+        return Ok(0);
+    }
+    let mut encrypted = 0;
+    loop {
+        let rows: Vec<(Uuid, Option<String>, Option<String>)> = sqlx::query_as(
+            "SELECT id, access_token, refresh_token FROM social_accounts
+             WHERE access_token IS NOT NULL OR refresh_token IS NOT NULL ORDER BY id LIMIT 500",
+        )
+        .fetch_all(db)
+        .await?;
+        if rows.is_empty() {
+            return Ok(encrypted);
+        }
+        for (id, access, refresh) in rows {
+            let seal = |field, plain: &Option<String>| plain.as_ref().map(|p| keys.seal(id, field, &SecretString::from(p.clone())));
+            let access_sealed = seal(TokenField::Access, &access);
+            let refresh_sealed = seal(TokenField::Refresh, &refresh);
+            // Compare-and-swap on the plain values read: a row written meanwhile is read again.
+            let done = sqlx::query(
+                "UPDATE social_accounts
+                 SET access_token_ciphertext = $4, refresh_token_ciphertext = $5, token_key_id = $6,
+                     access_token = NULL, refresh_token = NULL
+                 WHERE id = $1 AND access_token IS NOT DISTINCT FROM $2 AND refresh_token IS NOT DISTINCT FROM $3",
+            )
+            .bind(id)
+            .bind(&access)
+            .bind(&refresh)
+            .bind(access_sealed.map(|s| s.ciphertext))
+            .bind(refresh_sealed.map(|s| s.ciphertext))
+            .bind(keys.current_kid())
+            .execute(db)
+            .await?
+            .rows_affected();
+            encrypted += done;
+        }
+    }
 }
 
 /// How an attempt ended, for its row.

@@ -1,9 +1,12 @@
 //! The worker's activities: everything of a publish that does IO. Workflows decide; these act.
 
 pub mod db;
+mod media_guard;
 pub mod platforms;
 mod preflight;
 mod publish;
+pub mod refresh;
+pub mod vault;
 
 use std::{sync::Arc, time::Duration};
 
@@ -33,29 +36,46 @@ pub struct PlatformSettings {
     pub preflight_deadline: Duration,
     /// Needed to refresh TikTok tokens; without it an expired TikTok token needs a reconnect.
     pub tiktok_app: Option<platforms::tiktok::AppCredentials>,
+    /// Origins (scheme, host, port) whose plain-http media is fetched without the address
+    /// guard: the sandbox's, and only while a platform base points at it.
+    pub http_media_origins: Vec<url::Origin>,
 }
 
 /// The IO clients the activities share; registered once per worker.
 pub struct WorkerActivities {
     db: PgPool,
-    http: reqwest::Client,
+    /// Media URLs are the creators' input: fetched only through the SSRF guard.
+    media: media_guard::MediaFetcher,
     instagram: InstagramClient,
     tiktok: TiktokClient,
     settings: PlatformSettings,
+    /// Opens the stored tokens where a platform call needs them.
+    keys: Arc<vault::TokenKeys>,
+    refresher: refresh::TokenRefresher,
 }
 
 impl WorkerActivities {
-    pub fn new(db: PgPool, settings: PlatformSettings) -> anyhow::Result<Self> {
+    pub fn new(db: PgPool, settings: PlatformSettings, keys: Arc<vault::TokenKeys>) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .timeout(settings.request_timeout)
             .user_agent(concat!("autopost/", env!("CARGO_PKG_VERSION")))
             .build()?;
+        let refresher = refresh::TokenRefresher::new(
+            db.clone(),
+            keys.clone(),
+            http.clone(),
+            &settings.instagram_api_base,
+            &settings.tiktok_api_base,
+            settings.tiktok_app.clone(),
+        );
         Ok(Self {
             instagram: InstagramClient::new(http.clone(), &settings.instagram_api_base),
             tiktok: TiktokClient::new(http.clone(), &settings.tiktok_api_base),
+            media: media_guard::MediaFetcher::new(settings.http_media_origins.clone(), settings.request_timeout)?,
             db,
-            http,
             settings,
+            keys,
+            refresher,
         })
     }
 }
@@ -86,7 +106,7 @@ impl WorkerActivities {
                 "superseded: a newer execution of this attempt holds the job's fence"
             )))),
             // The job row is gone: retrying cannot help, and publishing without it must not happen.
-            Err(e @ (db::DbError::JobMissing(_) | db::DbError::Corrupt(..))) => {
+            Err(e @ (db::DbError::JobMissing(_) | db::DbError::Corrupt(..) | db::DbError::AccountUnlinked(_))) => {
                 Err(ActivityError::application(ApplicationFailure::non_retryable(e)))
             }
             Err(other) => Err(retry_later(other)),

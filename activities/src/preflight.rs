@@ -4,14 +4,16 @@
 use autopost_workflows::{Channel, JobError, MediaItem, PreflightReport, ReadinessCheck, rules};
 use chrono::Utc;
 use futures::StreamExt;
-use reqwest::{StatusCode, header};
+use reqwest::{Method, StatusCode, header};
 use tracing::instrument;
 use uuid::Uuid;
 
 use crate::{
     WorkerActivities,
     db::{self, DbError, JobForPublish},
+    media_guard::FetchError,
     platforms::{ErrorClass, PlatformError},
+    refresh::Refreshed,
 };
 
 /// Media items checked at once: fast for a 35-photo post, gentle on the media host.
@@ -20,6 +22,10 @@ const MEDIA_CHECKS_AT_ONCE: usize = 6;
 /// A refreshable token is refreshed when it expires within this margin, so the attempt that
 /// follows preflight never meets an expired one.
 const REFRESH_AHEAD: chrono::Duration = chrono::Duration::minutes(10);
+
+/// An Instagram token with more than this left is renewed by the worker's periodic refresh
+/// (which renews tokens in their last 10 days, hourly) before it expires.
+const PERIODIC_RENEWAL_HORIZON: chrono::Duration = chrono::Duration::days(1);
 
 struct Check {
     check: ReadinessCheck,
@@ -40,7 +46,7 @@ impl Check {
 impl WorkerActivities {
     #[instrument(skip(self))]
     pub(crate) async fn run_preflight(&self, job_id: Uuid) -> Result<PreflightReport, DbError> {
-        let checks = match db::load_job(&self.db, job_id).await {
+        let checks = match db::load_job(&self.db, &self.keys, job_id).await {
             // One deadline for all of it, below the activity's own timeout: a slow platform or
             // media host ends in a clear failure instead of a preflight retried forever.
             Ok(mut job) => match tokio::time::timeout(self.settings.preflight_deadline, self.check_job(&mut job)).await {
@@ -59,6 +65,10 @@ impl WorkerActivities {
             Err(DbError::JobMissing(_)) => {
                 vec![Check::failed("account", "preflight.job_missing", "the job or its account no longer exists")]
             }
+            // Unlinked while this job's attempt was at the platform: it publishes nothing more.
+            Err(DbError::AccountUnlinked(_)) => {
+                vec![Check::failed("account", "preflight.account_unlinked", "the creator unlinked this account; link it again to publish")]
+            }
             Err(other) => return Err(other),
         };
         let error = checks.iter().find_map(|c| c.error.clone());
@@ -76,8 +86,12 @@ impl WorkerActivities {
     async fn check_token(&self, job: &mut JobForPublish) -> Check {
         let now = Utc::now();
         let expires_at = job.account.token_expires_at;
-        let refreshable = self.refreshable(job);
-        if refreshable && expires_at <= now + REFRESH_AHEAD {
+        // TikTok tokens live hours: preflight refreshes one about to expire. Instagram's live 60
+        // days and are renewed by the worker's periodic refresh, days before they expire.
+        let refreshable = self.refresher.can_refresh(&job.account);
+        let refreshed_here = refreshable && job.channel == Channel::Tiktok;
+        let renewed_in_time = refreshed_here || (refreshable && expires_at > now + PERIODIC_RENEWAL_HORIZON);
+        if refreshed_here && expires_at <= now + REFRESH_AHEAD {
             if let Err(check) = self.refresh_token(job).await {
                 return check;
             }
@@ -87,12 +101,12 @@ impl WorkerActivities {
                 "preflight.token_expired",
                 format!("the access token expired at {expires_at}; reconnect the account"),
             );
-        } else if expires_at <= job.publish_at && !refreshable {
-            return Check::failed(
-                "token",
-                "preflight.token_expired",
-                format!("the access token expires at {expires_at}, before the publish time; reconnect the account"),
-            );
+        } else if expires_at <= job.publish_at && !renewed_in_time {
+            let detail = match &job.account.refresh_failed {
+                Some(why) => format!("the access token expires at {expires_at}, before the publish time, and {why}"),
+                None => format!("the access token expires at {expires_at}, before the publish time; reconnect the account"),
+            };
+            return Check::failed("token", "preflight.token_expired", detail);
         }
         let token = &job.account.access_token;
         let probe: Result<(), PlatformError> = match job.channel {
@@ -120,40 +134,29 @@ impl WorkerActivities {
         }
     }
 
-    /// TikTok access tokens live hours, not weeks: they are refreshed with the refresh token.
-    fn refreshable(&self, job: &JobForPublish) -> bool {
-        job.channel == Channel::Tiktok && job.account.refresh_token.is_some() && self.settings.tiktok_app.is_some()
-    }
-
-    /// Refreshes the account's TikTok token and stores the new tokens.
+    /// Refreshes the account's TikTok token, which is about to expire, and uses the new one.
     async fn refresh_token(&self, job: &mut JobForPublish) -> Result<(), Check> {
-        let (Some(app), Some(refresh_token)) = (&self.settings.tiktok_app, &job.account.refresh_token) else {
-            return Ok(());
-        };
-        match self.tiktok.refresh(app, refresh_token).await {
-            Ok(reply) => {
-                let tokens = reply.value;
-                let expires_at = Utc::now() + chrono::Duration::seconds(tokens.expires_in);
-                db::store_refreshed_tokens(&self.db, job.account.id, &tokens.access_token, expires_at, &tokens.refresh_token)
-                    .await
-                    .map_err(|e| {
-                        Check::failed("token", "preflight.token_refresh_failed", format!("the refreshed token could not be stored: {e}"))
-                    })?;
-                tracing::info!(account_id = %job.account.id, %expires_at, "TikTok token refreshed");
-                job.account.access_token = tokens.access_token;
-                job.account.token_expires_at = expires_at;
-                job.account.refresh_token = Some(tokens.refresh_token);
+        let expires_at = job.account.token_expires_at;
+        let when = if expires_at <= Utc::now() { format!("expired at {expires_at}") } else { format!("expires at {expires_at}") };
+        match self.refresher.refresh(&job.account).await {
+            // Superseded: another refresh stored its tokens first, and those are the live ones.
+            Ok(Refreshed::Stored(account) | Refreshed::Superseded(account)) => {
+                job.account = account;
                 Ok(())
             }
-            Err(e) if e.class == ErrorClass::Token => Err(Check::failed(
+            Ok(Refreshed::NotRefreshable) => Ok(()),
+            Ok(Refreshed::Refused { detail }) => {
+                Err(Check::failed("token", "preflight.token_expired", format!("the access token {when} and {detail}")))
+            }
+            Ok(Refreshed::Unavailable(e)) => Err(Check::failed(
                 "token",
-                "preflight.token_expired",
-                format!("the token expired and TikTok refused to refresh it ({}); reconnect the account", e.code),
+                "preflight.token_refresh_failed",
+                format!("the access token {when} and could not be refreshed now ({}): {}", e.code, e.message),
             )),
             Err(e) => Err(Check::failed(
                 "token",
                 "preflight.token_refresh_failed",
-                format!("the token expired and could not be refreshed now ({}): {}", e.code, e.message),
+                format!("the access token {when} and could not be refreshed: {e}"),
             )),
         }
     }
@@ -185,9 +188,13 @@ impl WorkerActivities {
 
     async fn check_media_item(&self, channel: Channel, item: &MediaItem) -> Result<(), (&'static str, String)> {
         let missing = |detail: String| ("preflight.media_missing", detail);
-        let mut response = self.http.head(&item.url).send().await.map_err(|e| missing(format!("not reachable: {}", e.without_url())))?;
+        let failed = |error: FetchError| match error {
+            FetchError::Forbidden(detail) => ("preflight.media_forbidden_host", detail),
+            FetchError::Unreachable(detail) => missing(detail),
+        };
+        let mut response = self.media.fetch(Method::HEAD, &item.url).await.map_err(failed)?;
         if response.status() == StatusCode::METHOD_NOT_ALLOWED {
-            response = self.http.get(&item.url).send().await.map_err(|e| missing(format!("not reachable: {}", e.without_url())))?;
+            response = self.media.fetch(Method::GET, &item.url).await.map_err(failed)?;
         }
         if !response.status().is_success() {
             return Err(missing(format!("answered HTTP {}", response.status())));

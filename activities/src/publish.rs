@@ -110,7 +110,7 @@ impl WorkerActivities {
     #[instrument(skip(self, ctx), fields(job_id = %request.job_id, attempt = request.attempt))]
     pub(crate) async fn run_attempt(&self, ctx: &ActivityContext, request: PublishRequest) -> Result<Option<AttemptOutcome>, DbError> {
         let started = Instant::now();
-        let job = db::load_job(&self.db, request.job_id).await?;
+        let job = db::load_job(&self.db, &self.keys, request.job_id).await?;
         let fence = Fence { job_id: job.id, epoch: request.epoch, attempt: request.attempt, execution: ctx.info().attempt as i32 };
         // The fence first: a superseded execution must not even release what a newer one blocks on.
         if !db::take_lease(&self.db, &fence).await? {

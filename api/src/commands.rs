@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use autopost_workflows::{Channel, JobCommand, PublishPostWorkflow};
+use autopost_workflows::{Channel, JobCommand, JobStatus, PublishPostWorkflow};
 use axum::{
     Json, Router,
     extract::State,
@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use crate::{
     ApiState,
+    auth::Creator,
     error::{ApiError, ErrorBody, responses},
     extract::{ApiJson, ApiPath, idempotency_key},
     jobs::load,
@@ -46,8 +47,13 @@ pub struct Reschedule {
     (status = 400, response = responses::InvalidId),
     responses::CommandResponses,
 ))]
-async fn retry(State(state): State<ApiState>, ApiPath(id): ApiPath<Uuid>, headers: HeaderMap) -> Result<CommandReply, ApiError> {
-    run(&state, id, JobCommand::Retry, &headers).await
+async fn retry(
+    State(state): State<ApiState>,
+    creator: Creator,
+    ApiPath(id): ApiPath<Uuid>,
+    headers: HeaderMap,
+) -> Result<CommandReply, ApiError> {
+    run(&state, &creator, id, JobCommand::Retry, &headers).await
 }
 
 /// Moves a `scheduled`, `failed` or `needs_attention` job to another publish time.
@@ -59,6 +65,7 @@ async fn retry(State(state): State<ApiState>, ApiPath(id): ApiPath<Uuid>, header
 ))]
 async fn reschedule(
     State(state): State<ApiState>,
+    creator: Creator,
     ApiPath(id): ApiPath<Uuid>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<Reschedule>,
@@ -66,7 +73,7 @@ async fn reschedule(
     if body.publish_at <= Utc::now() {
         return Err(ApiError::unprocessable("publish_at_in_past", "publish_at", "the new publish time must be in the future"));
     }
-    run(&state, id, JobCommand::Reschedule { publish_at: body.publish_at }, &headers).await
+    run(&state, &creator, id, JobCommand::Reschedule { publish_at: body.publish_at }, &headers).await
 }
 
 /// Cancels a `scheduled`, `failed` or `needs_attention` job: it will never publish.
@@ -74,8 +81,13 @@ async fn reschedule(
     (status = 400, response = responses::InvalidId),
     responses::CommandResponses,
 ))]
-async fn cancel(State(state): State<ApiState>, ApiPath(id): ApiPath<Uuid>, headers: HeaderMap) -> Result<CommandReply, ApiError> {
-    run(&state, id, JobCommand::Cancel, &headers).await
+async fn cancel(
+    State(state): State<ApiState>,
+    creator: Creator,
+    ApiPath(id): ApiPath<Uuid>,
+    headers: HeaderMap,
+) -> Result<CommandReply, ApiError> {
+    run(&state, &creator, id, JobCommand::Cancel, &headers).await
 }
 
 /// Publishes at once (preflight first) and waits a bounded time for the outcome; the job JSON
@@ -90,11 +102,16 @@ async fn cancel(State(state): State<ApiState>, ApiPath(id): ApiPath<Uuid>, heade
     (status = 503, response = responses::Unavailable),
     (status = 500, response = responses::Internal),
 ))]
-async fn publish_now(State(state): State<ApiState>, ApiPath(job_id): ApiPath<Uuid>, headers: HeaderMap) -> Result<CommandReply, ApiError> {
+async fn publish_now(
+    State(state): State<ApiState>,
+    creator: Creator,
+    ApiPath(job_id): ApiPath<Uuid>,
+    headers: HeaderMap,
+) -> Result<CommandReply, ApiError> {
     if !state.settings.publish_now_enabled {
         return Err(ApiError::Forbidden { code: "feature_disabled", message: "publish-now is disabled (AUTOPOST_PUBLISH_NOW)".into() });
     }
-    let channel = load(&state, job_id).await?.channel;
+    let channel = load(&state, &creator, job_id).await?.channel;
     if !allows_immediate_publish(channel) {
         return Err(ApiError::Conflict {
             code: "publish_now_unsupported",
@@ -102,12 +119,12 @@ async fn publish_now(State(state): State<ApiState>, ApiPath(job_id): ApiPath<Uui
             status: None,
         });
     }
-    if let CommandReply::Pending(pending) = run(&state, job_id, JobCommand::PublishNow, &headers).await? {
+    if let CommandReply::Pending(pending) = run(&state, &creator, job_id, JobCommand::PublishNow, &headers).await? {
         return Ok(CommandReply::Pending(pending));
     }
     let deadline = Instant::now() + state.settings.publish_now_wait;
     loop {
-        let job = load(&state, job_id).await?;
+        let job = load(&state, &creator, job_id).await?;
         if job.status.is_settled() || Instant::now() >= deadline {
             return Ok(CommandReply::Done(Box::new(job)));
         }
@@ -173,11 +190,17 @@ fn update_id(job_id: Uuid, command: &JobCommand, key: Option<&str>) -> Option<St
 
 /// Sends the command to the job's workflow and returns the job once the workflow mirrored it,
 /// within the command timeout.
-#[tracing::instrument(skip(state, command, headers), fields(command = command.name()))]
-async fn run(state: &ApiState, job_id: Uuid, command: JobCommand, headers: &HeaderMap) -> Result<CommandReply, ApiError> {
+#[tracing::instrument(skip(state, creator, command, headers), fields(command = command.name()))]
+async fn run(
+    state: &ApiState,
+    creator: &Creator,
+    job_id: Uuid,
+    command: JobCommand,
+    headers: &HeaderMap,
+) -> Result<CommandReply, ApiError> {
     let key = idempotency_key(headers)?;
     let pending = PendingCommand { status: "pending", command: command.name(), job_id };
-    match tokio::time::timeout(state.settings.command_timeout, apply(state, job_id, &command, key.as_deref(), headers)).await {
+    match tokio::time::timeout(state.settings.command_timeout, apply(state, creator, job_id, &command, key.as_deref(), headers)).await {
         Ok(result) => result.map(|job| CommandReply::Done(Box::new(job))),
         Err(_) => {
             tracing::warn!(%job_id, command = command.name(), "command not confirmed in time; answered pending");
@@ -186,8 +209,16 @@ async fn run(state: &ApiState, job_id: Uuid, command: JobCommand, headers: &Head
     }
 }
 
-async fn apply(state: &ApiState, job_id: Uuid, command: &JobCommand, key: Option<&str>, headers: &HeaderMap) -> Result<JobView, ApiError> {
-    let before = load(state, job_id).await?;
+async fn apply(
+    state: &ApiState,
+    creator: &Creator,
+    job_id: Uuid,
+    command: &JobCommand,
+    key: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<JobView, ApiError> {
+    // Ownership first: another creator's job is `404`, and no command reaches its workflow.
+    let before = load(state, creator, job_id).await?;
     // The worker logs the attempts this command causes with the request's id.
     if let Some(request_id) = observability::request_id(headers) {
         sqlx::query!("UPDATE publish_jobs SET last_request_id = $2 WHERE id = $1", job_id, request_id).execute(&state.db).await?;
@@ -213,7 +244,7 @@ async fn apply(state: &ApiState, job_id: Uuid, command: &JobCommand, key: Option
         }
         // The workflow has ended (published or cancelled).
         Err(WorkflowUpdateError::NotFound(_)) => {
-            let job = load(state, job_id).await?;
+            let job = load(state, creator, job_id).await?;
             return Err(ApiError::Conflict {
                 code: "invalid_state",
                 message: format!("cannot {} a job that is {}: its workflow has finished", command.name(), job.status),
@@ -225,11 +256,26 @@ async fn apply(state: &ApiState, job_id: Uuid, command: &JobCommand, key: Option
     // The workflow mirrors every command it carries out, above the version it was accepted at;
     // wait for it so the answer is current (a repeated request's was mirrored long ago).
     loop {
-        let job = load(state, job_id).await?;
+        let job = load(state, creator, job_id).await?;
         if job.version > accepted.version {
             tracing::info!(%job_id, status = %job.status, "command applied");
             return Ok(job);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Cancels a job of an account being unlinked and answers its status after: `cancelled`, or
+/// `publishing` when its attempt is already at the platform (it finishes), or the final status
+/// it had reached.
+pub(crate) async fn cancel_for_unlink(state: &ApiState, creator: &Creator, job_id: Uuid) -> Result<JobStatus, ApiError> {
+    // A fixed key: repeating the unlink repeats the same update, which Temporal applies once.
+    let no_headers = HeaderMap::new();
+    let cancel = apply(state, creator, job_id, &JobCommand::Cancel, Some("account-unlinked"), &no_headers);
+    match tokio::time::timeout(state.settings.command_timeout, cancel).await {
+        Ok(Ok(job)) => Ok(job.status),
+        Ok(Err(ApiError::Conflict { status: Some(status), .. })) => Ok(status),
+        Ok(Err(other)) => Err(other),
+        Err(_) => Err(ApiError::Unavailable(format!("cancelling job {job_id} was not confirmed in time"))),
     }
 }

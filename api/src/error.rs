@@ -4,7 +4,7 @@
 use autopost_workflows::JobStatus;
 use axum::{
     Json,
-    http::StatusCode,
+    http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use serde::Serialize;
@@ -21,6 +21,15 @@ pub enum ApiError {
     Conflict { code: &'static str, message: String, status: Option<JobStatus> },
     #[error("{message}")]
     Forbidden { code: &'static str, message: String },
+    /// No valid bearer token (`401` with `WWW-Authenticate: Bearer`).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The creator sent too many writes; `Retry-After` says when to try again.
+    #[error("too many requests: try again in {} s", retry_after.as_secs().max(1))]
+    RateLimited { retry_after: std::time::Duration },
+    /// The API is at its concurrency limit, or the request ran past its timeout (`503`).
+    #[error("{message}")]
+    Busy { code: &'static str, message: &'static str },
     /// A dependency (Temporal) is unreachable; nothing was written.
     #[error("{0}")]
     Unavailable(String),
@@ -80,6 +89,9 @@ impl IntoResponse for ApiError {
             ApiError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found", None),
             ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, *code, None),
             ApiError::Forbidden { code, .. } => (StatusCode::FORBIDDEN, *code, None),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", None),
+            ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", None),
+            ApiError::Busy { code, .. } => (StatusCode::SERVICE_UNAVAILABLE, *code, None),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", None),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
         };
@@ -95,7 +107,22 @@ impl IntoResponse for ApiError {
             other => other.to_string(),
         };
         let body = ErrorBody { error: ErrorDetail { code: code.to_owned(), message, field, status: job_status } };
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        let headers = response.headers_mut();
+        match &self {
+            // RFC 6750: a missing token gets the bare challenge, a bad one says so.
+            ApiError::Unauthorized(_) => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(r#"Bearer realm="autopost", error="invalid_token""#));
+            }
+            ApiError::RateLimited { retry_after } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after.as_secs().max(1)));
+            }
+            ApiError::Busy { .. } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(1));
+            }
+            _ => {}
+        }
+        response
     }
 }
 
@@ -133,6 +160,10 @@ pub mod responses {
         Unavailable => "Temporal is unreachable (`unavailable`); nothing was changed",
         /// 500 everywhere.
         Internal => "Internal error (`internal`), logged",
+        /// 401 on every `/v1` route.
+        Unauthorized => "No valid bearer token (`unauthorized`); the `WWW-Authenticate: Bearer` header is set",
+        /// 429 on the writes (creates and commands).
+        RateLimited => "Too many writes by this creator (`rate_limited`); `Retry-After` says how many seconds to wait",
     }
 
     fn refs(responses: &[(&str, &str)]) -> std::collections::BTreeMap<String, RefOr<Response>> {

@@ -36,6 +36,16 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let path = e.path().to_string();
         let field = (path != ".").then_some(path);
         let inner = e.into_inner();
+        // A lone UTF-16 surrogate (`"\ud800"`) is valid JSON syntax but no character: the value
+        // is unacceptable, not the body unreadable.
+        if inner.to_string().contains("surrogate") {
+            return ApiError::Invalid {
+                status: axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                code: "invalid_characters",
+                field,
+                message: "a string contains an unpaired UTF-16 surrogate".into(),
+            };
+        }
         let message = if inner.is_syntax() || inner.is_eof() { format!("the body is not valid JSON: {inner}") } else { inner.to_string() };
         ApiError::bad_request("invalid_body", field, message)
     })

@@ -63,7 +63,7 @@ pub struct ReadyChecks {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct DependencyCheck {
     ok: bool,
-    /// Why the dependency did not answer; absent when `ok`.
+    /// Which dependency did not answer (the detail is in the API's log); absent when `ok`.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     error: Option<String>,
@@ -81,7 +81,12 @@ async fn healthz() -> Json<Health> {
     (status = 503, description = "A dependency does not answer; `checks` says which", body = Ready),
 ))]
 async fn readyz(State(state): State<ApiState>) -> (StatusCode, Json<Ready>) {
-    let postgres = sqlx::query_scalar!("SELECT 1 AS \"one!\"").fetch_one(&state.db).await.map(drop).map_err(|e| e.to_string());
+    // The answer is public: it says which dependency failed, never its error text (which can
+    // name hosts, users or databases); the log has the detail.
+    let postgres = sqlx::query_scalar!("SELECT 1 AS \"one!\"").fetch_one(&state.db).await.map(drop).map_err(|e| {
+        tracing::warn!(error = %e, "readiness: Postgres did not answer");
+        "Postgres did not answer".to_owned()
+    });
     // Describing the task queue proves Temporal answers and says who polls it, in one cheap call.
     let request = DescribeTaskQueueRequest {
         namespace: state.temporal.namespace(),
@@ -92,7 +97,10 @@ async fn readyz(State(state): State<ApiState>) -> (StatusCode, Json<Ready>) {
     let pollers = WorkflowService::describe_task_queue(&mut state.temporal.clone(), request.into_request())
         .await
         .map(|r| r.into_inner().pollers.len())
-        .map_err(|e| e.message().to_owned());
+        .map_err(|e| {
+            tracing::warn!(error = %e.message(), "readiness: Temporal did not answer");
+            "Temporal did not answer".to_owned()
+        });
     let temporal = pollers.as_ref().map(drop).map_err(Clone::clone);
     let pollers = pollers.unwrap_or(0);
     let check = |r: Result<(), String>| DependencyCheck { ok: r.is_ok(), error: r.err() };

@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use crate::{
     ApiState,
+    auth::Creator,
     engine::{self, Start},
     error::{ApiError, ErrorBody, responses},
     extract::{ApiJson, ApiPath, idempotency_key},
@@ -59,15 +60,23 @@ pub struct CreateJob {
 #[tracing::instrument(skip_all, fields(account_id = %body.account_id))]
 async fn create_job(
     State(state): State<ApiState>,
+    creator: Creator,
     headers: HeaderMap,
     ApiJson(body): ApiJson<CreateJob>,
 ) -> Result<(StatusCode, Json<JobView>), ApiError> {
-    let account = sqlx::query!("SELECT creator_id, channel FROM social_accounts WHERE id = $1", body.account_id)
-        .fetch_optional(&state.db)
-        .await?
-        .ok_or_else(|| ApiError::unprocessable("unknown_account", "account_id", "no linked account has this id"))?;
+    // Another creator's account is as unknown as one that does not exist.
+    let account = sqlx::query!(
+        "SELECT creator_id, channel FROM social_accounts WHERE id = $1 AND creator_id = $2 AND unlinked_at IS NULL",
+        body.account_id,
+        creator.id()
+    )
+    .fetch_optional(&state.db)
+    .await?
+    .ok_or_else(|| ApiError::unprocessable("unknown_account", "account_id", "you have no linked account with this id"))?;
     let channel: Channel = account.channel.parse().map_err(|e| anyhow::anyhow!("account {}: {e}", body.account_id))?;
     let idempotency_key = idempotency_key(&headers)?;
+    // Validated before anything is read or written with it (Postgres refuses NUL in text).
+    validate::post(channel, &body.caption, &body.media, &state.settings.media_policy)?;
     let request = serde_json::to_value(&body).map_err(anyhow::Error::from)?;
     if let Some(key) = &idempotency_key
         && let Some(job) = replay(&state, &account.creator_id, key, &request).await?
@@ -77,7 +86,6 @@ async fn create_job(
     if body.publish_at <= Utc::now() {
         return Err(ApiError::unprocessable("publish_at_in_past", "publish_at", "the publish time must be in the future"));
     }
-    validate::post(channel, &body.caption, &body.media, &state.settings.media_policy)?;
 
     let job_id = Uuid::new_v4();
     let workflow_id = workflow_id(job_id);
@@ -140,7 +148,7 @@ async fn create_job(
         }
     }
     tracing::info!(%job_id, channel = %channel, publish_at = %body.publish_at, "job scheduled");
-    Ok((StatusCode::CREATED, Json(load(&state, job_id).await?)))
+    Ok((StatusCode::CREATED, Json(load(&state, &creator, job_id).await?)))
 }
 
 /// The job an earlier request with this key created, if any; a different body is refused.
@@ -151,6 +159,7 @@ async fn replay(state: &ApiState, creator_id: &str, key: &str, request: &serde_j
     else {
         return Ok(None);
     };
+    let creator = Creator(creator_id.to_owned());
     if earlier.request != *request {
         return Err(ApiError::unprocessable(
             "idempotency_key_reused",
@@ -158,7 +167,7 @@ async fn replay(state: &ApiState, creator_id: &str, key: &str, request: &serde_j
             "this Idempotency-Key was used for a different request; use a new key for a new job",
         ));
     }
-    Ok(Some(load(state, earlier.job_id).await?))
+    Ok(Some(load(state, &creator, earlier.job_id).await?))
 }
 
 /// One job, where it stands.
@@ -166,18 +175,20 @@ async fn replay(state: &ApiState, creator_id: &str, key: &str, request: &serde_j
     (status = 200, description = "The job", body = JobView),
     responses::JobReadErrors,
 ))]
-async fn get_job(State(state): State<ApiState>, ApiPath(id): ApiPath<Uuid>) -> Result<Json<JobView>, ApiError> {
-    Ok(Json(load(&state, id).await?))
+async fn get_job(State(state): State<ApiState>, creator: Creator, ApiPath(id): ApiPath<Uuid>) -> Result<Json<JobView>, ApiError> {
+    Ok(Json(load(&state, &creator, id).await?))
 }
 
-pub(crate) async fn load(state: &ApiState, id: Uuid) -> Result<JobView, ApiError> {
+/// The creator's job; another creator's is `404`, exactly like one that does not exist.
+pub(crate) async fn load(state: &ApiState, creator: &Creator, id: Uuid) -> Result<JobView, ApiError> {
     let row = sqlx::query_as!(
         JobRow,
         r#"SELECT id, account_id, creator_id, channel, status, publish_at, caption, media, attempt_count,
                   last_error_code, last_error_message, next_attempt_at, published_at, platform_post_id,
                   workflow_id, readiness, version, created_at, updated_at
-           FROM publish_jobs WHERE id = $1"#,
-        id
+           FROM publish_jobs WHERE id = $1 AND creator_id = $2"#,
+        id,
+        creator.id()
     )
     .fetch_optional(&state.db)
     .await?
@@ -189,8 +200,6 @@ pub(crate) async fn load(state: &ApiState, id: Uuid) -> Result<JobView, ApiError
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    /// Only this creator's jobs.
-    creator_id: Option<String>,
     /// Only jobs in this status.
     #[param(value_type = Option<JobStatus>)]
     status: Option<String>,
@@ -211,7 +220,7 @@ pub struct ListQuery {
 const DEFAULT_PAGE: i64 = 50;
 const MAX_PAGE: i64 = 200;
 
-/// The calendar: jobs ordered by publish time (then id), optionally filtered, `from` inclusive
+/// The calendar: the caller's jobs ordered by publish time (then id), optionally filtered, `from` inclusive
 /// and `to` exclusive, paginated by a cursor on (publish_at, id).
 #[utoipa::path(get, path = "/v1/publish-jobs", tag = "publish-jobs", params(ListQuery), responses(
     (status = 200, description = "One page of jobs, ordered by `publish_at` then `id`", body = JobPage),
@@ -220,6 +229,7 @@ const MAX_PAGE: i64 = 200;
 ))]
 async fn list_jobs(
     State(state): State<ApiState>,
+    creator: Creator,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<JobPage>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", None, e.body_text()))?;
@@ -244,7 +254,7 @@ async fn list_jobs(
                   last_error_code, last_error_message, next_attempt_at, published_at, platform_post_id,
                   workflow_id, readiness, version, created_at, updated_at
            FROM publish_jobs
-           WHERE ($1::text IS NULL OR creator_id = $1)
+           WHERE creator_id = $1
              AND ($2::text IS NULL OR status = $2)
              AND ($3::text IS NULL OR channel = $3)
              AND ($4::timestamptz IS NULL OR publish_at >= $4)
@@ -252,7 +262,7 @@ async fn list_jobs(
              AND ($6::timestamptz IS NULL OR (publish_at, id) > ($6, $7::uuid))
            ORDER BY publish_at, id
            LIMIT $8"#,
-        q.creator_id,
+        creator.id(),
         q.status,
         q.channel,
         q.from,
@@ -289,8 +299,8 @@ fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
     (status = 200, description = "One row per attempt, by attempt number", body = AttemptList),
     responses::JobReadErrors,
 ))]
-async fn list_attempts(State(state): State<ApiState>, ApiPath(id): ApiPath<Uuid>) -> Result<Json<AttemptList>, ApiError> {
-    load(&state, id).await?;
+async fn list_attempts(State(state): State<ApiState>, creator: Creator, ApiPath(id): ApiPath<Uuid>) -> Result<Json<AttemptList>, ApiError> {
+    load(&state, &creator, id).await?;
     let rows = sqlx::query!(
         r#"SELECT attempt_number, started_at, finished_at, outcome, error_code, error_message, retryable, platform_request_id,
                   (SELECT reference FROM platform_references r

@@ -5,12 +5,14 @@
 //! `engine` the workflow start shared with the reconciler, and `openapi` collects it all.
 
 mod accounts;
+pub mod auth;
 mod commands;
 pub mod engine;
 pub mod error;
 mod extract;
 mod health;
 mod jobs;
+pub mod limits;
 mod observability;
 pub mod openapi;
 pub mod validate;
@@ -18,9 +20,11 @@ pub mod views;
 
 use std::time::Duration;
 
-use axum::Router;
+use axum::{Router, error_handling::HandleErrorLayer, middleware};
+use error::ApiError;
 use sqlx::PgPool;
 use temporalio_client::Client;
+use tower::ServiceBuilder;
 use tower_http::{
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
     trace::TraceLayer,
@@ -34,6 +38,18 @@ pub struct ApiState {
     pub settings: std::sync::Arc<ApiSettings>,
     /// Renders the process's Prometheus metrics; `None` serves an empty page.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    pub auth: auth::Authenticator,
+    /// Seals the tokens of linked accounts; the API never opens them.
+    pub token_keys: std::sync::Arc<autopost_activities::vault::TokenKeys>,
+    pub rate_limit: std::sync::Arc<limits::CreatorRateLimit>,
+    /// The platforms, asked only whether a token being linked belongs to the account it names.
+    pub platforms: std::sync::Arc<Platforms>,
+}
+
+/// The platform clients of the API: it never publishes, it only verifies account links.
+pub struct Platforms {
+    pub instagram: autopost_activities::platforms::instagram::InstagramClient,
+    pub tiktok: autopost_activities::platforms::tiktok::TiktokClient,
 }
 
 #[derive(Clone, Debug)]
@@ -52,25 +68,55 @@ pub struct ApiSettings {
     pub command_timeout: Duration,
     /// A job still `scheduled` or `publishing` this long after its time is reported as stuck.
     pub stuck_after: Duration,
+    /// Every request is stopped after this long (`503 timeout`).
+    pub request_timeout: Duration,
+    /// Requests served at once; more are refused with `503 overloaded`.
+    pub max_in_flight: usize,
 }
 
 pub fn router(state: ApiState) -> Router {
-    Router::new()
-        .merge(health::router())
+    // Every `/v1` route needs a creator's token; health checks and the document stay public.
+    let v1 = Router::new()
         .merge(accounts::router())
         .merge(jobs::router())
         .merge(commands::router())
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_creator));
+    let limits = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(limits::refused))
+        .load_shed()
+        .concurrency_limit(state.settings.max_in_flight)
+        .timeout(state.settings.request_timeout);
+    Router::new()
+        .merge(health::router())
         .merge(openapi::router())
-        .merge(observability::router())
-        .route_layer(axum::middleware::from_fn(observability::record_latency))
+        .merge(v1)
+        // Unknown paths and methods answer in the error format too.
+        .fallback(|| async { ApiError::NotFound { what: "route" } })
+        .method_not_allowed_fallback(|| async {
+            ApiError::Invalid {
+                status: axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                code: "method_not_allowed",
+                field: None,
+                message: "this route does not take this method".into(),
+            }
+        })
+        .route_layer(middleware::from_fn(observability::record_latency))
+        .layer(limits)
         // Outermost first: take or make the request id, log with it, echo it in the response.
+        // The span holds the path, never the query or headers (tokens travel in headers).
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
             let request_id = observability::request_id(request.headers()).unwrap_or_default();
-            tracing::info_span!("request", method = %request.method(), uri = %request.uri(), request_id)
+            tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
         }))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state)
+}
+
+/// `GET /metrics`, on a listener of its own (`AUTOPOST_METRICS_LISTEN`, loopback by default): job
+/// counts are not for the public internet.
+pub fn metrics_router(state: ApiState) -> Router {
+    observability::router().with_state(state)
 }
 
 /// Serves the API until `shutdown` resolves.

@@ -39,7 +39,7 @@ pub async fn record_latency(request: Request, next: Next) -> Response {
 }
 
 /// Prometheus text: request latencies, and jobs by status counted in Postgres at scrape time.
-#[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
+/// Served on its own listener (`AUTOPOST_METRICS_LISTEN`), not the API's.
 pub(crate) async fn metrics(State(state): State<ApiState>) -> Result<String, ApiError> {
     let counts = sqlx::query!(r#"SELECT status, count(*) AS "count!" FROM publish_jobs GROUP BY status"#).fetch_all(&state.db).await?;
     for status in JobStatus::ALL {

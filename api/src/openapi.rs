@@ -11,7 +11,7 @@ use utoipa::OpenApi;
 use crate::{
     ApiState, accounts, commands,
     error::{self, responses},
-    health, jobs, observability,
+    health, jobs,
 };
 
 #[derive(OpenApi)]
@@ -27,7 +27,9 @@ use crate::{
         health::readyz,
         openapi_json,
         accounts::link_account,
+        accounts::list_accounts,
         accounts::get_account,
+        accounts::unlink_account,
         jobs::create_job,
         jobs::list_jobs,
         jobs::get_job,
@@ -36,8 +38,8 @@ use crate::{
         commands::reschedule,
         commands::cancel,
         commands::publish_now,
-        observability::metrics,
     ),
+    modifiers(&BearerAuth),
     components(
         schemas(error::ErrorBody, autopost_workflows::JobStatus, autopost_workflows::Channel, commands::PendingCommand),
         responses(
@@ -48,6 +50,8 @@ use crate::{
             responses::Unavailable,
             responses::Internal,
             responses::CommandPending,
+            responses::Unauthorized,
+            responses::RateLimited,
         ),
     ),
     tags(
@@ -59,6 +63,41 @@ use crate::{
     )
 )]
 struct ApiDoc;
+
+/// Every `/v1` operation requires the bearer token and may answer `401`; its writes may answer
+/// `429`. Declared here once, so no route can be documented without it.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{
+            Ref, RefOr,
+            security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme},
+        };
+        let scheme = HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .bearer_format("JWT")
+            .description(Some("A JWT from the product's web app; its `sub` is the creator id. See the README's Security section."))
+            .build();
+        openapi.components.get_or_insert_with(Default::default).add_security_scheme("bearer", SecurityScheme::Http(scheme));
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if !path.starts_with("/v1/") {
+                continue;
+            }
+            let operations =
+                [(&mut item.get, false), (&mut item.post, true), (&mut item.put, true), (&mut item.patch, true), (&mut item.delete, true)];
+            for (operation, writes) in operations {
+                let Some(operation) = operation else { continue };
+                operation.security = Some(vec![SecurityRequirement::new("bearer", Vec::<String>::new())]);
+                let responses = &mut operation.responses.responses;
+                responses.insert("401".into(), RefOr::Ref(Ref::from_response_name("Unauthorized")));
+                if writes {
+                    responses.insert("429".into(), RefOr::Ref(Ref::from_response_name("RateLimited")));
+                }
+            }
+        }
+    }
+}
 
 /// The document as the API serves it.
 pub fn document() -> utoipa::openapi::OpenApi {

@@ -10,10 +10,11 @@ use url::Url;
 
 use crate::error::ApiError;
 
-/// Hosts (`host:port`) where plain `http` media is accepted: the sandbox's own, in development.
+/// Origins (scheme, host and port, exactly) where plain `http` media is accepted: the
+/// sandbox's own, in development.
 #[derive(Clone, Debug, Default)]
 pub struct MediaPolicy {
-    pub http_allowed_hosts: Vec<String>,
+    pub http_allowed_origins: Vec<url::Origin>,
 }
 
 impl From<Violation> for ApiError {
@@ -22,26 +23,48 @@ impl From<Violation> for ApiError {
     }
 }
 
+/// Longest media URL accepted (what browsers and CDNs reliably handle).
+pub const MAX_URL_LEN: usize = 2048;
+
+/// Text no one typed and Postgres cannot store (NUL) is refused with the field's name; line
+/// breaks and tabs are fine.
+pub fn no_control_text(field: &str, value: &str) -> Result<(), ApiError> {
+    if value.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) {
+        return Err(ApiError::unprocessable("invalid_characters", field, format!("{field} contains control characters such as NUL")));
+    }
+    Ok(())
+}
+
+/// A string field of at most `max` characters, without control characters.
+pub fn bounded(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
+    if value.chars().count() > max {
+        return Err(ApiError::unprocessable("too_long", field, format!("{field} must be at most {max} characters")));
+    }
+    no_control_text(field, value)
+}
+
 /// Every rule a post must meet for `channel`; the first one broken is the error.
 pub fn post(channel: Channel, caption: &str, media: &[MediaItem], policy: &MediaPolicy) -> Result<(), ApiError> {
+    no_control_text("caption", caption)?;
+    rules::check_media_count(channel, media)?;
     for (i, item) in media.iter().enumerate() {
         media_item(channel, item, &format!("media[{i}]"), policy)?;
     }
-    rules::check_media_count(channel, media)?;
     rules::check_caption(channel, caption, media)?;
     Ok(())
 }
 
 fn media_item(channel: Channel, item: &MediaItem, field: &str, policy: &MediaPolicy) -> Result<(), ApiError> {
     let url_field = format!("{field}.url");
+    bounded(&url_field, &item.url, MAX_URL_LEN)?;
     let url = Url::parse(&item.url).map_err(|e| ApiError::unprocessable("media_url_invalid", &url_field, format!("not a URL: {e}")))?;
-    let authority = match (url.host_str(), url.port_or_known_default()) {
-        (Some(host), Some(port)) => format!("{host}:{port}"),
+    match (url.host_str(), url.port_or_known_default()) {
+        (Some(_), Some(_)) => {}
         _ => return Err(ApiError::unprocessable("media_url_invalid", &url_field, "the URL has no host")),
-    };
+    }
     match url.scheme() {
         "https" => {}
-        "http" if policy.http_allowed_hosts.contains(&authority) => {}
+        "http" if policy.http_allowed_origins.contains(&url.origin()) => {}
         _ => return Err(ApiError::unprocessable("media_url_not_https", &url_field, "platforms fetch media over https only")),
     }
     let file_name = url.path_segments().and_then(|mut s| s.next_back()).unwrap_or_default();
@@ -66,10 +89,12 @@ mod tests {
     }
 
     #[test]
-    fn plain_http_media_is_refused_except_on_allowed_hosts() {
-        let policy = MediaPolicy { http_allowed_hosts: vec!["127.0.0.1:8090".into()] };
-        let remote = [item("http://cdn.example.com/a.jpg", MediaKind::Image)];
-        assert_eq!(field_of(post(Channel::Instagram, "", &remote, &policy)), "media[0].url");
+    fn plain_http_media_is_refused_except_on_the_sandbox_exact_origin() {
+        let policy = MediaPolicy { http_allowed_origins: vec![Url::parse("http://127.0.0.1:8090/instagram").unwrap().origin()] };
+        // Only the exact origin: another host name for it or another port is not the sandbox.
+        for url in ["http://cdn.example.com/a.jpg", "http://127.0.0.1:8091/media/a.jpg", "http://localhost:8090/media/a.jpg"] {
+            assert_eq!(field_of(post(Channel::Instagram, "", &[item(url, MediaKind::Image)], &policy)), "media[0].url", "{url}");
+        }
         let sandbox = [item("http://127.0.0.1:8090/media/a.jpg", MediaKind::Image)];
         assert!(post(Channel::Instagram, "", &sandbox, &policy).is_ok());
     }

@@ -192,6 +192,39 @@ pub struct AccountView {
     pub platform_user_id: String,
     pub token_expires_at: DateTime<Utc>,
     pub has_refresh_token: bool,
+    pub health: AccountHealth,
+    /// When the creator unlinked it; its tokens are erased and it publishes nothing more.
+    #[schema(required)]
+    pub unlinked_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// Whether the account can publish as it stands: its token's state, from the last refresh.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct AccountHealth {
+    /// `ok`, `refresh_failed` (the platform refused to renew the token: reconnect) or
+    /// `expired` (past `token_expires_at`), or `unlinked`.
+    #[schema(example = "ok")]
+    pub status: String,
+    /// Why, when not `ok`.
+    #[schema(required)]
+    pub detail: Option<String>,
+}
+
+/// The creator's linked accounts.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct AccountList {
+    pub accounts: Vec<AccountView>,
+}
+
+/// What unlinking did.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct UnlinkedAccount {
+    pub account: AccountView,
+    /// Open jobs of the account that were cancelled.
+    pub cancelled_jobs: Vec<Uuid>,
+    /// Jobs whose attempt was already talking to the platform: it finishes; they publish
+    /// nothing more after it.
+    pub publishing_jobs: Vec<Uuid>,
 }

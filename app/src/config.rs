@@ -18,6 +18,9 @@ pub struct PostgresSettings {
     pub database_url: SecretString,
 }
 
+/// The task queue of production workers (`autopost dev` uses its own).
+pub const PRODUCTION_TASK_QUEUE: &str = "autopost-publish";
+
 /// The Temporal server and the task queue the API starts workflows on and workers poll.
 #[derive(Args, Clone, Debug)]
 pub struct TemporalSettings {
@@ -29,7 +32,7 @@ pub struct TemporalSettings {
     pub temporal_namespace: String,
 
     /// Task queue the API starts workflows on and the worker polls.
-    #[arg(long, env = "AUTOPOST_TASK_QUEUE", default_value = "autopost-publish")]
+    #[arg(long, env = "AUTOPOST_TASK_QUEUE", default_value = PRODUCTION_TASK_QUEUE)]
     pub task_queue: String,
 }
 
@@ -69,6 +72,38 @@ pub struct StuckSettings {
     pub stuck_after: Duration,
 }
 
+/// The keys that encrypt creators' platform tokens at rest (AES-256-GCM). The API seals the
+/// tokens it links, the worker opens them for its platform calls, and `migrate` and
+/// `rotate-token-key` re-encrypt stored rows.
+#[derive(Args, Clone, Debug)]
+pub struct TokenKeySettings {
+    /// `kid:base64key,...` with 32-byte keys: the first encrypts, all decrypt. To rotate, put a
+    /// new key first, keep the old ones, run `autopost rotate-token-key`, then drop the old.
+    #[arg(long, env = "AUTOPOST_TOKEN_KEYS", hide_env_values = true)]
+    pub token_keys: Option<SecretString>,
+}
+
+/// How the API verifies the bearer tokens of `/v1` requests (see the README's Security section).
+#[derive(Args, Clone, Debug)]
+pub struct AuthSettings {
+    /// HS256 secret shared with the web app that issues the tokens (at least 32 characters).
+    #[arg(long, env = "AUTOPOST_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<SecretString>,
+
+    /// Or: a JWKS URL whose keys (RS/PS/ES/EdDSA) sign the tokens; cached, and fetched again
+    /// when a token names an unknown key id.
+    #[arg(long, env = "AUTOPOST_JWKS_URL")]
+    pub jwks_url: Option<Url>,
+
+    /// When set, every token's `iss` must be this.
+    #[arg(long, env = "AUTOPOST_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// When set, every token's `aud` must include this.
+    #[arg(long, env = "AUTOPOST_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+}
+
 /// The REST API process.
 #[derive(Args, Clone, Debug)]
 pub struct ApiOnlySettings {
@@ -88,6 +123,23 @@ pub struct ApiOnlySettings {
     /// answers `202` with `{"status": "pending"}`; the job's JSON tells the outcome later.
     #[arg(long, env = "AUTOPOST_COMMAND_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub command_timeout: Duration,
+
+    /// Where the API serves `GET /metrics` (Prometheus): its own listener, loopback by default.
+    #[arg(long, env = "AUTOPOST_METRICS_LISTEN", default_value = "127.0.0.1:9463")]
+    pub metrics_listen: SocketAddr,
+
+    /// Every request is stopped after this long (`503 timeout`); above the publish-now wait.
+    #[arg(long, env = "AUTOPOST_REQUEST_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+
+    /// Requests served at once; more are refused at once with `503 overloaded`.
+    #[arg(long, env = "AUTOPOST_MAX_CONCURRENT_REQUESTS", default_value_t = 512)]
+    pub max_concurrent_requests: usize,
+
+    /// Writes (links, creates, commands) one creator may make per minute, beyond which they get
+    /// `429` with `Retry-After`; `0` turns the limit off.
+    #[arg(long, env = "AUTOPOST_CREATOR_WRITES_PER_MINUTE", default_value_t = 120)]
+    pub creator_writes_per_minute: u32,
 }
 
 /// The worker process: how it talks to the platforms, its metrics and its reconciler.
@@ -133,6 +185,11 @@ pub struct WorkerOnlySettings {
     /// Jobs younger than this are not reconciled: the API may still be starting their workflow.
     #[arg(long, env = "AUTOPOST_RECONCILE_GRACE", default_value = "60s", value_parser = humantime::parse_duration)]
     pub reconcile_grace: Duration,
+
+    /// How often the worker renews platform tokens before they expire (Instagram's in their last
+    /// 10 days, TikTok's within the next interval).
+    #[arg(long, env = "AUTOPOST_TOKEN_REFRESH_INTERVAL", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub token_refresh_interval: Duration,
 }
 
 /// The platform sandbox process.
@@ -157,6 +214,10 @@ pub struct ApiConfig {
     #[command(flatten)]
     pub stuck: StuckSettings,
     #[command(flatten)]
+    pub auth: AuthSettings,
+    #[command(flatten)]
+    pub token_keys: TokenKeySettings,
+    #[command(flatten)]
     pub api: ApiOnlySettings,
 }
 
@@ -173,6 +234,8 @@ pub struct WorkerConfig {
     pub platforms: PlatformEndpoints,
     #[command(flatten)]
     pub stuck: StuckSettings,
+    #[command(flatten)]
+    pub token_keys: TokenKeySettings,
     #[command(flatten)]
     pub worker: WorkerOnlySettings,
 }
@@ -191,11 +254,25 @@ pub struct Config {
     #[command(flatten)]
     pub stuck: StuckSettings,
     #[command(flatten)]
+    pub auth: AuthSettings,
+    #[command(flatten)]
+    pub token_keys: TokenKeySettings,
+    #[command(flatten)]
     pub api: ApiOnlySettings,
     #[command(flatten)]
     pub worker: WorkerOnlySettings,
     #[command(flatten)]
     pub sandbox: SandboxSettings,
+}
+
+/// Whether a URL's host is this machine: `localhost` or a loopback address.
+pub fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -294,24 +371,38 @@ impl PlatformEndpoints {
         env.push(("TIKTOK_API_BASE", self.tiktok_api_base.clone()));
     }
 
+    /// Tokens travel to the platforms: plain http only to a sandbox on this machine (a loopback
+    /// address), https everywhere else.
+    pub fn check(&self) -> anyhow::Result<()> {
+        for (variable, base) in [("INSTAGRAM_API_BASE", &self.instagram_api_base), ("TIKTOK_API_BASE", &self.tiktok_api_base)] {
+            let url = Url::parse(base).map_err(|e| anyhow::anyhow!("{variable} is not a URL: {e}"))?;
+            match url.scheme() {
+                "https" => {}
+                "http" if is_loopback(&url) => {}
+                _ => anyhow::bail!("{variable} must be an https URL (plain http is accepted only for the sandbox on a loopback address)"),
+            }
+        }
+        Ok(())
+    }
+
     /// Points both platforms at the sandbox at `sandbox_url`, as `dev` does.
     pub fn use_sandbox(&mut self, sandbox_url: &str) {
         self.instagram_api_base = format!("{sandbox_url}/instagram/v25.0");
         self.tiktok_api_base = format!("{sandbox_url}/tiktok");
     }
 
-    /// Hosts (`host:port`) whose plain-http media is accepted: a platform base reached over
-    /// plain http is the sandbox, and the sandbox serves the media of development posts.
-    /// The real platforms are https and fetch media over https only.
-    pub fn http_media_hosts(&self) -> Vec<String> {
-        let mut hosts: Vec<String> = [&self.instagram_api_base, &self.tiktok_api_base]
+    /// Origins (scheme, host and port) whose plain-http media is accepted and fetched: a
+    /// platform base reached over plain http is the sandbox, and the sandbox serves the media
+    /// of development posts. The real platforms are https and fetch media over https only.
+    pub fn http_media_origins(&self) -> Vec<url::Origin> {
+        let mut origins: Vec<url::Origin> = [&self.instagram_api_base, &self.tiktok_api_base]
             .into_iter()
             .filter_map(|base| Url::parse(base).ok())
-            .filter(|url| url.scheme() == "http")
-            .filter_map(|url| Some(format!("{}:{}", url.host_str()?, url.port_or_known_default()?)))
+            .filter(|url| url.scheme() == "http" && url.has_host())
+            .map(|url| url.origin())
             .collect();
-        hosts.dedup();
-        hosts
+        origins.dedup();
+        origins
     }
 }
 
@@ -327,6 +418,62 @@ impl ApiOnlySettings {
         env.push(("AUTOPOST_PUBLISH_NOW", self.publish_now.to_string()));
         env.push(("AUTOPOST_PUBLISH_NOW_WAIT", duration(self.publish_now_wait)));
         env.push(("AUTOPOST_COMMAND_TIMEOUT", duration(self.command_timeout)));
+        env.push(("AUTOPOST_METRICS_LISTEN", self.metrics_listen.to_string()));
+        env.push(("AUTOPOST_REQUEST_TIMEOUT", duration(self.request_timeout)));
+        env.push(("AUTOPOST_MAX_CONCURRENT_REQUESTS", self.max_concurrent_requests.to_string()));
+        env.push(("AUTOPOST_CREATOR_WRITES_PER_MINUTE", self.creator_writes_per_minute.to_string()));
+    }
+}
+
+impl TokenKeySettings {
+    pub fn to_env(&self, env: &mut Env) {
+        if let Some(keys) = &self.token_keys {
+            env.push(("AUTOPOST_TOKEN_KEYS", keys.expose_secret().to_owned()));
+        }
+    }
+
+    /// A fresh key when none is set: for stacks whose database lives as long as they do (the
+    /// bench, the fault suite).
+    pub fn generate_if_unset(&mut self) {
+        self.token_keys.get_or_insert_with(|| SecretString::from(autopost_activities::vault::TokenKeys::generate_spec()));
+    }
+
+    /// The keys, parsed; a missing or malformed setting is an error that says how to fix it.
+    pub fn keys(&self) -> anyhow::Result<autopost_activities::vault::TokenKeys> {
+        let Some(spec) = &self.token_keys else {
+            anyhow::bail!(
+                "AUTOPOST_TOKEN_KEYS is not set: it holds the keys that encrypt platform tokens at rest, as `kid:base64key,...` \
+                 (32-byte keys, the first encrypts); generate one with `echo \"k1:$(openssl rand -base64 32)\"`"
+            );
+        };
+        Ok(autopost_activities::vault::TokenKeys::parse(spec.expose_secret())?)
+    }
+}
+
+impl AuthSettings {
+    pub fn to_env(&self, env: &mut Env) {
+        if let Some(secret) = &self.jwt_secret {
+            env.push(("AUTOPOST_JWT_SECRET", secret.expose_secret().to_owned()));
+        }
+        if let Some(url) = &self.jwks_url {
+            env.push(("AUTOPOST_JWKS_URL", url.to_string()));
+        }
+        if let Some(issuer) = &self.jwt_issuer {
+            env.push(("AUTOPOST_JWT_ISSUER", issuer.clone()));
+        }
+        if let Some(audience) = &self.jwt_audience {
+            env.push(("AUTOPOST_JWT_AUDIENCE", audience.clone()));
+        }
+    }
+
+    /// What the API's verifier takes.
+    pub fn verifier(&self) -> autopost_api::auth::AuthSettings {
+        autopost_api::auth::AuthSettings {
+            hs256_secret: self.jwt_secret.clone(),
+            jwks_url: self.jwks_url.clone(),
+            issuer: self.jwt_issuer.clone(),
+            audience: self.jwt_audience.clone(),
+        }
     }
 }
 
@@ -346,6 +493,7 @@ impl WorkerOnlySettings {
         env.push(("AUTOPOST_WORKER_METRICS_LISTEN", self.worker_metrics_listen.to_string()));
         env.push(("AUTOPOST_RECONCILE_INTERVAL", duration(self.reconcile_interval)));
         env.push(("AUTOPOST_RECONCILE_GRACE", duration(self.reconcile_grace)));
+        env.push(("AUTOPOST_TOKEN_REFRESH_INTERVAL", duration(self.token_refresh_interval)));
     }
 
     pub fn tiktok_app(&self) -> Option<autopost_activities::platforms::tiktok::AppCredentials> {
@@ -382,6 +530,26 @@ impl Config {
         <Defaults as clap::Parser>::parse_from(["autopost"]).config
     }
 
+    /// A development stack must never touch production: its Temporal and Postgres must be on
+    /// this machine.
+    pub fn check_local(&self) -> anyhow::Result<()> {
+        let temporal = Url::parse(&self.temporal.url()).map_err(|e| anyhow::anyhow!("TEMPORAL_ADDRESS is not an address: {e}"))?;
+        anyhow::ensure!(
+            is_loopback(&temporal),
+            "`autopost dev` runs only against a Temporal on this machine (TEMPORAL_ADDRESS is {}); use `autopost api` and `autopost worker` elsewhere",
+            self.temporal.temporal_address
+        );
+        let database = Url::parse(self.postgres.database_url.expose_secret()).map_err(|_| anyhow::anyhow!("DATABASE_URL is not a URL"))?;
+        // A URL without a host connects over the local Unix socket.
+        let local_socket = database.host().is_none() || database.host_str() == Some("");
+        anyhow::ensure!(
+            local_socket || is_loopback(&database),
+            "`autopost dev` runs only against a Postgres on this machine (DATABASE_URL is {}); use `autopost api` and `autopost worker` elsewhere",
+            self.postgres.redacted_url()
+        );
+        Ok(())
+    }
+
     /// The settings of the API part.
     pub fn api_config(&self) -> ApiConfig {
         ApiConfig {
@@ -390,6 +558,8 @@ impl Config {
             schedule: self.schedule.clone(),
             platforms: self.platforms.clone(),
             stuck: self.stuck.clone(),
+            auth: self.auth.clone(),
+            token_keys: self.token_keys.clone(),
             api: self.api.clone(),
         }
     }
@@ -402,6 +572,7 @@ impl Config {
             schedule: self.schedule.clone(),
             platforms: self.platforms.clone(),
             stuck: self.stuck.clone(),
+            token_keys: self.token_keys.clone(),
             worker: self.worker.clone(),
         }
     }
@@ -421,6 +592,8 @@ impl Config {
         self.schedule.to_env(&mut env);
         self.platforms.to_env(&mut env);
         self.stuck.to_env(&mut env);
+        self.auth.to_env(&mut env);
+        self.token_keys.to_env(&mut env);
         self.api.to_env(&mut env);
         self.worker.to_env(&mut env);
         self.sandbox.to_env(&mut env);
@@ -474,10 +647,11 @@ mod tests {
             "--tiktok-api-base",
             "https://open.tiktokapis.com",
         ]);
-        assert!(config.platforms.http_media_hosts().is_empty());
+        assert!(config.platforms.http_media_origins().is_empty());
         config.use_sandbox_platforms();
         assert_eq!(config.platforms.instagram_api_base, "http://127.0.0.1:8090/instagram/v25.0");
-        assert_eq!(config.platforms.http_media_hosts(), vec!["127.0.0.1:8090".to_owned()]);
+        let origins: Vec<String> = config.platforms.http_media_origins().iter().map(|o| o.ascii_serialization()).collect();
+        assert_eq!(origins, vec!["http://127.0.0.1:8090".to_owned()]);
     }
 
     /// `to_env` is how tests and the bench configure child processes: a setting it forgets
@@ -494,6 +668,12 @@ mod tests {
             "--platform-poll-interval=150ms",
             "--reconcile-grace=3s",
             "--sandbox-listen=127.0.0.1:9999",
+            "--jwt-secret=an-hs256-secret-of-at-least-32-characters",
+            "--jwks-url=https://auth.example/jwks.json",
+            "--jwt-issuer=https://app.example",
+            "--jwt-audience=autopost",
+            "--token-keys=k1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+            "--token-refresh-interval=2h",
         ]);
         let env = config.to_env();
         let declared: Vec<String> = Config::augment_args(clap::Command::new("autopost"))
@@ -524,5 +704,15 @@ mod tests {
         let config = parse(&["--database-url=postgres://app:hunter2@db:5432/autopost"]);
         assert_eq!(config.postgres.redacted_url(), "postgres://app:***@db:5432/autopost");
         assert!(!format!("{:?}", config.postgres).contains("hunter2"));
+    }
+
+    #[test]
+    fn token_keys_say_how_to_set_them_and_never_show_the_key() {
+        let missing = TokenKeySettings { token_keys: None }.keys().unwrap_err().to_string();
+        assert!(missing.contains("AUTOPOST_TOKEN_KEYS is not set") && missing.contains("openssl rand"), "{missing}");
+        let short = TokenKeySettings { token_keys: Some(SecretString::from("k1:c2hvcnQta2V5")) };
+        let error = short.keys().unwrap_err().to_string();
+        assert!(error.contains("`k1`") && error.contains("32 bytes") && !error.contains("c2hvcnQta2V5"), "{error}");
+        assert!(!format!("{short:?}").contains("c2hvcnQta2V5"));
     }
 }

@@ -3,15 +3,18 @@
 //! subcommands (and the tests and the bench) start.
 
 pub mod config;
+pub mod dev_state;
 pub mod metrics;
 pub mod reconcile;
 pub mod telemetry;
+pub mod token_refresh;
 
 use std::sync::Arc;
 
 use anyhow::Context;
+use autopost_activities::platforms::{instagram::InstagramClient, tiktok::TiktokClient};
 use autopost_activities::{PlatformSettings, WorkerActivities};
-use autopost_api::{ApiSettings, ApiState, validate::MediaPolicy};
+use autopost_api::{ApiSettings, ApiState, Platforms, auth::Authenticator, limits::CreatorRateLimit, validate::MediaPolicy};
 use autopost_workflows::PublishPostWorkflow;
 use secrecy::ExposeSecret;
 use sqlx::{PgPool, migrate::MigrateDatabase, postgres::PgPoolOptions};
@@ -19,13 +22,29 @@ use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions};
 use temporalio_sdk::{Runtime, Worker, WorkerOptions, runtime::RuntimeOptions};
 
 pub use config::{ApiConfig, Config, WorkerConfig};
-use config::{PostgresSettings, TemporalSettings};
+use config::{PostgresSettings, TemporalSettings, TokenKeySettings};
 
 /// The migrations, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
-/// Creates the database if it is missing and applies every migration.
-pub async fn migrate(config: &PostgresSettings) -> anyhow::Result<PgPool> {
+/// The migration that adds the encrypted token columns; the plain ones are dropped after it.
+pub const ENCRYPTED_TOKENS_MIGRATION: i64 = 20261130000001;
+
+/// The embedded migrations up to and including `version`. Migrations already applied beyond
+/// it are fine (it runs against databases of any age).
+pub fn migrations_through(version: i64) -> sqlx::migrate::Migrator {
+    let mut migrator = sqlx::migrate::Migrator {
+        migrations: MIGRATOR.migrations.iter().filter(|m| m.version <= version).cloned().collect(),
+        ..sqlx::migrate::Migrator::DEFAULT
+    };
+    migrator.set_ignore_missing(true);
+    migrator
+}
+
+/// Creates the database if it is missing and applies every migration. Tokens an older version
+/// stored in plain text are encrypted on the way (`token_keys` is needed only if there are any),
+/// before the migration that drops the plain columns.
+pub async fn migrate(config: &PostgresSettings, token_keys: &TokenKeySettings) -> anyhow::Result<PgPool> {
     let url = config.database_url.expose_secret();
     if !sqlx::Postgres::database_exists(url).await.context("checking the database")? {
         // Two processes may race to create it; losing that race is fine.
@@ -36,8 +55,24 @@ pub async fn migrate(config: &PostgresSettings) -> anyhow::Result<PgPool> {
         }
     }
     let pool = connect_db(config).await?;
+    migrations_through(ENCRYPTED_TOKENS_MIGRATION).run(&pool).await.context("applying migrations")?;
+    if autopost_activities::db::plain_token_rows(&pool).await? > 0 {
+        let keys = token_keys.keys().context("encrypting the platform tokens an earlier version stored in plain text")?;
+        let encrypted = autopost_activities::db::encrypt_plain_tokens(&pool, &keys).await?;
+        tracing::info!(accounts = encrypted, key_id = keys.current_kid(), "plain-text tokens encrypted");
+    }
     MIGRATOR.run(&pool).await.context("applying migrations")?;
     Ok(pool)
+}
+
+/// `autopost rotate-token-key`: seals every stored token under the current (first) key.
+pub async fn rotate_token_key(
+    config: &PostgresSettings,
+    token_keys: &TokenKeySettings,
+) -> anyhow::Result<autopost_activities::db::RotationReport> {
+    let keys = token_keys.keys()?;
+    let db = connect_db(config).await?;
+    Ok(autopost_activities::db::reencrypt_tokens(&db, &keys, 100).await?)
 }
 
 pub async fn connect_db(config: &PostgresSettings) -> anyhow::Result<PgPool> {
@@ -64,13 +99,34 @@ fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "localhost".into())
 }
 
-/// Serves the REST API on `listener` until `shutdown` resolves.
+/// Serves the REST API on `listener`, and its metrics on `AUTOPOST_METRICS_LISTEN`, until
+/// `shutdown` resolves.
 pub async fn run_api(
     config: &ApiConfig,
     db: PgPool,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let metrics_listener = tokio::net::TcpListener::bind(config.api.metrics_listen)
+        .await
+        .with_context(|| format!("listening on {} for API metrics", config.api.metrics_listen))?;
+    run_api_with(config, db, listener, metrics_listener, shutdown).await
+}
+
+/// [`run_api`] on listeners the caller bound (tests bind port 0).
+pub async fn run_api_with(
+    config: &ApiConfig,
+    db: PgPool,
+    listener: tokio::net::TcpListener,
+    metrics_listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    config.platforms.check()?;
+    // Platform calls from the API only check account links: short timeouts, no retries.
+    let http = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .user_agent(concat!("autopost/", env!("CARGO_PKG_VERSION")))
+        .build()?;
     let state = ApiState {
         db,
         temporal: connect_temporal(&config.temporal).await?,
@@ -78,14 +134,30 @@ pub async fn run_api(
             task_queue: config.temporal.task_queue.clone(),
             retry_backoff: config.schedule.retry_backoff.0.clone(),
             heartbeat_timeout: config.schedule.heartbeat_timeout,
-            media_policy: MediaPolicy { http_allowed_hosts: config.platforms.http_media_hosts() },
+            media_policy: MediaPolicy { http_allowed_origins: config.platforms.http_media_origins() },
             publish_now_enabled: config.api.publish_now,
             publish_now_wait: config.api.publish_now_wait,
             command_timeout: config.api.command_timeout,
             stuck_after: config.stuck.stuck_after,
+            request_timeout: config.api.request_timeout,
+            max_in_flight: config.api.max_concurrent_requests,
         }),
         metrics: Some(metrics::handle()),
+        auth: Authenticator::new(&config.auth.verifier()).await?,
+        token_keys: Arc::new(config.token_keys.keys()?),
+        rate_limit: Arc::new(CreatorRateLimit::per_minute(config.api.creator_writes_per_minute)),
+        platforms: Arc::new(Platforms {
+            instagram: InstagramClient::new(http.clone(), &config.platforms.instagram_api_base),
+            tiktok: TiktokClient::new(http, &config.platforms.tiktok_api_base),
+        }),
     };
+    tracing::info!(address = %metrics_listener.local_addr()?, "API metrics listening");
+    let metrics_app = autopost_api::metrics_router(state.clone());
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(metrics_listener, metrics_app).await {
+            tracing::error!(error = %e, "API metrics stopped");
+        }
+    });
     tracing::info!(address = %listener.local_addr()?, "API listening");
     autopost_api::serve(listener, state, shutdown).await
 }
@@ -106,6 +178,7 @@ pub async fn run_worker_with(
     register: impl FnOnce(&mut WorkerOptions) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let settings = &config.worker;
+    let keys = Arc::new(config.token_keys.keys()?);
     let sdk_metrics = metrics::SdkMetrics::start()?;
     let metrics_listener = tokio::net::TcpListener::bind(settings.worker_metrics_listen)
         .await
@@ -127,6 +200,9 @@ pub async fn run_worker_with(
         stuck_after: config.stuck.stuck_after,
     };
     tokio::spawn(reconcile::run(db.clone(), client.clone(), reconcile, settings.reconcile_interval));
+    let refresher = token_refresh::refresher(config, db.clone(), keys.clone())?;
+    let refresh_settings = token_refresh::TokenRefreshSettings { interval: settings.token_refresh_interval };
+    tokio::spawn(token_refresh::run(db.clone(), refresher, refresh_settings));
     let activities = WorkerActivities::new(
         db,
         PlatformSettings {
@@ -138,7 +214,9 @@ pub async fn run_worker_with(
             outcome_wait: settings.platform_outcome_wait,
             preflight_deadline: settings.preflight_deadline,
             tiktok_app: settings.tiktok_app(),
+            http_media_origins: config.platforms.http_media_origins(),
         },
+        keys,
     )?;
     let mut options = product_worker_options(config.temporal.task_queue.clone(), activities)?;
     register(&mut options)?;

@@ -113,3 +113,22 @@ fn autopost_command(subcommand: &str, config: &autopost_app::Config, log: &std::
 fn progress(message: impl std::fmt::Display) {
     eprintln!("[bench] {message}");
 }
+
+/// What a bench or chaos stack needs to authenticate like the web app: a JWT secret of its own
+/// (unless one is configured), no per-creator write quota (one creator makes every job), and its
+/// API metrics on a free port (several stacks, or a `dev` stack, may run at once).
+fn prepare_api(config: &mut autopost_app::Config) {
+    if config.auth.jwt_secret.is_none() && config.auth.jwks_url.is_none() {
+        config.auth.jwt_secret = Some(autopost_app::dev_state::random_secret().into());
+    }
+    config.api.creator_writes_per_minute = 0;
+    config.api.metrics_listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+}
+
+/// An HTTP client that acts for `creator` on the stack's API.
+fn creator_client(config: &autopost_app::Config, creator: &str, timeout: Duration) -> anyhow::Result<reqwest::Client> {
+    let token = autopost_api::auth::issue_token(&config.auth.verifier(), creator, Duration::from_secs(24 * 3600))?;
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse()?);
+    Ok(reqwest::Client::builder().default_headers(headers).timeout(timeout).build()?)
+}

@@ -45,6 +45,9 @@ pub(crate) struct System {
     log_dir: PathBuf,
 }
 
+/// The creator every bench job belongs to.
+const BENCH_CREATOR: &str = "bench-creator";
+
 impl System {
     pub(crate) async fn start(postgres: &PostgresSettings, temporal: &TemporalSettings) -> anyhow::Result<Self> {
         let id = Uuid::new_v4().simple().to_string();
@@ -72,7 +75,9 @@ impl System {
             config.temporal.task_queue,
             log_dir.display()
         ));
-        let db = autopost_app::migrate(&config.postgres).await?;
+        config.token_keys.generate_if_unset();
+        crate::prepare_api(&mut config);
+        let db = autopost_app::migrate(&config.postgres, &config.token_keys).await?;
         let temporal = match autopost_app::connect_temporal(&config.temporal).await {
             Ok(temporal) => temporal,
             Err(e) => {
@@ -84,7 +89,7 @@ impl System {
         let mut system = System {
             api: format!("http://{}", config.api.listen),
             sandbox: config.sandbox.url(),
-            http: reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?,
+            http: crate::creator_client(&config, BENCH_CREATOR, Duration::from_secs(60))?,
             db,
             temporal,
             children: Vec::new(),
@@ -145,7 +150,6 @@ impl System {
                 _ => autopost_sandbox::instagram_user_id(&token),
             };
             let body = json!({
-                "creator_id": "bench-creator",
                 "channel": channel,
                 "platform_user_id": platform_user_id,
                 "access_token": token,

@@ -1,7 +1,7 @@
 //! The REST API's contract: clear 4xx errors naming the field, nothing written on bad input,
 //! tokens never echoed, and the calendar listing.
 
-use crate::common::TestApp;
+use crate::common::{CREATOR, TestApp, link_body};
 use chrono::{Duration, Utc};
 use serde_json::{Value, json};
 
@@ -16,11 +16,8 @@ async fn job_count(app: &TestApp) -> i64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn linking_an_account_never_echoes_its_tokens() {
     let app = TestApp::spawn_api_only().await;
-    let body = json!({
-        "creator_id": "creator-9", "channel": "tiktok", "platform_user_id": "open-9",
-        "access_token": "secret-access-token", "refresh_token": "secret-refresh-token",
-        "token_expires_at": Utc::now() + Duration::days(1),
-    });
+    let mut body = link_body("tiktok", "creator9.secret-access-token");
+    body["refresh_token"] = json!("creator9.secret-refresh-token");
     let (status, created) = app.post("/v1/accounts", &body).await;
     assert_eq!(status, 201, "{created}");
     let id = created["id"].as_str().unwrap();
@@ -30,33 +27,40 @@ async fn linking_an_account_never_echoes_its_tokens() {
         let text = account.to_string();
         assert!(!text.contains("secret-access-token") && !text.contains("secret-refresh-token"), "{text}");
         assert_eq!(account["has_refresh_token"], true);
-        assert_eq!(account["creator_id"], "creator-9");
+        assert_eq!(account["creator_id"], CREATOR, "the creator is the token's subject");
+        assert_eq!(account["health"]["status"], "ok");
     }
 
-    // Linking the same platform account again refreshes it in place.
+    // Linking the same platform account again refreshes it in place, and without a refresh
+    // token keeps the one stored before.
+    body.as_object_mut().unwrap().remove("refresh_token");
     let (status, relinked) = app.post("/v1/accounts", &body).await;
-    assert_eq!(status, 200);
+    assert_eq!(status, 200, "{relinked}");
     assert_eq!(relinked["id"], created["id"]);
+    assert_eq!(relinked["has_refresh_token"], true);
     // Another creator cannot take it over.
-    let mut other = body.clone();
-    other["creator_id"] = json!("creator-10");
-    let (status, refused) = app.post("/v1/accounts", &other).await;
-    assert_eq!(status, 409, "{refused}");
+    let other = app.client_for("creator-10");
+    let refused = other.post(format!("{}/v1/accounts", app.api)).json(&body).send().await.unwrap();
+    assert_eq!(refused.status(), 409);
+    // Nor can a body name another creator.
+    body["creator_id"] = json!("creator-10");
+    let (status, mismatch) = app.post("/v1/accounts", &body).await;
+    assert_eq!((status, error_of(&mismatch).0), (403, "creator_mismatch"), "{mismatch}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_account_input_is_refused_with_the_field_named() {
     let app = TestApp::spawn_api_only().await;
-    let valid = json!({
-        "creator_id": "c", "channel": "instagram", "platform_user_id": "u",
-        "access_token": "t", "token_expires_at": Utc::now() + Duration::days(1),
-    });
+    let valid = link_body("instagram", "t");
     let cases = [
         ("channel", json!("myspace"), 400),
         ("access_token", json!(""), 422),
+        ("access_token", json!("t\u{0}"), 422),
+        ("access_token", json!("t".repeat(5000)), 422),
         ("token_expires_at", json!("yesterday"), 400),
         ("token_expires_at", json!(Utc::now() - Duration::days(1)), 422),
-        ("creator_id", json!(" "), 422),
+        ("platform_user_id", json!("../../me/media"), 422),
+        ("platform_user_id", json!("\u{0}"), 422),
     ];
     for (field, value, expected) in cases {
         let mut body = valid.clone();
@@ -72,8 +76,8 @@ async fn bad_account_input_is_refused_with_the_field_named() {
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_job_input_is_refused_with_the_field_named_and_nothing_written() {
     let app = TestApp::spawn_api_only().await;
-    let instagram = app.link_account("instagram", "ig-1", "token").await;
-    let tiktok = app.link_account("tiktok", "tt-1", "token").await;
+    let instagram = app.link_account("instagram", "token").await;
+    let tiktok = app.link_account("tiktok", "token").await;
     let jpg = app.media_url("sample.jpg");
     let mp4 = app.media_url("sample.mp4");
     let valid = json!({
@@ -146,7 +150,7 @@ async fn unknown_and_malformed_ids_are_told_apart() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_calendar_lists_a_time_range_in_order_page_by_page() {
     let app = TestApp::spawn_api_only().await;
-    let account = app.link_account("instagram", "ig-cal", "token").await;
+    let account = app.link_account("instagram", "token").await;
     let base = Utc::now() + Duration::days(2);
     let media = json!([{ "url": app.media_url("sample.jpg"), "kind": "image" }]);
     for hours in [5, 1, 3, 2, 4] {
@@ -157,7 +161,7 @@ async fn the_calendar_lists_a_time_range_in_order_page_by_page() {
     let mut captions = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
-        let mut path = format!("/v1/publish-jobs?creator_id=creator-1&status=scheduled&channel=instagram&from={from}&to={to}&limit=2");
+        let mut path = format!("/v1/publish-jobs?status=scheduled&channel=instagram&from={from}&to={to}&limit=2");
         if let Some(c) = &cursor {
             path.push_str(&format!("&cursor={c}"));
         }

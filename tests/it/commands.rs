@@ -36,7 +36,7 @@ fn assert_refused(response: &(u16, Value), status: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn publish_now_with_the_flag_on_publishes_a_job_scheduled_for_tomorrow_at_once() {
     let app = TestApp::spawn_with(Options { publish_now: true, ..Options::default() }).await;
-    let account = app.link_account("tiktok", "tt-now", "token-now").await;
+    let account = app.link_account("tiktok", "token-now").await;
     let job = app.schedule(&account, in_secs(86_400), "right now", json!([{ "url": app.media_url("sample.mp4"), "kind": "video" }])).await;
     let id = job["id"].as_str().unwrap();
     let (status, body) = command(&app, id, "publish-now", json!({})).await;
@@ -56,7 +56,7 @@ async fn publish_now_with_the_flag_on_publishes_a_job_scheduled_for_tomorrow_at_
 #[tokio::test(flavor = "multi_thread")]
 async fn publish_now_with_the_flag_off_is_refused_and_nothing_publishes() {
     let app = TestApp::spawn().await;
-    let account = app.link_account("instagram", "ig-off", "token-off").await;
+    let account = app.link_account("instagram", "token-off").await;
     let job = app.schedule(&account, in_secs(86_400), "not now", image(&app)).await;
     let id = job["id"].as_str().unwrap();
     let (status, body) = command(&app, id, "publish-now", json!({})).await;
@@ -70,7 +70,7 @@ async fn publish_now_with_the_flag_off_is_refused_and_nothing_publishes() {
 #[tokio::test(flavor = "multi_thread")]
 async fn cancel_during_the_sleep_means_no_post_ever() {
     let app = TestApp::spawn().await;
-    let account = app.link_account("instagram", "ig-cancel", "token-cancel").await;
+    let account = app.link_account("instagram", "token-cancel").await;
     let publish_at = in_secs(3);
     let job = app.schedule(&account, publish_at, "cancelled", image(&app)).await;
     let id = job["id"].as_str().unwrap();
@@ -89,7 +89,7 @@ async fn cancel_during_the_sleep_means_no_post_ever() {
 #[tokio::test(flavor = "multi_thread")]
 async fn reschedule_to_earlier_publishes_once_at_the_new_time() {
     let app = TestApp::spawn().await;
-    let account = app.link_account("instagram", "ig-earlier", "token-earlier").await;
+    let account = app.link_account("instagram", "token-earlier").await;
     let job = app.schedule(&account, in_secs(3600), "sooner", image(&app)).await;
     let id = job["id"].as_str().unwrap();
     let new_time = in_secs(3);
@@ -106,7 +106,7 @@ async fn reschedule_to_earlier_publishes_once_at_the_new_time() {
 #[tokio::test(flavor = "multi_thread")]
 async fn reschedule_to_later_publishes_once_at_the_new_time() {
     let app = TestApp::spawn().await;
-    let account = app.link_account("instagram", "ig-later", "token-later").await;
+    let account = app.link_account("instagram", "token-later").await;
     let old_time = in_secs(2);
     let job = app.schedule(&account, old_time, "later", image(&app)).await;
     let id = job["id"].as_str().unwrap();
@@ -127,15 +127,16 @@ async fn reschedule_to_later_publishes_once_at_the_new_time() {
 #[tokio::test(flavor = "multi_thread")]
 async fn retry_now_after_the_creator_fixed_the_token_publishes() {
     let app = TestApp::spawn().await;
-    let account = app.link_account("tiktok", "tt-fix", "old-token").await;
-    app.sandbox_revoke("old-token").await;
+    let account = app.link_account("tiktok", "fixer.old-token").await;
+    app.sandbox_revoke("fixer.old-token").await;
     let job = app.schedule(&account, in_secs(2), "fixed", json!([{ "url": app.media_url("sample.mp4"), "kind": "video" }])).await;
     let id = job["id"].as_str().unwrap();
     let stuck = app.wait_for_status(id, "needs_attention", WAIT).await;
     assert_eq!(stuck["last_error"]["code"], "preflight.token_rejected");
 
     // The creator reconnects the account, then asks to retry.
-    let relinked = app.link_account_status("tiktok", "tt-fix", "new-token").await;
+    // Same subject, same sandbox user: a new token for the same account.
+    let relinked = app.link_account_status("tiktok", "fixer.new-token").await;
     assert_eq!(relinked, 200);
     let (status, body) = command(&app, id, "retry", json!({})).await;
     assert_eq!(status, 200, "{body}");
@@ -147,7 +148,7 @@ async fn retry_now_after_the_creator_fixed_the_token_publishes() {
 #[tokio::test(flavor = "multi_thread")]
 async fn retry_now_on_a_failed_job_skips_the_rest_of_the_wait() {
     let app = TestApp::spawn_with(Options { retry_backoff: "1h", ..Options::default() }).await;
-    let account = app.link_account("instagram", "ig-wait", "token-wait").await;
+    let account = app.link_account("instagram", "token-wait").await;
     app.sandbox_fault(json!({ "endpoint": "instagram.media", "times": 1, "status": 500 })).await;
     let job = app.schedule(&account, in_secs(2), "impatient", image(&app)).await;
     let id = job["id"].as_str().unwrap();
@@ -164,7 +165,7 @@ async fn retry_now_on_a_failed_job_skips_the_rest_of_the_wait() {
 #[tokio::test(flavor = "multi_thread")]
 async fn commands_are_refused_in_states_that_do_not_allow_them() {
     let app = TestApp::spawn().await;
-    let account = app.link_account("instagram", "ig-states", "token-states").await;
+    let account = app.link_account("instagram", "token-states").await;
     let job = app.schedule(&account, in_secs(3600), "waiting", image(&app)).await;
     let id = job["id"].as_str().unwrap();
     // A scheduled job has nothing to retry.
@@ -196,7 +197,7 @@ async fn commands_are_refused_in_states_that_do_not_allow_them() {
 #[tokio::test(flavor = "multi_thread")]
 async fn cancel_racing_publish_now_ends_consistently() {
     let app = TestApp::spawn_with(Options { publish_now: true, ..Options::default() }).await;
-    let account = app.link_account("instagram", "ig-race", "token-race").await;
+    let account = app.link_account("instagram", "token-race").await;
     for round in 0..3 {
         let job = app.schedule(&account, in_secs(86_400), &format!("race {round}"), image(&app)).await;
         let id = job["id"].as_str().unwrap();
@@ -222,7 +223,7 @@ async fn cancel_racing_publish_now_ends_consistently() {
 #[tokio::test(flavor = "multi_thread")]
 async fn two_concurrent_reschedules_end_consistently() {
     let app = TestApp::spawn().await;
-    let account = app.link_account("instagram", "ig-two", "token-two").await;
+    let account = app.link_account("instagram", "token-two").await;
     let job = app.schedule(&account, in_secs(3600), "two times", image(&app)).await;
     let id = job["id"].as_str().unwrap();
     let (first_at, second_at) = (in_secs(4), in_secs(6));
@@ -248,7 +249,7 @@ async fn two_concurrent_reschedules_end_consistently() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_idempotency_key_returns_the_same_job_and_refuses_another_body() {
     let app = TestApp::spawn().await;
-    let account = app.link_account("instagram", "ig-idem", "token-idem").await;
+    let account = app.link_account("instagram", "token-idem").await;
     let body = json!({ "account_id": account, "publish_at": in_secs(3600), "caption": "once", "media": image(&app) });
     let post = |body: Value, key: &'static str| {
         let app = &app;

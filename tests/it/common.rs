@@ -26,9 +26,21 @@ struct Flags {
     config: Config,
 }
 
+/// The creator the harness's `http` client acts for.
+pub const CREATOR: &str = "creator-1";
+
+/// The JWT secret of every test app.
+pub const JWT_SECRET: &str = "the-test-suites-hs256-secret-of-32-plus-chars";
+
+/// The token key of every test stack (`AUTOPOST_TOKEN_KEYS`).
+pub const TEST_TOKEN_KEYS: &str = "t1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
 pub struct TestApp {
     pub api: String,
+    /// Where the API serves `/metrics` (its own listener).
+    pub api_metrics: String,
     pub sandbox: String,
+    /// Sends [`CREATOR`]'s bearer token with every request.
     pub http: reqwest::Client,
     pub db: PgPool,
     pub config: Config,
@@ -55,6 +67,8 @@ pub struct Options {
     pub request_timeout: &'static str,
     /// `AUTOPOST_PREFLIGHT_DEADLINE`.
     pub preflight_deadline: &'static str,
+    /// `AUTOPOST_CREATOR_WRITES_PER_MINUTE` (`0`: no limit).
+    pub creator_writes_per_minute: u32,
 }
 
 impl Default for Options {
@@ -69,6 +83,7 @@ impl Default for Options {
             outcome_wait: "3s",
             request_timeout: "5s",
             preflight_deadline: "60s",
+            creator_writes_per_minute: 120,
         }
     }
 }
@@ -123,17 +138,24 @@ impl TestApp {
             "--reconcile-grace=3s".into(),
             "--tiktok-client-key=test-client-key".into(),
             "--tiktok-client-secret=test-client-secret".into(),
+            format!("--token-keys={TEST_TOKEN_KEYS}"),
+            format!("--jwt-secret={JWT_SECRET}"),
+            format!("--creator-writes-per-minute={}", options.creator_writes_per_minute),
         ])
         .config;
         config.use_sandbox_platforms();
 
-        let db = autopost_app::migrate(&config.postgres).await.expect("migrating the test database");
+        let db = autopost_app::migrate(&config.postgres, &config.token_keys).await.expect("migrating the test database");
         tokio::spawn(autopost_app::run_sandbox(sandbox_listener, std::future::pending()));
         let api = format!("http://{}", api_listener.local_addr().unwrap());
+        let metrics_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let api_metrics = format!("http://{}/metrics", metrics_listener.local_addr().unwrap());
         let api_config = config.api_config();
         let api_db = db.clone();
         tokio::spawn(async move {
-            autopost_app::run_api(&api_config, api_db, api_listener, std::future::pending()).await.expect("API failed");
+            autopost_app::run_api_with(&api_config, api_db, api_listener, metrics_listener, std::future::pending())
+                .await
+                .expect("API failed");
         });
 
         let logs = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("test-logs");
@@ -141,8 +163,9 @@ impl TestApp {
         let name = std::thread::current().name().unwrap_or("test").replace("::", "-");
         let mut app = TestApp {
             api,
+            api_metrics,
             sandbox: config.sandbox.url(),
-            http: reqwest::Client::new(),
+            http: client_for(&token_for(&config, CREATOR)),
             db,
             config,
             worker: None,
@@ -253,30 +276,32 @@ impl TestApp {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
-    /// Links an account with a token valid for 60 days; returns its id.
-    pub async fn link_account(&self, channel: &str, platform_user_id: &str, token: &str) -> String {
-        let (status, body) = self.link(channel, platform_user_id, token).await;
+    /// A bearer token for `creator`, signed with the app's secret.
+    pub fn token_for(&self, creator: &str) -> String {
+        token_for(&self.config, creator)
+    }
+
+    /// A client that sends `creator`'s bearer token.
+    pub fn client_for(&self, creator: &str) -> reqwest::Client {
+        client_for(&self.token_for(creator))
+    }
+
+    /// Links [`CREATOR`]'s account on `channel` owned by `token` (made-up tokens belong to the
+    /// sandbox user derived from their subject, the part before the first `.`), with a token valid
+    /// for 60 days; returns its id.
+    pub async fn link_account(&self, channel: &str, token: &str) -> String {
+        let (status, body) = self.link(channel, token).await;
         assert_eq!(status, 201, "linking failed: {body}");
         body["id"].as_str().unwrap().to_owned()
     }
 
     /// Links (or links again) an account; returns the HTTP status.
-    pub async fn link_account_status(&self, channel: &str, platform_user_id: &str, token: &str) -> u16 {
-        self.link(channel, platform_user_id, token).await.0
+    pub async fn link_account_status(&self, channel: &str, token: &str) -> u16 {
+        self.link(channel, token).await.0
     }
 
-    async fn link(&self, channel: &str, platform_user_id: &str, token: &str) -> (u16, Value) {
-        self.post(
-            "/v1/accounts",
-            &json!({
-                "creator_id": "creator-1",
-                "channel": channel,
-                "platform_user_id": platform_user_id,
-                "access_token": token,
-                "token_expires_at": Utc::now() + chrono::Duration::days(60),
-            }),
-        )
-        .await
+    async fn link(&self, channel: &str, token: &str) -> (u16, Value) {
+        self.post("/v1/accounts", &link_body(channel, token)).await
     }
 
     /// Schedules a post; returns the created job.
@@ -354,4 +379,33 @@ impl TestApp {
         let body: Value = self.http.get(format!("{}/_sandbox/posts", self.sandbox)).send().await.unwrap().json().await.unwrap();
         body["posts"].as_array().unwrap().clone()
     }
+}
+
+/// The sandbox's user id of the account that owns `token`, as the platform would report it.
+pub fn platform_user_id(channel: &str, token: &str) -> String {
+    match channel {
+        "instagram" => autopost_sandbox::instagram_user_id(token),
+        "tiktok" => autopost_sandbox::tiktok_open_id(token),
+        other => panic!("unknown channel {other}"),
+    }
+}
+
+/// The body that links the account owning `token` on `channel`, valid for 60 days.
+pub fn link_body(channel: &str, token: &str) -> Value {
+    json!({
+        "channel": channel,
+        "platform_user_id": platform_user_id(channel, token),
+        "access_token": token,
+        "token_expires_at": Utc::now() + chrono::Duration::days(60),
+    })
+}
+
+fn token_for(config: &Config, creator: &str) -> String {
+    autopost_api::auth::issue_token(&config.auth.verifier(), creator, Duration::from_secs(3600)).unwrap()
+}
+
+fn client_for(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse().unwrap());
+    reqwest::Client::builder().default_headers(headers).build().unwrap()
 }

@@ -41,7 +41,7 @@ async fn a_container_creation_slower_than_the_heartbeat_timeout_makes_exactly_on
     // The attempt heartbeats from a ticker, so a platform call longer than the heartbeat
     // timeout does not get the live execution timed out and a second one started beside it.
     let app = TestApp::spawn_with(Options { heartbeat_timeout: "2s", ..Options::default() }).await;
-    let account = app.link_account("instagram", "ig-slow-create", "token-slow-create").await;
+    let account = app.link_account("instagram", "token-slow-create").await;
     app.sandbox_fault(json!({ "endpoint": "instagram.media", "times": 1, "delay_ms": 4500 })).await;
     let job = app.schedule(&account, in_secs(2), "slow container", image(&app)).await;
     app.wait_for_status(job["id"].as_str().unwrap(), "published", WAIT).await;
@@ -59,7 +59,7 @@ async fn a_frozen_worker_whose_attempt_was_taken_over_makes_no_call_when_it_wake
     // The container's answer comes after 8 s, well within the request timeout, and waits in the
     // frozen worker's socket until it wakes.
     let mut app = TestApp::spawn_with(Options { heartbeat_timeout: "2s", request_timeout: "30s", ..Options::default() }).await;
-    let account = app.link_account("instagram", "ig-frozen", "token-frozen").await;
+    let account = app.link_account("instagram", "token-frozen").await;
     app.sandbox_fault(json!({ "endpoint": "instagram.media", "times": 1, "delay_ms": 8000 })).await;
     let job = app.schedule(&account, in_secs(2), "frozen", image(&app)).await;
     let id = job["id"].as_str().unwrap();
@@ -85,7 +85,7 @@ async fn an_instagram_publish_whose_answer_was_lost_is_never_sent_again() {
     // reads lag behind: the container still reads FINISHED. Without the "publish requested"
     // mark the retry would publish it again; with it, the job says it cannot tell.
     let app = TestApp::spawn_with(Options { outcome_wait: "2s", ..Options::default() }).await;
-    let account = app.link_account("instagram", "ig-lost", "token-lost").await;
+    let account = app.link_account("instagram", "token-lost").await;
     let lag = app
         .http
         .post(format!("{}/_sandbox/consistency", app.sandbox))
@@ -106,7 +106,7 @@ async fn an_instagram_publish_whose_answer_was_lost_is_never_sent_again() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_instagram_publish_whose_answer_was_lost_is_confirmed_when_the_status_catches_up() {
     let app = TestApp::spawn_with(Options { outcome_wait: "6s", ..Options::default() }).await;
-    let account = app.link_account("instagram", "ig-lost-ok", "token-lost-ok").await;
+    let account = app.link_account("instagram", "token-lost-ok").await;
     let lag = app
         .http
         .post(format!("{}/_sandbox/consistency", app.sandbox))
@@ -125,7 +125,7 @@ async fn an_instagram_publish_whose_answer_was_lost_is_confirmed_when_the_status
 #[tokio::test(flavor = "multi_thread")]
 async fn a_temporal_cancel_of_a_sleeping_job_ends_it_cancelled_with_an_idle_worker() {
     let app = TestApp::spawn().await;
-    let account = app.link_account("instagram", "ig-op-cancel", "token-op-cancel").await;
+    let account = app.link_account("instagram", "token-op-cancel").await;
     let job = app.schedule(&account, in_secs(3600), "operator cancel", image(&app)).await;
     let temporal = autopost_app::connect_temporal(&app.config.temporal).await.unwrap();
     let handle = temporal.get_workflow_handle::<PublishPostWorkflow>(job["workflow_id"].as_str().unwrap());
@@ -155,7 +155,7 @@ async fn a_temporal_cancel_of_a_sleeping_job_ends_it_cancelled_with_an_idle_work
 #[tokio::test(flavor = "multi_thread")]
 async fn a_temporal_cancel_during_a_publish_call_lets_the_publish_win() {
     let app = TestApp::spawn().await;
-    let account = app.link_account("instagram", "ig-op-race", "token-op-race").await;
+    let account = app.link_account("instagram", "token-op-race").await;
     app.sandbox_fault(json!({ "endpoint": "instagram.media_publish", "times": 1, "delay_ms": 3000 })).await;
     let job = app.schedule(&account, in_secs(2), "publish wins", image(&app)).await;
     wait_for_calls(&app, "instagram.media_publish", 1).await;
@@ -170,7 +170,7 @@ async fn a_temporal_cancel_during_a_publish_call_lets_the_publish_win() {
 #[tokio::test(flavor = "multi_thread")]
 async fn cancel_is_taken_while_preflight_runs_and_nothing_reaches_the_platform() {
     let app = TestApp::spawn().await;
-    let account = app.link_account("instagram", "ig-pre-cancel", "token-pre-cancel").await;
+    let account = app.link_account("instagram", "token-pre-cancel").await;
     let job = app.schedule(&account, in_secs(4), "cancelled in preflight", image(&app)).await;
     let id = job["id"].as_str().unwrap();
     // Once creation's readiness check is done, the token probe at publish time is made slow.
@@ -194,7 +194,7 @@ async fn the_reconciler_never_revives_a_job_that_finished() {
     // The reconciler read the row while the job was still open, and the job completed before it
     // asked Temporal: it must not start a new run from that stale row.
     let app = TestApp::spawn().await;
-    let account = app.link_account("instagram", "ig-reconcile", "token-reconcile").await;
+    let account = app.link_account("instagram", "token-reconcile").await;
     let job = app.schedule(&account, in_secs(2), "finished", image(&app)).await;
     let id: uuid::Uuid = job["id"].as_str().unwrap().parse().unwrap();
     app.wait_for_status(&id.to_string(), "published", WAIT).await;
@@ -223,7 +223,7 @@ async fn the_reconciler_never_revives_a_job_that_finished() {
 #[tokio::test(flavor = "multi_thread")]
 async fn one_reconciler_runs_at_a_time_and_stuck_jobs_are_reported() {
     let app = TestApp::spawn_with(Options { worker: false, stuck_after: "1s", ..Options::default() }).await;
-    let account = app.link_account("instagram", "ig-stuck", "token-stuck").await;
+    let account = app.link_account("instagram", "token-stuck").await;
     // No worker: the workflow runs (it was started) but nothing moves the job on.
     let job = app.schedule(&account, in_secs(1), "stuck", image(&app)).await;
     let id: uuid::Uuid = job["id"].as_str().unwrap().parse().unwrap();
@@ -259,7 +259,7 @@ async fn one_reconciler_runs_at_a_time_and_stuck_jobs_are_reported() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_command_without_a_worker_answers_pending_in_time_and_a_keyed_retry_applies_it_once() {
     let mut app = TestApp::spawn_with(Options { worker: false, command_timeout: "2s", ..Options::default() }).await;
-    let account = app.link_account("instagram", "ig-pending", "token-pending").await;
+    let account = app.link_account("instagram", "token-pending").await;
     let job = app.schedule(&account, in_secs(3600), "pending", image(&app)).await;
     let id = job["id"].as_str().unwrap();
     let url = format!("{}/v1/publish-jobs/{id}/reschedule", app.api);
@@ -308,7 +308,7 @@ fn reconcile_settings(app: &TestApp) -> autopost_app::reconcile::ReconcileSettin
 #[tokio::test(flavor = "multi_thread")]
 async fn a_preflight_that_runs_out_of_time_needs_attention_without_an_attempt() {
     let app = TestApp::spawn_with(Options { preflight_deadline: "2s", ..Options::default() }).await;
-    let account = app.link_account("instagram", "ig-slow-media", "token-slow-media").await;
+    let account = app.link_account("instagram", "token-slow-media").await;
     // The media host answers, but only after 4 s: within the request timeout, past the deadline.
     app.sandbox_fault(json!({ "endpoint": "media", "times": 10, "delay_ms": 4000 })).await;
     let job = app.schedule(&account, in_secs(3), "slow media host", image(&app)).await;
@@ -325,7 +325,7 @@ async fn a_preflight_that_runs_out_of_time_needs_attention_without_an_attempt() 
 async fn media_items_are_checked_concurrently_within_the_preflight_deadline() {
     // Three slow photos one after the other would take 3.6 s, past the 3 s deadline.
     let app = TestApp::spawn_with(Options { preflight_deadline: "3s", ..Options::default() }).await;
-    let account = app.link_account("tiktok", "tt-photos", "token-photos").await;
+    let account = app.link_account("tiktok", "token-photos").await;
     app.sandbox_fault(json!({ "endpoint": "media", "times": 6, "delay_ms": 1200 })).await;
     let photos: Vec<Value> = (0..3).map(|_| json!({ "url": app.media_url("sample.jpg"), "kind": "image" })).collect();
     let job = app.schedule(&account, in_secs(4), "three photos", Value::Array(photos)).await;
@@ -338,7 +338,7 @@ async fn a_worker_killed_during_the_readiness_check_does_not_hold_the_job_for_th
     // Found by the fault suite (seed 20074): the readiness check did not heartbeat, so a killed
     // worker's check was retried only after its 2-minute timeout, and the job published late.
     let mut app = TestApp::spawn_with(Options { heartbeat_timeout: "2s", ..Options::default() }).await;
-    let account = app.link_account("instagram", "ig-kill-readiness", "token-kill-readiness").await;
+    let account = app.link_account("instagram", "token-kill-readiness").await;
     app.sandbox_fault(json!({ "endpoint": "instagram.me", "times": 1, "delay_ms": 8000 })).await;
     let publish_at = in_secs(4);
     let job = app.schedule(&account, publish_at, "readiness interrupted", image(&app)).await;

@@ -17,12 +17,13 @@ fn soon() -> chrono::DateTime<Utc> {
     Utc::now() + chrono::Duration::seconds(2)
 }
 
-async fn link(app: &TestApp, channel: &str, user: &str, token: &str, expires_in: chrono::Duration, refresh_token: Option<&str>) -> String {
+async fn link(app: &TestApp, channel: &str, token: &str, expires_in: chrono::Duration, refresh_token: Option<&str>) -> String {
+    let user = crate::common::platform_user_id(channel, token);
     let (status, body) = app
         .post(
             "/v1/accounts",
             &json!({
-                "creator_id": "creator-1", "channel": channel, "platform_user_id": user,
+                "channel": channel, "platform_user_id": user,
                 "access_token": token, "token_expires_at": Utc::now() + expires_in, "refresh_token": refresh_token,
             }),
         )
@@ -49,7 +50,7 @@ async fn assert_needs_attention_without_attempts(app: &TestApp, job_id: &str, co
 #[tokio::test(flavor = "multi_thread")]
 async fn an_expired_token_needs_attention_without_attempts_and_readiness_says_so_early() {
     let app = TestApp::spawn().await;
-    let account = link(&app, "instagram", "ig-exp", "expiring-token", chrono::Duration::seconds(3), None).await;
+    let account = link(&app, "instagram", "expiring-token", chrono::Duration::seconds(3), None).await;
     let job = app.schedule(&account, Utc::now() + chrono::Duration::seconds(6), "late", image(&app)).await;
     let id = job["id"].as_str().unwrap();
 
@@ -66,7 +67,7 @@ async fn an_expired_token_needs_attention_without_attempts_and_readiness_says_so
 #[tokio::test(flavor = "multi_thread")]
 async fn a_token_the_platform_rejects_needs_attention_without_attempts() {
     let app = TestApp::spawn().await;
-    let account = app.link_account("tiktok", "tt-revoked", "revoked-token").await;
+    let account = app.link_account("tiktok", "revoked-token").await;
     app.sandbox_revoke("revoked-token").await;
     let job = app.schedule(&account, soon(), "never", json!([{ "url": app.media_url("sample.mp4"), "kind": "video" }])).await;
     assert_needs_attention_without_attempts(&app, job["id"].as_str().unwrap(), "preflight.token_rejected").await;
@@ -75,9 +76,9 @@ async fn a_token_the_platform_rejects_needs_attention_without_attempts() {
 #[tokio::test(flavor = "multi_thread")]
 async fn missing_or_unsupported_media_needs_attention_without_attempts() {
     let app = TestApp::spawn().await;
-    let instagram = app.link_account("instagram", "ig-media", "token-media").await;
+    let instagram = app.link_account("instagram", "token-media").await;
     let missing = app.schedule(&instagram, soon(), "gone", json!([{ "url": app.media_url("deleted.jpg"), "kind": "image" }])).await;
-    let tiktok = app.link_account("tiktok", "tt-media", "token-media-2").await;
+    let tiktok = app.link_account("tiktok", "token-media-2").await;
     let png = app.schedule(&tiktok, soon(), "png", json!([{ "url": app.media_url("sample.png"), "kind": "image" }])).await;
     assert_needs_attention_without_attempts(&app, missing["id"].as_str().unwrap(), "preflight.media_missing").await;
     assert_needs_attention_without_attempts(&app, png["id"].as_str().unwrap(), "preflight.media_unsupported").await;
@@ -86,7 +87,7 @@ async fn missing_or_unsupported_media_needs_attention_without_attempts() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_expired_tiktok_token_with_a_refresh_token_is_refreshed_and_the_post_publishes() {
     let app = TestApp::spawn().await;
-    let account = link(&app, "tiktok", "tt-refresh", "alice.at-0", chrono::Duration::seconds(3), Some("alice.rt-0")).await;
+    let account = link(&app, "tiktok", "alice.at-0", chrono::Duration::seconds(3), Some("alice.rt-0")).await;
     let job = app
         .schedule(
             &account,
@@ -109,7 +110,7 @@ async fn an_expired_tiktok_token_with_a_refresh_token_is_refreshed_and_the_post_
 #[tokio::test(flavor = "multi_thread")]
 async fn a_platform_failing_every_call_gets_four_attempts_then_needs_attention() {
     let app = TestApp::spawn().await;
-    let account = app.link_account("instagram", "ig-down", "token-down").await;
+    let account = app.link_account("instagram", "token-down").await;
     app.sandbox_fault(json!({ "endpoint": "instagram.media", "times": 100, "status": 500 })).await;
     let job = app.schedule(&account, soon(), "down", image(&app)).await;
     let id = job["id"].as_str().unwrap();
@@ -148,7 +149,7 @@ async fn a_platform_failing_every_call_gets_four_attempts_then_needs_attention()
 #[tokio::test(flavor = "multi_thread")]
 async fn a_platform_failing_twice_then_succeeding_publishes_on_the_third_attempt() {
     let app = TestApp::spawn().await;
-    let account = app.link_account("instagram", "ig-flaky", "token-flaky").await;
+    let account = app.link_account("instagram", "token-flaky").await;
     app.sandbox_fault(json!({ "endpoint": "instagram.media", "times": 2, "status": 503 })).await;
     let job = app.schedule(&account, soon(), "flaky", image(&app)).await;
     let id = job["id"].as_str().unwrap();
@@ -163,7 +164,7 @@ async fn a_platform_failing_twice_then_succeeding_publishes_on_the_third_attempt
 #[tokio::test(flavor = "multi_thread")]
 async fn a_permanent_error_needs_attention_after_one_attempt() {
     let app = TestApp::spawn().await;
-    let account = app.link_account("instagram", "ig-perm", "token-perm").await;
+    let account = app.link_account("instagram", "token-perm").await;
     let unsupported = json!({ "error": { "message": "The image format is not supported.", "type": "OAuthException",
         "code": 36001, "error_subcode": 2207005, "is_transient": false, "fbtrace_id": "AbCdEf" } });
     app.sandbox_fault(json!({ "endpoint": "instagram.media", "times": 1, "status": 400, "body": unsupported })).await;
@@ -188,7 +189,7 @@ async fn assert_published_once(app: &TestApp, job_id: &str, timeout: Duration) {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_post_the_platform_accepted_but_answered_with_a_500_is_not_posted_again() {
     let app = TestApp::spawn().await;
-    let account = app.link_account("instagram", "ig-500", "token-500").await;
+    let account = app.link_account("instagram", "token-500").await;
     app.sandbox_fault(json!({ "endpoint": "instagram.media_publish", "times": 1, "status": 500, "after_accept": true })).await;
     let job = app.schedule(&account, soon(), "accepted", image(&app)).await;
     assert_published_once(&app, job["id"].as_str().unwrap(), WAIT).await;
@@ -197,7 +198,7 @@ async fn a_post_the_platform_accepted_but_answered_with_a_500_is_not_posted_agai
 #[tokio::test(flavor = "multi_thread")]
 async fn a_post_the_platform_accepted_but_answered_after_our_timeout_is_not_posted_again() {
     let app = TestApp::spawn().await;
-    let account = app.link_account("instagram", "ig-slow", "token-slow").await;
+    let account = app.link_account("instagram", "token-slow").await;
     // The test worker gives up on a platform request after 5 s.
     app.sandbox_fault(json!({ "endpoint": "instagram.media_publish", "times": 1, "delay_ms": 7000, "after_accept": true })).await;
     let job = app.schedule(&account, soon(), "slow", image(&app)).await;
@@ -207,7 +208,7 @@ async fn a_post_the_platform_accepted_but_answered_after_our_timeout_is_not_post
 #[tokio::test(flavor = "multi_thread")]
 async fn a_worker_killed_while_the_publish_call_is_in_flight_does_not_post_twice() {
     let mut app = TestApp::spawn().await;
-    let account = app.link_account("instagram", "ig-kill", "token-kill").await;
+    let account = app.link_account("instagram", "token-kill").await;
     app.sandbox_fault(json!({ "endpoint": "instagram.media_publish", "times": 1, "delay_ms": 60000, "after_accept": true })).await;
     let job = app.schedule(&account, soon(), "crash", image(&app)).await;
     let id = job["id"].as_str().unwrap();
@@ -228,7 +229,7 @@ async fn a_worker_killed_while_the_publish_call_is_in_flight_does_not_post_twice
 async fn a_tiktok_post_whose_acceptance_is_unknown_is_never_sent_twice() {
     let app = TestApp::spawn().await;
     // Without the `video.list` scope TikTok cannot be asked at all.
-    let account = app.link_account("tiktok", "tt-unknown", "token-no-video-list").await;
+    let account = app.link_account("tiktok", "token-no-video-list").await;
     app.sandbox_fault(json!({ "endpoint": "tiktok.video_init", "times": 1, "status": 500, "after_accept": true })).await;
     let job = app.schedule(&account, soon(), "maybe", json!([{ "url": app.media_url("sample.mp4"), "kind": "video" }])).await;
     let id = job["id"].as_str().unwrap();
@@ -242,7 +243,7 @@ async fn a_tiktok_post_whose_acceptance_is_unknown_is_never_sent_twice() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tiktok_video_whose_acceptance_is_unknown_is_found_in_the_creators_video_list() {
     let app = TestApp::spawn().await;
-    let account = app.link_account("tiktok", "tt-found", "token-found").await;
+    let account = app.link_account("tiktok", "token-found").await;
     app.sandbox_fault(json!({ "endpoint": "tiktok.video_init", "times": 1, "status": 500, "after_accept": true })).await;
     let job = app.schedule(&account, soon(), "found later", json!([{ "url": app.media_url("sample.mp4"), "kind": "video" }])).await;
     let job = app.wait_for_status(job["id"].as_str().unwrap(), "published", WAIT).await;
@@ -258,7 +259,7 @@ async fn a_tiktok_init_answered_with_a_bare_429_after_tiktok_acted_is_not_sent_a
     // Found by the fault suite (seed 1043): a 429 without TikTok's error envelope was taken as
     // proof that nothing was posted, and the retry posted a second time.
     let app = TestApp::spawn().await;
-    let account = app.link_account("tiktok", "tt-bare-429", "token-bare-429").await;
+    let account = app.link_account("tiktok", "token-bare-429").await;
     app.sandbox_fault(json!({ "endpoint": "tiktok.video_init", "times": 1, "status": 429, "after_accept": true })).await;
     let job = app.schedule(&account, soon(), "bare 429", json!([{ "url": app.media_url("sample.mp4"), "kind": "video" }])).await;
     app.wait_for_status(job["id"].as_str().unwrap(), "published", WAIT).await;
@@ -270,7 +271,7 @@ async fn a_tiktok_init_answered_with_a_bare_429_after_tiktok_acted_is_not_sent_a
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tiktok_photo_post_whose_acceptance_is_unknown_needs_attention_since_photos_are_not_listed() {
     let app = TestApp::spawn().await;
-    let account = app.link_account("tiktok", "tt-photo-unknown", "token-photo-unknown").await;
+    let account = app.link_account("tiktok", "token-photo-unknown").await;
     app.sandbox_fault(json!({ "endpoint": "tiktok.content_init", "times": 1, "status": 500, "after_accept": true })).await;
     let job = app.schedule(&account, soon(), "photo maybe", json!([{ "url": app.media_url("sample.jpg"), "kind": "image" }])).await;
     let job = app.wait_for_status(job["id"].as_str().unwrap(), "needs_attention", WAIT).await;
@@ -284,7 +285,7 @@ async fn a_tiktok_post_accepted_before_its_token_failed_is_not_reported_as_a_tok
     // all the same, so the job must say its outcome is unknown, not blame the token as if
     // nothing had been posted (found by the fault suite).
     let app = TestApp::spawn().await;
-    let account = app.link_account("tiktok", "tt-token-after", "token-after").await;
+    let account = app.link_account("tiktok", "token-after").await;
     let invalid =
         json!({ "data": {}, "error": { "code": "access_token_invalid", "message": "The access token is invalid.", "log_id": "x" } });
     app.sandbox_fault(json!({ "endpoint": "tiktok.status_fetch", "times": 100, "status": 401, "body": invalid })).await;

@@ -38,7 +38,7 @@ async fn schedule_with_request_id(app: &TestApp, account: &str, caption: &str, r
 #[tokio::test(flavor = "multi_thread")]
 async fn every_attempt_logs_one_json_line_with_everything_needed_to_follow_it() {
     let app = TestApp::spawn().await;
-    let account = app.link_account("instagram", "ig-logs", "secret-token-logs").await;
+    let account = app.link_account("instagram", "secret-token-logs").await;
     app.sandbox_fault(json!({ "endpoint": "instagram.media", "times": 1, "status": 500 })).await;
     let job = schedule_with_request_id(&app, &account, "logged", "req-logs-1").await;
     let id = job["id"].as_str().unwrap();
@@ -71,7 +71,7 @@ fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_move_after_a_publish_and_a_failure() {
     let app = TestApp::spawn().await;
-    let account = app.link_account("instagram", "ig-metrics", "token-metrics").await;
+    let account = app.link_account("instagram", "token-metrics").await;
     let scrape = |url: String| async move { reqwest::get(url).await.unwrap().text().await.unwrap() };
     let worker_metrics = app.worker_metrics_url().await;
 
@@ -88,19 +88,21 @@ async fn metrics_move_after_a_publish_and_a_failure() {
     assert_eq!(metric(&text, "autopost_publish_lag_seconds_count", &[("channel", "instagram")]), 1.0);
     assert!(text.contains("temporal_"), "the Temporal SDK's worker metrics are there too");
 
-    let api = scrape(format!("{}/metrics", app.api)).await;
+    let api = scrape(app.api_metrics.clone()).await;
     assert!(
         metric(&api, "autopost_http_request_duration_seconds_count", &[("route", "/v1/publish-jobs"), ("status", "201")]) >= 2.0,
         "{api}"
     );
     assert_eq!(metric(&api, "autopost_jobs", &[("status", "published")]), 1.0, "{api}");
     assert_eq!(metric(&api, "autopost_jobs", &[("status", "needs_attention")]), 1.0);
+    // Job counts are not served on the public listener.
+    assert_eq!(reqwest::get(format!("{}/metrics", app.api)).await.unwrap().status(), 404);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn operators_find_jobs_by_status_in_temporal_visibility() {
     let app = TestApp::spawn().await;
-    let account = app.link_account("instagram", "ig-visible", "token-visible").await;
+    let account = app.link_account("instagram", "token-visible").await;
     let job = app.schedule(&account, soon(), "visible", image(&app)).await;
     app.wait_for_status(job["id"].as_str().unwrap(), "published", WAIT).await;
     let temporal = autopost_app::connect_temporal(&app.config.temporal).await.unwrap();
@@ -133,7 +135,7 @@ async fn terminate(app: &TestApp, workflow_id: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sleeping_job_whose_workflow_was_terminated_is_restored_and_publishes() {
     let app = TestApp::spawn().await;
-    let account = app.link_account("instagram", "ig-term", "token-term").await;
+    let account = app.link_account("instagram", "token-term").await;
     let publish_at = Utc::now() + chrono::Duration::seconds(8);
     let job = app.schedule(&account, publish_at, "restored", image(&app)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -148,7 +150,7 @@ async fn a_sleeping_job_whose_workflow_was_terminated_is_restored_and_publishes(
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_job_whose_workflow_was_terminated_is_surfaced_and_can_be_retried() {
     let app = TestApp::spawn_with(crate::common::Options { retry_backoff: "1h", ..Default::default() }).await;
-    let account = app.link_account("instagram", "ig-lost", "token-lost").await;
+    let account = app.link_account("instagram", "token-lost").await;
     app.sandbox_fault(json!({ "endpoint": "instagram.media", "times": 1, "status": 500 })).await;
     let job = app.schedule(&account, soon(), "lost", image(&app)).await;
     let id = job["id"].as_str().unwrap();
@@ -168,7 +170,7 @@ async fn a_failed_job_whose_workflow_was_terminated_is_surfaced_and_can_be_retri
 #[tokio::test(flavor = "multi_thread")]
 async fn a_job_whose_workflow_start_failed_is_started_later() {
     let app = TestApp::spawn().await;
-    let account = app.link_account("instagram", "ig-nostart", "token-nostart").await;
+    let account = app.link_account("instagram", "token-nostart").await;
     // The API wrote the row and died before starting the workflow.
     let id = uuid::Uuid::new_v4();
     sqlx::query(

@@ -14,8 +14,8 @@ fn at(value: &Value) -> DateTime<Utc> {
 #[tokio::test(flavor = "multi_thread")]
 async fn every_kind_of_post_publishes_once_after_its_publish_time() {
     let app = TestApp::spawn().await;
-    let instagram = app.link_account("instagram", "17841400000000001", "ig-token").await;
-    let tiktok = app.link_account("tiktok", "tt-open-id-1", "tt-token").await;
+    let instagram = app.link_account("instagram", "ig-token").await;
+    let tiktok = app.link_account("tiktok", "tt-token").await;
     let (jpg, mp4) = (app.media_url("sample.jpg"), app.media_url("sample.mp4"));
 
     let publish_at = Utc::now() + chrono::Duration::seconds(4);
@@ -70,7 +70,7 @@ async fn every_kind_of_post_publishes_once_after_its_publish_time() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sleeping_jobs_publish_after_the_worker_is_stopped_and_started_again() {
     let mut app = TestApp::spawn().await;
-    let account = app.link_account("instagram", "17841400000000002", "ig-token-2").await;
+    let account = app.link_account("instagram", "ig-token-2").await;
     let publish_at = Utc::now() + chrono::Duration::seconds(3);
     let job =
         app.schedule(&account, publish_at, "survives restarts", json!([{ "url": app.media_url("sample.jpg"), "kind": "image" }])).await;

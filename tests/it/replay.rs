@@ -85,7 +85,7 @@ async fn record_histories() {
     let version = std::env::var("AUTOPOST_HISTORY_VERSION").unwrap_or_else(|_| "v0".into());
     let app = TestApp::spawn_with(Options { publish_now: true, ..Options::default() }).await;
     let token = "recording-token";
-    let account = app.link_account("instagram", "17841400000000077", token).await;
+    let account = app.link_account("instagram", token).await;
     let image = json!([{ "url": app.media_url("sample.jpg"), "kind": "image" }]);
     let missing = json!([{ "url": app.media_url("missing.jpg"), "kind": "image" }]);
     let soon = || Utc::now() + chrono::Duration::seconds(2);

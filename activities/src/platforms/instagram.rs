@@ -1,5 +1,6 @@
 //! Instagram Graph API content publishing: create a container, wait for `status_code`
-//! `FINISHED`, then `media_publish`. Tokens travel in the `Authorization` header, never in URLs.
+//! `FINISHED`, then `media_publish`; also the user-node read that verifies an account link, and
+//! the refresh of long-lived tokens. Tokens travel in the `Authorization` header, never in URLs.
 
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, de::DeserializeOwned};
 use tracing::instrument;
 
-use super::{ErrorClass, MediaItem, MediaKind, PlatformError, Reply};
+use super::{ErrorClass, MediaItem, MediaKind, PlatformError, PlatformUser, Reply, valid_platform_user_id};
 
 const PLATFORM: &str = "instagram";
 
@@ -33,6 +34,21 @@ pub enum ContainerStatus {
 #[derive(Deserialize)]
 struct IdReply {
     id: String,
+}
+
+#[derive(Deserialize)]
+struct UserReply {
+    id: String,
+    #[serde(default)]
+    username: Option<String>,
+}
+
+/// A refreshed long-lived token (`refresh_access_token`): it replaces the old one and lives
+/// `expires_in` seconds (about 60 days).
+#[derive(Debug, Deserialize)]
+pub struct RefreshedToken {
+    pub access_token: SecretString,
+    pub expires_in: i64,
 }
 
 #[derive(Deserialize)]
@@ -69,6 +85,38 @@ impl InstagramClient {
         let request = self.request(Method::GET, "/me", token).query(&[("fields", "id")]);
         let reply: Reply<IdReply> = self.send(request).await?;
         Ok(Reply { value: reply.value.id, request_id: reply.request_id })
+    }
+
+    /// Reads the user node `GET /{ig_user_id}?fields=id,username`: it answers only if `token`
+    /// may act for that user, which is how an account link is verified. A token that cannot see
+    /// the user gets Graph error `100/33` (a [`ErrorClass::Permanent`] error with code
+    /// `instagram.100.33`); an expired or revoked one a `190` ([`ErrorClass::Token`]). An id that
+    /// is not an Instagram user id is refused before any call (`instagram.invalid_user_id`).
+    #[instrument(skip(self, token), err(Display))]
+    pub async fn user(&self, token: &SecretString, ig_user_id: &str) -> Result<Reply<PlatformUser>, PlatformError> {
+        if !valid_platform_user_id(autopost_workflows::Channel::Instagram, ig_user_id) {
+            return Err(PlatformError::new(
+                ErrorClass::Permanent,
+                format!("{PLATFORM}.invalid_user_id"),
+                "an Instagram user id is 1 to 32 digits",
+            ));
+        }
+        let request = self.request(Method::GET, &format!("/{ig_user_id}"), token).query(&[("fields", "id,username")]);
+        let reply: Reply<UserReply> = self.send(request).await?;
+        Ok(Reply { value: PlatformUser { id: reply.value.id, username: reply.value.username }, request_id: reply.request_id })
+    }
+
+    /// Refreshes a long-lived Instagram Login token (`grant_type=ig_refresh_token`). The real
+    /// endpoint is unversioned, `https://graph.instagram.com/refresh_access_token`, so it is
+    /// called on the configured base without its trailing `/vNN.N` segment
+    /// (`https://graph.instagram.com/v25.0` becomes `https://graph.instagram.com`). Only tokens
+    /// that are still valid can be refreshed: an expired one gets `190/463`, a
+    /// [`ErrorClass::Token`] error, and the creator must reconnect.
+    #[instrument(skip_all, err(Display))]
+    pub async fn refresh_long_lived(&self, token: &SecretString) -> Result<Reply<RefreshedToken>, PlatformError> {
+        let url = format!("{}/refresh_access_token", unversioned(&self.base));
+        let request = self.http.get(url).query(&[("grant_type", "ig_refresh_token")]).bearer_auth(token.expose_secret());
+        self.send(request).await
     }
 
     /// Step 1: a media container for an image post (one JPEG) or a reel (one video).
@@ -139,6 +187,25 @@ impl InstagramClient {
     }
 }
 
+/// `base` without a trailing version segment (`/v25.0`, `/v3`), if it has one.
+fn unversioned(base: &str) -> &str {
+    match base.rsplit_once('/') {
+        Some((head, last)) if is_version(last) => head,
+        _ => base,
+    }
+}
+
+fn is_version(segment: &str) -> bool {
+    let Some(number) = segment.strip_prefix('v') else {
+        return false;
+    };
+    let digits = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+    match number.split_once('.') {
+        Some((major, minor)) => digits(major) && digits(minor),
+        None => digits(number),
+    }
+}
+
 fn trace_id(response: &Response) -> Option<String> {
     response.headers().get("x-fb-trace-id").and_then(|v| v.to_str().ok()).map(str::to_owned)
 }
@@ -174,6 +241,8 @@ fn class_of(code: i64, subcode: Option<i64>) -> (ErrorClass, Option<Duration>) {
         (1 | 2 | 4 | 17 | 341, _) => (Transient, None),
         (-1, Some(2207001 | 2207032)) | (-2, Some(2207003)) | (24, Some(2207008)) => (Transient, None),
         (190 | 102, _) => (Token, None),
+        // The object does not exist or this token may not see it (another account's user node).
+        (100, Some(33)) => (Permanent, None),
         (10, _) | (200..=299, _) => (Permanent, None),
         _ => (Permanent, None),
     }
@@ -227,6 +296,23 @@ mod tests {
         ] {
             assert_eq!(graph(code, sub).class, ErrorClass::Permanent, "{code}/{sub:?}");
         }
+    }
+
+    #[test]
+    fn an_object_the_token_cannot_see_is_permanent_with_a_stable_code() {
+        let error = graph(100, Some(33));
+        assert_eq!(error.class, ErrorClass::Permanent);
+        assert_eq!(error.code, "instagram.100.33");
+    }
+
+    #[test]
+    fn the_refresh_endpoint_drops_the_version_segment() {
+        assert_eq!(unversioned("https://graph.instagram.com/v25.0"), "https://graph.instagram.com");
+        assert_eq!(unversioned("http://127.0.0.1:8090/instagram/v25.0"), "http://127.0.0.1:8090/instagram");
+        assert_eq!(unversioned("https://graph.instagram.com/v3"), "https://graph.instagram.com");
+        assert_eq!(unversioned("https://graph.instagram.com"), "https://graph.instagram.com");
+        assert_eq!(unversioned("http://127.0.0.1:8090/instagram"), "http://127.0.0.1:8090/instagram");
+        assert_eq!(unversioned("https://example.com/vapi"), "https://example.com/vapi");
     }
 
     #[test]

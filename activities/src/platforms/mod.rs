@@ -9,6 +9,39 @@ use std::time::Duration;
 
 pub use autopost_workflows::{JobError, MediaItem, MediaKind};
 
+use autopost_workflows::Channel;
+
+/// A platform account as its platform reports it: who a token belongs to.
+#[derive(Clone, Debug)]
+pub struct PlatformUser {
+    /// Instagram: the IG user id; TikTok: the `open_id`.
+    pub id: String,
+    /// Instagram: the `username`; TikTok: the `display_name` (the handle needs another scope).
+    pub username: Option<String>,
+}
+
+/// Longest Instagram user id accepted: real ones have 17 digits (`17841400000000001`), or 16
+/// for Instagram Login's app-scoped ids; the margin keeps longer future ids working.
+const INSTAGRAM_USER_ID_MAX: usize = 32;
+/// Longest TikTok `open_id` accepted: real ones are about 40 characters.
+const TIKTOK_OPEN_ID_MAX: usize = 128;
+
+/// Whether `id` has the shape of `channel`'s user ids, checked before it is put into a URL path
+/// or sent to the platform. Instagram user ids are numeric: 1 to 32 ASCII digits. TikTok
+/// `open_id`s (`-000OkR7Z3hiW9MhJvMl1s8W8x1rJvqrmgbT`, UUID-like ones, the sandbox's
+/// `sbx-<hex>`) are 1 to 128 of `A-Z a-z 0-9 . _ -` with at least one letter or digit, so `.`
+/// and `..` never pass.
+pub fn valid_platform_user_id(channel: Channel, id: &str) -> bool {
+    match channel {
+        Channel::Instagram => (1..=INSTAGRAM_USER_ID_MAX).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_digit()),
+        Channel::Tiktok => {
+            (1..=TIKTOK_OPEN_ID_MAX).contains(&id.len())
+                && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+                && id.bytes().any(|b| b.is_ascii_alphanumeric())
+        }
+    }
+}
+
 /// How a platform failure should be handled, decided from the platform's own codes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorClass {
@@ -118,4 +151,31 @@ impl PlatformError {
 pub struct Reply<T> {
     pub value: T,
     pub request_id: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instagram_user_ids_are_numeric() {
+        for id in ["17841400000000001", "1784123456789012", "1", &"9".repeat(32)] {
+            assert!(valid_platform_user_id(Channel::Instagram, id), "{id}");
+        }
+        for id in ["", "u", "ig-1", "1784 1", "1784/media", "../me", "-1", "１２", &"9".repeat(33)] {
+            assert!(!valid_platform_user_id(Channel::Instagram, id), "{id}");
+        }
+    }
+
+    #[test]
+    fn tiktok_open_ids_are_url_safe() {
+        for id in ["-000OkR7Z3hiW9MhJvMl1s8W8x1rJvqrmgbT", "723f24d7-e717-40f8-a2b6-cb8464cd23b4", "sbx-cbf29ce484222325", "a.b_c", "x"] {
+            assert!(valid_platform_user_id(Channel::Tiktok, id), "{id}");
+        }
+        let too_long = "a".repeat(129);
+        for id in ["", ".", "..", "-", "a/b", "a b", "a?b", "a%2Fb", "é", too_long.as_str()] {
+            assert!(!valid_platform_user_id(Channel::Tiktok, id), "{id}");
+        }
+        assert!(valid_platform_user_id(Channel::Tiktok, &"a".repeat(128)));
+    }
 }

@@ -1,6 +1,7 @@
 //! TikTok Content Posting API (Direct Post): `creator_info/query` (also the token probe),
 //! `video/init` with `PULL_FROM_URL` or `content/init` for photos, then `status/fetch` until
-//! `PUBLISH_COMPLETE`. Also the Display API's `video/list` (needs the `video.list` scope).
+//! `PUBLISH_COMPLETE`. Also the Display API's `video/list` (needs the `video.list` scope) and
+//! `user/info` (who a token belongs to, to verify an account link).
 
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use serde::{Deserialize, de::DeserializeOwned};
 use serde_json::json;
 use tracing::instrument;
 
-use super::{ErrorClass, PlatformError, Reply};
+use super::{ErrorClass, PlatformError, PlatformUser, Reply};
 
 const PLATFORM: &str = "tiktok";
 /// TikTok's limits on photo posts (platforms.md).
@@ -126,6 +127,21 @@ struct PublishIdData {
     publish_id: String,
 }
 
+/// `user` is optional so that error answers, which carry `"data": {}`, still parse and are
+/// classified by their error code.
+#[derive(Deserialize)]
+struct UserInfoData {
+    #[serde(default)]
+    user: Option<UserObject>,
+}
+
+#[derive(Deserialize)]
+struct UserObject {
+    open_id: String,
+    #[serde(default)]
+    display_name: Option<String>,
+}
+
 /// Tokens from `POST /v2/oauth/token/`. Lifetimes differ between TikTok's pages, so we keep what
 /// each response says, and always the newest refresh token (it may rotate).
 #[derive(Deserialize)]
@@ -226,6 +242,24 @@ impl TiktokClient {
         }
         let request = self.post("/v2/video/list/?fields=id,title,create_time", token).json(&body);
         self.send(request).await
+    }
+
+    /// Who `token` belongs to: `GET /v2/user/info/?fields=open_id,union_id,display_name`
+    /// (scope `user.info.basic`). The user's `id` is the `open_id`, the `username` its
+    /// `display_name`. An expired or revoked token gets `access_token_invalid`, a
+    /// [`ErrorClass::Token`] error.
+    #[instrument(skip_all, err(Display))]
+    pub async fn user_info(&self, token: &SecretString) -> Result<Reply<PlatformUser>, PlatformError> {
+        let request = self
+            .http
+            .get(format!("{}/v2/user/info/", self.base))
+            .query(&[("fields", "open_id,union_id,display_name")])
+            .bearer_auth(token.expose_secret());
+        let reply: Reply<UserInfoData> = self.send(request).await?;
+        let Some(user) = reply.value.user else {
+            return Err(PlatformError::malformed(PLATFORM, "user info without a user", reply.request_id));
+        };
+        Ok(Reply { value: PlatformUser { id: user.open_id, username: user.display_name }, request_id: reply.request_id })
     }
 
     /// Exchanges a refresh token for new tokens.
@@ -456,6 +490,30 @@ mod tests {
         let request = server.await.unwrap();
         let sent: serde_json::Value = serde_json::from_str(request.split_once("\r\n\r\n").unwrap().1).unwrap();
         assert_eq!(sent, json!({ "max_count": 20 }), "no cursor on the first page");
+    }
+
+    #[tokio::test]
+    async fn user_info_of_an_invalid_token_is_a_token_error() {
+        let body = r#"{"data":{},"error":{"code":"access_token_invalid","message":"The access token is invalid or not found in the request.","log_id":"body-log"}}"#;
+        let (base, server) = answer_once("401 Unauthorized", body).await;
+        let client = TiktokClient::new(reqwest::Client::new(), base);
+        let error = client.user_info(&SecretString::from("act.secret")).await.unwrap_err();
+        assert_eq!(error.class, ErrorClass::Token);
+        assert_eq!(error.code, "tiktok.access_token_invalid");
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn user_info_asks_for_the_open_id() {
+        let body = r#"{"data":{"user":{"open_id":"-000OkR7Z3hiW9MhJvMl1s8W8x1rJvqrmgbT","union_id":"u","display_name":"Creator"}},"error":{"code":"ok","message":"","log_id":"body-log"}}"#;
+        let (base, server) = answer_once("200 OK", body).await;
+        let client = TiktokClient::new(reqwest::Client::new(), base);
+        let user = client.user_info(&SecretString::from("act.secret")).await.unwrap();
+        assert_eq!(user.value.id, "-000OkR7Z3hiW9MhJvMl1s8W8x1rJvqrmgbT");
+        assert_eq!(user.value.username.as_deref(), Some("Creator"));
+        let request = server.await.unwrap();
+        assert!(request.starts_with("GET /v2/user/info/?fields=open_id%2Cunion_id%2Cdisplay_name HTTP/1.1\r\n"), "{request}");
+        assert!(request.to_ascii_lowercase().contains("authorization: bearer act.secret\r\n"), "{request}");
     }
 
     #[test]

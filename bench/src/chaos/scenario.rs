@@ -74,7 +74,7 @@ enum Event {
 
 pub(crate) async fn run_once(stack: &mut Stack, seed: u64, run: usize) -> anyhow::Result<Outcome> {
     let mut rng = StdRng::seed_from_u64(seed);
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(20)).build()?;
+    let http = stack.client(Duration::from_secs(20))?;
     let sandbox = stack.sandbox_url();
     post_ok(&http, &format!("{sandbox}/_sandbox/reset"), &json!({})).await?;
     let accounts = link_accounts(&http, stack, run).await?;
@@ -287,7 +287,7 @@ async fn link_accounts(http: &reqwest::Client, stack: &Stack, run: usize) -> any
     for channel in ["instagram", "tiktok"] {
         let token = format!("chaos-{channel}-{run}");
         let user = if channel == "tiktok" { autopost_sandbox::tiktok_open_id(&token) } else { autopost_sandbox::instagram_user_id(&token) };
-        let body = json!({ "creator_id": "chaos", "channel": channel, "platform_user_id": user, "access_token": token,
+        let body = json!({ "channel": channel, "platform_user_id": user, "access_token": token,
             "token_expires_at": Utc::now() + chrono::Duration::days(30) });
         let reply = retrying(|| http.post(format!("{}/v1/accounts", stack.api_url())).json(&body).send()).await?;
         ids.push(reply["id"].as_str().context("no account id")?.to_owned());

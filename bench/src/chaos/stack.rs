@@ -180,6 +180,9 @@ pub(crate) struct Stack {
     workers: Vec<Option<Child>>,
 }
 
+/// The creator every chaos job belongs to.
+pub const CHAOS_CREATOR: &str = "chaos";
+
 impl Stack {
     pub async fn start(tools: &Tools) -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(format!("autopost-chaos-{}", uuid::Uuid::new_v4().simple()));
@@ -212,7 +215,9 @@ impl Stack {
         config.worker.tiktok_client_key = Some("chaos-client-key".into());
         config.worker.tiktok_client_secret = Some(SecretString::from("chaos-client-secret"));
         config.api.command_timeout = Duration::from_secs(5);
-        autopost_app::migrate(&config.postgres).await.context("migrating the chaos database")?;
+        config.token_keys.generate_if_unset();
+        crate::prepare_api(&mut config);
+        autopost_app::migrate(&config.postgres, &config.token_keys).await.context("migrating the chaos database")?;
 
         let mut stack = Stack { config, dir, pg, temporal, sandbox: None, api: None, workers: (0..WORKERS).map(|_| None).collect() };
         stack.sandbox = Some(stack.spawn("sandbox", "sandbox")?);
@@ -228,6 +233,11 @@ impl Stack {
             .env("RUST_LOG", "info,temporalio_sdk_core=warn")
             .spawn()
             .with_context(|| format!("starting `autopost {subcommand}`"))
+    }
+
+    /// A client acting for the chaos runs' creator.
+    pub fn client(&self, timeout: Duration) -> anyhow::Result<reqwest::Client> {
+        crate::creator_client(&self.config, CHAOS_CREATOR, timeout)
     }
 
     pub fn api_url(&self) -> String {
