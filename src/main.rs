@@ -118,7 +118,14 @@ async fn main() -> anyhow::Result<()> {
         Command::BenchWorker(config) => autopost_bench::run_worker(&config, shutdown_signal()).await?,
         Command::BenchSandbox(settings) => autopost_bench::run_sandbox(&settings, shutdown_signal()).await?,
         Command::Dev { config, state_dir } => dev(*config, &state_dir).await?,
-        Command::Token { creator, ttl, auth } => println!("{}", autopost_api::auth::issue_token(&auth.verifier(), &creator, ttl)?),
+        Command::Token { creator, ttl, auth } => {
+            anyhow::ensure!(
+                auth.jwt_secret.is_some(),
+                "AUTOPOST_JWT_SECRET is not set; `autopost dev` keeps its generated one in .autopost-dev/jwt-secret:\n  \
+                 AUTOPOST_JWT_SECRET=$(cat .autopost-dev/jwt-secret) autopost token --creator {creator}"
+            );
+            println!("{}", autopost_api::auth::issue_token(&auth.verifier(), &creator, ttl)?);
+        }
     }
     Ok(())
 }

@@ -268,7 +268,11 @@ pub struct Config {
 /// Whether a URL's host is this machine: `localhost` or a loopback address.
 pub fn is_loopback(url: &Url) -> bool {
     match url.host() {
-        Some(url::Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost"),
+        // Non-special schemes (`postgres://`) leave even IP addresses as opaque host names.
+        Some(url::Host::Domain(domain)) => {
+            domain.eq_ignore_ascii_case("localhost")
+                || domain.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        }
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
         None => false,
@@ -697,6 +701,33 @@ mod tests {
             .collect();
         let back = parse(&args.iter().map(String::as_str).collect::<Vec<_>>());
         assert_eq!(back.to_env(), env);
+    }
+
+    #[test]
+    fn platform_bases_must_be_https_unless_a_sandbox_on_this_machine() {
+        assert!(parse(&["--instagram-api-base=https://graph.facebook.com/v25.0"]).platforms.check().is_ok());
+        let mut local = parse(&[]);
+        local.use_sandbox_platforms();
+        assert!(local.platforms.check().is_ok(), "the sandbox on loopback");
+        let error = parse(&["--tiktok-api-base=http://open.tiktokapis.com"]).platforms.check().unwrap_err().to_string();
+        assert!(error.contains("TIKTOK_API_BASE"), "{error}");
+        assert!(parse(&["--instagram-api-base=http://10.0.0.5:8090/instagram/v25.0"]).platforms.check().is_err());
+    }
+
+    #[test]
+    fn dev_refuses_a_temporal_or_postgres_off_this_machine() {
+        assert!(parse(&["--temporal-address=127.0.0.1:7233", "--database-url=postgres://postgres@localhost/x"]).check_local().is_ok());
+        assert!(parse(&["--database-url=postgres:///autopost"]).check_local().is_ok(), "the local Unix socket");
+        assert!(parse(&["--database-url=postgres://postgres@127.0.0.1:5432/autopost"]).check_local().is_ok());
+        assert!(parse(&["--database-url=postgres://postgres@[::1]:5432/autopost"]).check_local().is_ok());
+        assert!(parse(&["--database-url=postgres://postgres@10.1.2.3:5432/autopost"]).check_local().is_err());
+        let remote_temporal = parse(&["--temporal-address=prod.tmprl.cloud:7233"]).check_local().unwrap_err().to_string();
+        assert!(remote_temporal.contains("TEMPORAL_ADDRESS"), "{remote_temporal}");
+        let remote_db = parse(&["--temporal-address=127.0.0.1:7233", "--database-url=postgres://app:hunter2@db.internal:5432/autopost"])
+            .check_local()
+            .unwrap_err()
+            .to_string();
+        assert!(remote_db.contains("DATABASE_URL") && !remote_db.contains("hunter2"), "{remote_db}");
     }
 
     #[test]

@@ -302,3 +302,41 @@ async fn workflow_status(app: &TestApp, job_id: &str) -> WorkflowExecutionStatus
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_bearer_token_secret_or_platform_token_reaches_a_history_or_the_worker_log() {
+    let app = TestApp::spawn().await;
+    let platform_token = "hist.platform-token-secret";
+    let mut body = link_body("tiktok", platform_token);
+    body["refresh_token"] = json!("hist.refresh-token-secret");
+    let (status, account) = app.post("/v1/accounts", &body).await;
+    assert_eq!(status, 201, "{account}");
+    let job = app
+        .schedule(
+            account["id"].as_str().unwrap(),
+            Utc::now() + chrono::Duration::seconds(2),
+            "secrets stay out",
+            json!([{ "url": app.media_url("sample.mp4"), "kind": "video" }]),
+        )
+        .await;
+    let job_id = job["id"].as_str().unwrap();
+    app.wait_for_status(job_id, "published", WAIT).await;
+    let temporal = autopost_app::connect_temporal(&app.config.temporal).await.unwrap();
+    let handle = temporal.get_workflow_handle::<PublishPostWorkflow>(format!("publish-job:{job_id}"));
+    let history = handle.fetch_history(temporalio_client::WorkflowFetchHistoryOptions::default()).to_json().await.unwrap();
+    let history = String::from_utf8_lossy(&history);
+    let bearer = app.token_for(crate::common::CREATOR);
+    let secrets = [
+        ("the bearer token", bearer.as_str()),
+        ("the JWT secret", crate::common::JWT_SECRET),
+        ("the access token", platform_token),
+        ("the refresh token", "hist.refresh-token-secret"),
+        ("the token key", crate::common::TEST_TOKEN_KEYS.split_once(':').unwrap().1),
+    ];
+    let log = app.worker_log();
+    assert!(log.contains("job transition"), "the worker logged its work");
+    for (what, secret) in secrets {
+        assert!(!history.contains(secret), "{what} is in the workflow history");
+        assert!(!log.contains(secret), "{what} is in the worker log");
+    }
+}
