@@ -86,7 +86,7 @@ pub fn router(state: ApiState) -> Router {
         .load_shed()
         .concurrency_limit(state.settings.max_in_flight)
         .timeout(state.settings.request_timeout);
-    Router::new()
+    let routes = Router::new()
         .merge(health::router())
         .merge(openapi::router())
         .merge(v1)
@@ -101,6 +101,11 @@ pub fn router(state: ApiState) -> Router {
             }
         })
         .route_layer(middleware::from_fn(observability::record_latency))
+        .with_state(state);
+    // `Router::layer` wraps each route on its own; the limits wrap the whole router as one
+    // service (the only fallback of an outer router), so the concurrency limit is one for all.
+    Router::new()
+        .fallback_service(routes)
         .layer(limits)
         // Outermost first: take or make the request id, log with it, echo it in the response.
         // The span holds the path, never the query or headers (tokens travel in headers).
@@ -110,7 +115,6 @@ pub fn router(state: ApiState) -> Router {
             tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
         }))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-        .with_state(state)
 }
 
 /// `GET /metrics`, on a listener of its own (`AUTOPOST_METRICS_LISTEN`, loopback by default): job

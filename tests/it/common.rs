@@ -69,6 +69,10 @@ pub struct Options {
     pub preflight_deadline: &'static str,
     /// `AUTOPOST_CREATOR_WRITES_PER_MINUTE` (`0`: no limit).
     pub creator_writes_per_minute: u32,
+    /// `AUTOPOST_REQUEST_TIMEOUT` (the API's).
+    pub api_request_timeout: &'static str,
+    /// `AUTOPOST_MAX_CONCURRENT_REQUESTS`.
+    pub max_concurrent_requests: usize,
 }
 
 impl Default for Options {
@@ -84,6 +88,8 @@ impl Default for Options {
             request_timeout: "5s",
             preflight_deadline: "60s",
             creator_writes_per_minute: 120,
+            api_request_timeout: "60s",
+            max_concurrent_requests: 512,
         }
     }
 }
@@ -141,6 +147,8 @@ impl TestApp {
             format!("--token-keys={TEST_TOKEN_KEYS}"),
             format!("--jwt-secret={JWT_SECRET}"),
             format!("--creator-writes-per-minute={}", options.creator_writes_per_minute),
+            format!("--request-timeout={}", options.api_request_timeout),
+            format!("--max-concurrent-requests={}", options.max_concurrent_requests),
         ])
         .config;
         config.use_sandbox_platforms();

@@ -340,3 +340,41 @@ async fn no_bearer_token_secret_or_platform_token_reaches_a_history_or_the_worke
         assert!(!log.contains(secret), "{what} is in the worker log");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_past_the_timeout_is_stopped_and_one_over_the_concurrency_limit_is_refused_at_once() {
+    // No worker: a command waits for its workflow until the command timeout (30 s here), which
+    // holds a request in flight for as long as the test needs.
+    let options =
+        Options { worker: false, command_timeout: "30s", api_request_timeout: "2s", max_concurrent_requests: 2, ..Options::default() };
+    let app = TestApp::spawn_with(options).await;
+    let account = app.link_account("instagram", "slow.token").await;
+    let job = app
+        .schedule(
+            &account,
+            Utc::now() + chrono::Duration::days(1),
+            "held",
+            json!([{ "url": app.media_url("sample.jpg"), "kind": "image" }]),
+        )
+        .await;
+    let cancel = format!("{}/v1/publish-jobs/{}/cancel", app.api, job["id"].as_str().unwrap());
+
+    let started = std::time::Instant::now();
+    let response = app.http.post(&cancel).json(&json!({})).send().await.unwrap();
+    let status = response.status();
+    assert_eq!(status, 503, "{}", response.text().await.unwrap());
+    assert!(response.headers().contains_key("retry-after"));
+    assert_eq!(response.json::<Value>().await.unwrap()["error"]["code"], "timeout");
+    assert!(started.elapsed() < Duration::from_secs(10), "stopped by the 2 s request timeout, not the 30 s command timeout");
+
+    // Two requests held in flight fill the limit; a third is refused at once.
+    let held: Vec<_> = (0..2).map(|_| tokio::spawn(app.http.post(&cancel).json(&json!({})).send())).collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let refused = app.http.get(format!("{}/v1/accounts", app.api)).send().await.unwrap();
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.json::<Value>().await.unwrap()["error"]["code"], "overloaded");
+    for request in held {
+        let _ = request.await;
+    }
+    assert_eq!(app.get("/v1/accounts").await.0, 200, "served again once the held requests ended");
+}
