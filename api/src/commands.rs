@@ -269,13 +269,21 @@ async fn apply(
 /// `publishing` when its attempt is already at the platform (it finishes), or the final status
 /// it had reached.
 pub(crate) async fn cancel_for_unlink(state: &ApiState, creator: &Creator, job_id: Uuid) -> Result<JobStatus, ApiError> {
-    // A fixed key: repeating the unlink repeats the same update, which Temporal applies once.
     let no_headers = HeaderMap::new();
-    let cancel = apply(state, creator, job_id, &JobCommand::Cancel, Some("account-unlinked"), &no_headers);
-    match tokio::time::timeout(state.settings.command_timeout, cancel).await {
-        Ok(Ok(job)) => Ok(job.status),
-        Ok(Err(ApiError::Conflict { status: Some(status), .. })) => Ok(status),
-        Ok(Err(other)) => Err(other),
-        Err(_) => Err(ApiError::Unavailable(format!("cancelling job {job_id} was not confirmed in time"))),
+    // A job created just before the unlink may not have its workflow started yet: try again
+    // briefly while the answer is an open status the cancel should have changed.
+    for _ in 0..10 {
+        // A fixed key: repeating the unlink repeats the same update, which Temporal applies once.
+        let cancel = apply(state, creator, job_id, &JobCommand::Cancel, Some("account-unlinked"), &no_headers);
+        match tokio::time::timeout(state.settings.command_timeout, cancel).await {
+            Ok(Ok(job)) => return Ok(job.status),
+            Ok(Err(ApiError::Conflict { status: Some(status), .. })) if status.is_final() || status == JobStatus::Publishing => {
+                return Ok(status);
+            }
+            Ok(Err(ApiError::Conflict { .. })) => tokio::time::sleep(Duration::from_millis(300)).await,
+            Ok(Err(other)) => return Err(other),
+            Err(_) => return Err(ApiError::Unavailable(format!("cancelling job {job_id} was not confirmed in time"))),
+        }
     }
+    Err(ApiError::Unavailable(format!("job {job_id} could not be cancelled yet; repeat the unlink")))
 }

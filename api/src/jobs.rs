@@ -91,6 +91,12 @@ async fn create_job(
     let workflow_id = workflow_id(job_id);
     let media = serde_json::to_value(&body.media).map_err(anyhow::Error::from)?;
     let mut tx = state.db.begin().await?;
+    // Held until commit: an unlink of the account waits for this job and then cancels it too,
+    // or came first and this create is refused.
+    sqlx::query_scalar!("SELECT id FROM social_accounts WHERE id = $1 AND unlinked_at IS NULL FOR SHARE", body.account_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| ApiError::unprocessable("unknown_account", "account_id", "you have no linked account with this id"))?;
     sqlx::query!(
         r#"INSERT INTO publish_jobs (id, creator_id, account_id, channel, publish_at, caption, media, workflow_id, last_request_id)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"#,
