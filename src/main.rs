@@ -50,6 +50,23 @@ enum Command {
         #[command(flatten)]
         token_keys: TokenKeySettings,
     },
+    /// Replay workflow histories against this build's workflows: files (Temporal CLI or Web UI
+    /// JSON, SDK JSON, binary protobuf) or a workflow fetched from the server.
+    Replay {
+        /// History files; the format is detected.
+        files: Vec<std::path::PathBuf>,
+        /// Fetch this workflow's latest run from Temporal (TEMPORAL_* settings) and replay it.
+        #[arg(long)]
+        workflow_id: Option<String>,
+        /// Keep fetched histories in this folder, as files `replay FILE` reads.
+        #[arg(long)]
+        save: Option<std::path::PathBuf>,
+        /// One JSON object per workflow, for CI.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        temporal: TemporalSettings,
+    },
     /// Print a bearer token for a creator, signed with AUTOPOST_JWT_SECRET (development and scripts).
     Token {
         /// The creator the token acts for (its `sub`).
@@ -85,7 +102,10 @@ async fn main() -> anyhow::Result<()> {
     let Cli { command, log_format } = Cli::parse();
     // `dev` is for people at a terminal, unless they asked for JSON.
     let default_format = if matches!(command, Command::Dev { .. }) { LogFormat::Pretty } else { LogFormat::Json };
-    autopost_app::telemetry::init(log_format.unwrap_or(default_format));
+    // `replay` and `token` print their answer on stdout, undisturbed by logs.
+    if !matches!(command, Command::Replay { .. } | Command::Token { .. }) {
+        autopost_app::telemetry::init(log_format.unwrap_or(default_format));
+    }
     match command {
         Command::Migrate { postgres, token_keys } => {
             autopost_app::migrate(&postgres, &token_keys).await?;
@@ -118,6 +138,7 @@ async fn main() -> anyhow::Result<()> {
         Command::BenchWorker(config) => autopost_bench::run_worker(&config, shutdown_signal()).await?,
         Command::BenchSandbox(settings) => autopost_bench::run_sandbox(&settings, shutdown_signal()).await?,
         Command::Dev { config, state_dir } => dev(*config, &state_dir).await?,
+        Command::Replay { files, workflow_id, save, json, temporal } => replay(files, workflow_id, save, json, &temporal).await?,
         Command::Token { creator, ttl, auth } => {
             anyhow::ensure!(
                 auth.jwt_secret.is_some(),
@@ -166,6 +187,41 @@ async fn dev(mut config: Config, state_dir: &std::path::Path) -> anyhow::Result<
         println!("a token for the demo creator `{DEMO_CREATOR}` (24 h):\n  export TOKEN={token}");
     }
     autopost_app::run_worker(&config.worker_config(), db, shutdown_signal()).await
+}
+
+/// Replays and prints one line per workflow and a summary; any failure is a non-zero exit.
+async fn replay(
+    files: Vec<std::path::PathBuf>,
+    workflow_id: Option<String>,
+    save: Option<std::path::PathBuf>,
+    json: bool,
+    temporal: &TemporalSettings,
+) -> anyhow::Result<()> {
+    use autopost_app::replay::{self, Verdict};
+    anyhow::ensure!(!files.is_empty() || workflow_id.is_some(), "name history files or --workflow-id");
+    let (mut histories, mut outcomes) = replay::read_files(&files);
+    if let Some(id) = &workflow_id {
+        let client = autopost_app::connect_temporal(temporal).await?;
+        let history = replay::fetch(&client, id).await?;
+        if let Some(dir) = &save {
+            eprintln!("saved {}", replay::save(dir, id, &history)?.display());
+        }
+        histories.push(replay::Input { source: format!("workflow {id}"), format: None, history });
+    }
+    outcomes.extend(replay::replay(histories).await?);
+    for outcome in &outcomes {
+        if json {
+            println!("{}", serde_json::to_string(outcome)?);
+        } else {
+            println!("{outcome}");
+        }
+    }
+    let failed = outcomes.iter().filter(|o| o.result != Verdict::Ok).count();
+    eprintln!("{} replayed: {} ok, {failed} failed", outcomes.len(), outcomes.len() - failed);
+    if failed > 0 {
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 /// The creator `autopost dev` prints a token for.

@@ -6,6 +6,7 @@ pub mod config;
 pub mod dev_state;
 pub mod metrics;
 pub mod reconcile;
+pub mod replay;
 pub mod telemetry;
 pub mod token_refresh;
 

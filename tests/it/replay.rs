@@ -151,3 +151,40 @@ async fn record_histories() {
 }
 
 const WAIT: Duration = Duration::from_secs(60);
+
+/// Histories exported by tools other than the SDK, replayed through `autopost replay`'s decoder.
+fn other_formats() -> Vec<(String, Vec<u8>)> {
+    let dir = histories_dir().join("formats");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
+        .collect();
+    files.sort();
+    files
+}
+
+#[tokio::test]
+async fn a_history_exported_by_the_temporal_cli_replays_and_a_tampered_one_names_the_nondeterminism() {
+    use autopost_app::replay::{self, Format, Verdict};
+    let files = other_formats();
+    let (name, bytes) = files.iter().find(|(name, _)| name.starts_with("cli-")).expect("a Temporal CLI export in tests/histories/formats");
+    let (format, history) = replay::decode(bytes).unwrap();
+    assert_eq!(format, Format::Proto3Json, "{name}");
+    // The SDK's own reader cannot read it: this is what the proto3 decoder is for.
+    assert!(WorkflowHistory::from_json(bytes).is_err());
+    let outcomes = replay::replay(vec![replay::Input { source: name.clone(), format: Some(format), history }]).await.unwrap();
+    assert_eq!(outcomes[0].result, Verdict::Ok, "{}", outcomes[0]);
+
+    // The same history with its first activity renamed no longer matches the code.
+    let mut tampered: serde_json::Value = serde_json::from_slice(bytes).unwrap();
+    let scheduled =
+        tampered["events"].as_array_mut().unwrap().iter_mut().find_map(|e| e.get_mut("activityTaskScheduledEventAttributes")).unwrap();
+    scheduled["activityType"]["name"] = json!("not-an-activity");
+    let (_, history) = replay::decode(&serde_json::to_vec(&tampered).unwrap()).unwrap();
+    let outcomes = replay::replay(vec![replay::Input { source: "tampered".into(), format: None, history }]).await.unwrap();
+    match &outcomes[0].result {
+        Verdict::Nondeterministic { message, .. } => assert!(message.contains("not-an-activity"), "{message}"),
+        other => panic!("expected a nondeterminism, got {other:?}"),
+    }
+}
