@@ -58,6 +58,16 @@ enum Command {
         /// Fetch this workflow's latest run from Temporal (TEMPORAL_* settings) and replay it.
         #[arg(long)]
         workflow_id: Option<String>,
+        /// Replay every workflow this visibility query returns, e.g.
+        /// "PublishStatus = 'published' AND StartTime > '2026-11-01T00:00:00Z'".
+        #[arg(long)]
+        query: Option<String>,
+        /// With --query: at most this many workflows.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// With --query: histories fetched at once.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
         /// Keep fetched histories in this folder, as files `replay FILE` reads.
         #[arg(long)]
         save: Option<std::path::PathBuf>,
@@ -138,7 +148,10 @@ async fn main() -> anyhow::Result<()> {
         Command::BenchWorker(config) => autopost_bench::run_worker(&config, shutdown_signal()).await?,
         Command::BenchSandbox(settings) => autopost_bench::run_sandbox(&settings, shutdown_signal()).await?,
         Command::Dev { config, state_dir } => dev(*config, &state_dir).await?,
-        Command::Replay { files, workflow_id, save, json, temporal } => replay(files, workflow_id, save, json, &temporal).await?,
+        Command::Replay { files, workflow_id, query, limit, concurrency, save, json, temporal } => {
+            let fetch = ReplayFetch { workflow_id, query, limit, concurrency, save };
+            replay(files, fetch, json, &temporal).await?
+        }
         Command::Token { creator, ttl, auth } => {
             anyhow::ensure!(
                 auth.jwt_secret.is_some(),
@@ -189,24 +202,41 @@ async fn dev(mut config: Config, state_dir: &std::path::Path) -> anyhow::Result<
     autopost_app::run_worker(&config.worker_config(), db, shutdown_signal()).await
 }
 
-/// Replays and prints one line per workflow and a summary; any failure is a non-zero exit.
-async fn replay(
-    files: Vec<std::path::PathBuf>,
+/// What `replay` fetches from the server.
+struct ReplayFetch {
     workflow_id: Option<String>,
+    query: Option<String>,
+    limit: Option<usize>,
+    concurrency: usize,
     save: Option<std::path::PathBuf>,
-    json: bool,
-    temporal: &TemporalSettings,
-) -> anyhow::Result<()> {
+}
+
+/// Replays and prints one line per workflow and a summary; any failure is a non-zero exit.
+async fn replay(files: Vec<std::path::PathBuf>, fetch: ReplayFetch, json: bool, temporal: &TemporalSettings) -> anyhow::Result<()> {
     use autopost_app::replay::{self, Verdict};
-    anyhow::ensure!(!files.is_empty() || workflow_id.is_some(), "name history files or --workflow-id");
+    anyhow::ensure!(
+        !files.is_empty() || fetch.workflow_id.is_some() || fetch.query.is_some(),
+        "name history files, --workflow-id or --query"
+    );
     let (mut histories, mut outcomes) = replay::read_files(&files);
-    if let Some(id) = &workflow_id {
+    if fetch.workflow_id.is_some() || fetch.query.is_some() {
         let client = autopost_app::connect_temporal(temporal).await?;
-        let history = replay::fetch(&client, id).await?;
-        if let Some(dir) = &save {
-            eprintln!("saved {}", replay::save(dir, id, &history)?.display());
+        let mut fetched = Vec::new();
+        if let Some(id) = &fetch.workflow_id {
+            fetched.push(replay::Input { source: format!("workflow {id}"), format: None, history: replay::fetch(&client, id).await? });
         }
-        histories.push(replay::Input { source: format!("workflow {id}"), format: None, history });
+        if let Some(query) = &fetch.query {
+            let (inputs, failures) = replay::fetch_query(&client, query, fetch.limit, fetch.concurrency).await?;
+            fetched.extend(inputs);
+            outcomes.extend(failures);
+        }
+        if let Some(dir) = &fetch.save {
+            for input in &fetched {
+                let id = input.source.trim_start_matches("workflow ");
+                eprintln!("saved {}", replay::save(dir, id, &input.history)?.display());
+            }
+        }
+        histories.extend(fetched);
     }
     outcomes.extend(replay::replay(histories).await?);
     for outcome in &outcomes {

@@ -18,7 +18,10 @@ use prost_reflect::{DescriptorPool, DeserializeOptions, DynamicMessage, Kind, Me
 use serde::Serialize;
 use serde_json::{Value, json};
 use temporalio_client::{Client, WorkflowFetchHistoryOptions, WorkflowHistory};
-use temporalio_common::protos::temporal::api::history::v1::History;
+use temporalio_common::protos::temporal::api::{
+    enums::v1::EventType,
+    history::v1::{History, HistoryEvent},
+};
 use temporalio_sdk::workflow_replayer::{WorkflowReplayer, WorkflowReplayerOptions};
 
 static DESCRIPTORS: &[u8] = include_bytes!(env!("TEMPORAL_DESCRIPTORS"));
@@ -197,15 +200,56 @@ pub async fn replay(inputs: Vec<Input>) -> anyhow::Result<Vec<Outcome>> {
     let replayer = replayer()?;
     let mut outcomes = Vec::with_capacity(inputs.len());
     for Input { source, format, history } in inputs {
+        let events = history.events.clone();
         let history = WorkflowHistory::from(history);
         let workflow_id = history.workflow_id().map(str::to_owned);
-        let result = match replayer.replay_workflow(history).await {
+        let mut result = match replayer.replay_workflow(history).await {
             Ok(()) => Verdict::Ok,
             Err(error) => verdict(&error.to_string(), matches_nondeterminism(&error)),
         };
+        if let Verdict::Nondeterministic { event_id: event_id @ None, event_type, message } = &mut result
+            && let Some(event) = first_disagreeing_event(&replayer, &events, message).await
+        {
+            *event_id = Some(event.event_id);
+            *event_type = Some(event_type_name(event.event_type));
+        }
         outcomes.push(Outcome { source, workflow_id, format, result });
     }
     Ok(outcomes)
+}
+
+/// Core does not always name the event it disagrees with. Replaying prefixes that end at each
+/// workflow task finds the first task whose commands disagree; the history's answer to them is
+/// the first event after the task completed. Only run after a failure; each replay takes
+/// milliseconds (and is bounded, since a replayer waiting for more history would never end).
+async fn first_disagreeing_event<'e>(replayer: &WorkflowReplayer, events: &'e [HistoryEvent], message: &str) -> Option<&'e HistoryEvent> {
+    let task_started = EventType::WorkflowTaskStarted as i32;
+    let task_completed = EventType::WorkflowTaskCompleted as i32;
+    let ends = events.iter().enumerate().filter(|(_, e)| e.event_type == task_started).map(|(i, _)| i + 1).chain([events.len()]);
+    for end in ends {
+        let prefix = WorkflowHistory::from(History { events: events[..end].to_vec() });
+        let failed = match tokio::time::timeout(std::time::Duration::from_secs(10), replayer.replay_workflow(prefix)).await {
+            Ok(Err(error)) => matches_nondeterminism(&error),
+            Ok(Ok(())) => false,
+            Err(_) => return None,
+        };
+        if failed {
+            let last_completed = events[..end].iter().rposition(|e| e.event_type == task_completed)?;
+            let window = &events[last_completed + 1..end];
+            // Core quotes what it compared ('an-activity-type'): the event holding it, if any.
+            let quoted: Vec<&str> = message.split('\'').skip(1).step_by(2).filter(|q| !q.is_empty()).collect();
+            let named = window.iter().find(|e| {
+                let text = format!("{:?}", e.attributes);
+                quoted.iter().any(|q| text.contains(&format!("\"{q}\"")))
+            });
+            return named.or(window.first());
+        }
+    }
+    None
+}
+
+fn event_type_name(event_type: i32) -> String {
+    EventType::try_from(event_type).map_or_else(|_| format!("EventType({event_type})"), |t| t.as_str_name().to_owned())
 }
 
 fn matches_nondeterminism(error: &temporalio_sdk::workflow_replayer::WorkflowReplayError) -> bool {
@@ -262,6 +306,54 @@ pub async fn fetch(client: &Client, workflow_id: &str) -> anyhow::Result<History
         .await
         .with_context(|| format!("fetching the history of {workflow_id}"))?;
     Ok(History { events })
+}
+
+/// The histories of the workflows a visibility query returns (at most `limit`), fetched
+/// `concurrency` at a time, with progress on stderr. A history that cannot be fetched is a
+/// `failed` outcome.
+pub async fn fetch_query(
+    client: &Client,
+    query: &str,
+    limit: Option<usize>,
+    concurrency: usize,
+) -> anyhow::Result<(Vec<Input>, Vec<Outcome>)> {
+    use futures::{StreamExt, TryStreamExt};
+    let options = temporalio_client::WorkflowListOptions::builder().maybe_limit(limit).build();
+    let ids: Vec<String> =
+        client.list_workflows(query, options).map_ok(|e| e.id().to_owned()).try_collect().await.context("running the visibility query")?;
+    let total = ids.len();
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<(String, anyhow::Result<History>)> = futures::stream::iter(ids)
+        .map(|id| {
+            let done = &done;
+            async move {
+                let history = fetch(client, &id).await;
+                let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                eprint!("\rfetched {n}/{total}");
+                (id, history)
+            }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    if total > 0 {
+        eprintln!();
+    }
+    let (mut inputs, mut failures) = (Vec::new(), Vec::new());
+    for (id, history) in results {
+        let source = format!("workflow {id}");
+        match history {
+            Ok(history) => inputs.push(Input { source, format: None, history }),
+            Err(e) => failures.push(Outcome {
+                source,
+                workflow_id: Some(id),
+                format: None,
+                result: Verdict::Failed { message: format!("{e:#}") },
+            }),
+        }
+    }
+    inputs.sort_by(|a, b| a.source.cmp(&b.source));
+    Ok((inputs, failures))
 }
 
 /// Writes `history` where `replay FILE` reads it back (SDK JSON).

@@ -183,8 +183,62 @@ async fn a_history_exported_by_the_temporal_cli_replays_and_a_tampered_one_names
     scheduled["activityType"]["name"] = json!("not-an-activity");
     let (_, history) = replay::decode(&serde_json::to_vec(&tampered).unwrap()).unwrap();
     let outcomes = replay::replay(vec![replay::Input { source: "tampered".into(), format: None, history }]).await.unwrap();
+    let scheduled_id: i64 = tampered["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e.get("activityTaskScheduledEventAttributes").is_some())
+        .and_then(|e| e["eventId"].as_str()?.parse().ok())
+        .unwrap();
     match &outcomes[0].result {
-        Verdict::Nondeterministic { message, .. } => assert!(message.contains("not-an-activity"), "{message}"),
+        Verdict::Nondeterministic { message, event_id, event_type } => {
+            assert!(message.contains("not-an-activity") && message.contains("preflight"), "the history's and the code's: {message}");
+            assert_eq!(*event_id, Some(scheduled_id), "the event is named");
+            assert_eq!(event_type.as_deref(), Some("EVENT_TYPE_ACTIVITY_TASK_SCHEDULED"));
+        }
         other => panic!("expected a nondeterminism, got {other:?}"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn autopost_replay_fetches_by_workflow_id_and_by_query_saves_and_replays_the_files() {
+    let app = TestApp::spawn().await;
+    let account = app.link_account("instagram", "replay-cli.token").await;
+    let job = app
+        .schedule(
+            &account,
+            Utc::now() + chrono::Duration::seconds(2),
+            "replay me",
+            json!([{ "url": app.media_url("sample.jpg"), "kind": "image" }]),
+        )
+        .await;
+    let workflow_id = job["workflow_id"].as_str().unwrap().to_owned();
+    app.wait_for_status(job["id"].as_str().unwrap(), "published", Duration::from_secs(60)).await;
+    let saved = std::env::temp_dir().join(format!("autopost-replay-{}", uuid::Uuid::new_v4().simple()));
+    let run = |args: Vec<String>| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_autopost"))
+            .arg("replay")
+            .args(args)
+            .env("TEMPORAL_ADDRESS", &app.config.temporal.temporal_address)
+            .output()
+            .unwrap();
+        (output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned())
+    };
+    let (ok, out) = run(vec!["--json".into(), "--workflow-id".into(), workflow_id.clone(), "--save".into(), saved.display().to_string()]);
+    assert!(ok, "{out}");
+    let line: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!((line["workflow_id"].as_str(), line["result"]["status"].as_str()), (Some(workflow_id.as_str()), Some("ok")), "{out}");
+    let query = format!("WorkflowId = '{workflow_id}' AND PublishStatus = 'published'");
+    let (ok, out) = run(vec!["--query".into(), query, "--limit".into(), "5".into()]);
+    assert!(ok && out.starts_with("ok"), "{out}");
+    // The saved file replays, and a tampered copy fails with a non-zero exit.
+    let file = std::fs::read_dir(&saved).unwrap().next().unwrap().unwrap().path();
+    let (ok, out) = run(vec![file.display().to_string()]);
+    assert!(ok, "{out}");
+    let text = std::fs::read_to_string(&file).unwrap().replacen("\"preflight\"", "\"renamed\"", 1);
+    let tampered = saved.join("tampered.json");
+    std::fs::write(&tampered, text).unwrap();
+    let (ok, out) = run(vec![tampered.display().to_string()]);
+    assert!(!ok && out.starts_with("nondeterministic") && out.contains("at event"), "{out}");
+    std::fs::remove_dir_all(saved).unwrap();
 }
