@@ -107,7 +107,9 @@ fn expand_shorthand(message: &MessageDescriptor, value: &mut Value) {
 fn expand_message(message: &MessageDescriptor, value: &mut Value) {
     match message.full_name() {
         "temporal.api.common.v1.Payloads" if value.is_array() => {
-            let payloads: Vec<Value> = value.as_array_mut().map(std::mem::take).unwrap_or_default().into_iter().map(payload).collect();
+            let items = value.as_array_mut().map(std::mem::take).unwrap_or_default();
+            // Payloads the server could not shorten (binary/null, say) stay in long form.
+            let payloads: Vec<Value> = items.into_iter().map(|v| if is_long_form(&v) { v } else { payload(v) }).collect();
             *value = json!({ "payloads": payloads });
         }
         "temporal.api.common.v1.Payload" if !is_long_form(value) => *value = payload(value.take()),

@@ -175,6 +175,14 @@ async fn a_history_exported_by_the_temporal_cli_replays_and_a_tampered_one_names
     assert!(WorkflowHistory::from_json(bytes).is_err());
     let outcomes = replay::replay(vec![replay::Input { source: name.clone(), format: Some(format), history }]).await.unwrap();
     assert_eq!(outcomes[0].result, Verdict::Ok, "{}", outcomes[0]);
+    // Every other export replays too: the server's HTTP API (what the Web UI reads), whose
+    // payloads are shorthand (decoded JSON values instead of {metadata, data}).
+    for (name, bytes) in &files {
+        let (format, history) = replay::decode(bytes).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        let outcomes = replay::replay(vec![replay::Input { source: name.clone(), format: Some(format), history }]).await.unwrap();
+        assert_eq!(outcomes[0].result, Verdict::Ok, "{}", outcomes[0]);
+    }
+    assert!(files.iter().any(|(name, _)| name.starts_with("http-api-shorthand")), "a shorthand export is in the corpus");
 
     // The same history with its first activity renamed no longer matches the code.
     let mut tampered: serde_json::Value = serde_json::from_slice(bytes).unwrap();
