@@ -58,6 +58,9 @@ enum Command {
         /// Fetch this workflow's latest run from Temporal (TEMPORAL_* settings) and replay it.
         #[arg(long)]
         workflow_id: Option<String>,
+        /// With --workflow-id: this run instead of the latest.
+        #[arg(long, requires = "workflow_id")]
+        run_id: Option<String>,
         /// Replay every workflow this visibility query returns, e.g.
         /// "PublishStatus = 'published' AND StartTime > '2026-11-01T00:00:00Z'".
         #[arg(long)]
@@ -148,8 +151,8 @@ async fn main() -> anyhow::Result<()> {
         Command::BenchWorker(config) => autopost_bench::run_worker(&config, shutdown_signal()).await?,
         Command::BenchSandbox(settings) => autopost_bench::run_sandbox(&settings, shutdown_signal()).await?,
         Command::Dev { config, state_dir } => dev(*config, &state_dir).await?,
-        Command::Replay { files, workflow_id, query, limit, concurrency, save, json, temporal } => {
-            let fetch = ReplayFetch { workflow_id, query, limit, concurrency, save };
+        Command::Replay { files, workflow_id, run_id, query, limit, concurrency, save, json, temporal } => {
+            let fetch = ReplayFetch { workflow_id, run_id, query, limit, concurrency, save };
             replay(files, fetch, json, &temporal).await?
         }
         Command::Token { creator, ttl, auth } => {
@@ -205,6 +208,7 @@ async fn dev(mut config: Config, state_dir: &std::path::Path) -> anyhow::Result<
 /// What `replay` fetches from the server.
 struct ReplayFetch {
     workflow_id: Option<String>,
+    run_id: Option<String>,
     query: Option<String>,
     limit: Option<usize>,
     concurrency: usize,
@@ -223,7 +227,8 @@ async fn replay(files: Vec<std::path::PathBuf>, fetch: ReplayFetch, json: bool, 
         let client = autopost_app::connect_temporal(temporal).await?;
         let mut fetched = Vec::new();
         if let Some(id) = &fetch.workflow_id {
-            fetched.push(replay::Input { source: format!("workflow {id}"), format: None, history: replay::fetch(&client, id).await? });
+            let history = replay::fetch(&client, id, fetch.run_id.as_deref()).await?;
+            fetched.push(replay::Input { source: format!("workflow {id}"), format: None, history });
         }
         if let Some(query) = &fetch.query {
             let (inputs, failures) = replay::fetch_query(&client, query, fetch.limit, fetch.concurrency).await?;

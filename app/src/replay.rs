@@ -299,9 +299,15 @@ pub fn read_files(paths: &[impl AsRef<Path>]) -> (Vec<Input>, Vec<Outcome>) {
     (histories, failures)
 }
 
-/// The latest run's history of `workflow_id`, from the server.
-pub async fn fetch(client: &Client, workflow_id: &str) -> anyhow::Result<History> {
-    let handle = client.get_workflow_handle::<PublishPostWorkflow>(workflow_id);
+/// The history of `workflow_id`'s run `run_id` (the latest run without one), from the server.
+pub async fn fetch(client: &Client, workflow_id: &str, run_id: Option<&str>) -> anyhow::Result<History> {
+    use temporalio_client::{NamespacedClient, WorkflowExecutionInfo};
+    let handle = WorkflowExecutionInfo::builder()
+        .namespace(client.namespace())
+        .workflow_id(workflow_id)
+        .maybe_run_id(run_id.map(str::to_owned))
+        .build()
+        .bind_untyped(client.clone());
     let events = handle
         .fetch_history(WorkflowFetchHistoryOptions::default())
         .into_events()
@@ -321,15 +327,20 @@ pub async fn fetch_query(
 ) -> anyhow::Result<(Vec<Input>, Vec<Outcome>)> {
     use futures::{StreamExt, TryStreamExt};
     let options = temporalio_client::WorkflowListOptions::builder().maybe_limit(limit).build();
-    let ids: Vec<String> =
-        client.list_workflows(query, options).map_ok(|e| e.id().to_owned()).try_collect().await.context("running the visibility query")?;
+    // Each matched run, not the workflow's latest one: the query may match an earlier run.
+    let ids: Vec<(String, String)> = client
+        .list_workflows(query, options)
+        .map_ok(|e| (e.id().to_owned(), e.run_id().to_owned()))
+        .try_collect()
+        .await
+        .context("running the visibility query")?;
     let total = ids.len();
     let done = std::sync::atomic::AtomicUsize::new(0);
     let results: Vec<(String, anyhow::Result<History>)> = futures::stream::iter(ids)
-        .map(|id| {
+        .map(|(id, run_id)| {
             let done = &done;
             async move {
-                let history = fetch(client, &id).await;
+                let history = fetch(client, &id, Some(&run_id)).await;
                 let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                 eprint!("\rfetched {n}/{total}");
                 (id, history)

@@ -236,9 +236,12 @@ async fn autopost_replay_fetches_by_workflow_id_and_by_query_saves_and_replays_t
     assert!(ok, "{out}");
     let line: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
     assert_eq!((line["workflow_id"].as_str(), line["result"]["status"].as_str()), (Some(workflow_id.as_str()), Some("ok")), "{out}");
+    // A query replays each matched run by its run id; a run id that does not exist fails.
     let query = format!("WorkflowId = '{workflow_id}' AND PublishStatus = 'published'");
     let (ok, out) = run(vec!["--query".into(), query, "--limit".into(), "5".into()]);
     assert!(ok && out.starts_with("ok"), "{out}");
+    let (ok, _) = run(vec!["--workflow-id".into(), workflow_id.clone(), "--run-id".into(), uuid::Uuid::new_v4().to_string()]);
+    assert!(!ok, "an unknown run is not replaced by the latest one");
     // The saved file replays, and a tampered copy fails with a non-zero exit.
     let file = std::fs::read_dir(&saved).unwrap().next().unwrap().unwrap().path();
     let (ok, out) = run(vec![file.display().to_string()]);
