@@ -42,6 +42,20 @@ pub fn migrations_through(version: i64) -> sqlx::migrate::Migrator {
     migrator
 }
 
+/// Runs `pass` unless another process holds the advisory lock `key` (then `None`): how the
+/// reconciler and the token refresh run in one worker at a time. A session lock on a connection
+/// of its own: released when the pass ends, and by Postgres itself if this process dies mid-pass.
+pub async fn exclusively<T>(db: &PgPool, key: i64, pass: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<Option<T>> {
+    let mut lock = db.acquire().await?;
+    let locked: bool = sqlx::query_scalar!(r#"SELECT pg_try_advisory_lock($1) AS "locked!""#, key).fetch_one(&mut *lock).await?;
+    if !locked {
+        return Ok(None);
+    }
+    let result = pass.await;
+    sqlx::query_scalar!(r#"SELECT pg_advisory_unlock($1) AS "unlocked!""#, key).fetch_one(&mut *lock).await?;
+    result.map(Some)
+}
+
 /// Creates the database if it is missing and applies every migration. Tokens an older version
 /// stored in plain text are encrypted on the way (`token_keys` is needed only if there are any),
 /// before the migration that drops the plain columns.

@@ -76,17 +76,9 @@ pub async fn run(db: PgPool, temporal: Client, settings: ReconcileSettings, inte
 /// One pass, if no other reconciler is running one.
 #[tracing::instrument(skip_all)]
 pub async fn reconcile_once(db: &PgPool, temporal: &Client, settings: &ReconcileSettings) -> anyhow::Result<ReconcileReport> {
-    // A session lock on a connection of its own: released when the pass ends, and by Postgres
-    // itself if this process dies mid-pass.
-    let mut lock = db.acquire().await?;
-    let locked: bool =
-        sqlx::query_scalar!(r#"SELECT pg_try_advisory_lock($1) AS "locked!""#, RECONCILER_LOCK).fetch_one(&mut *lock).await?;
-    if !locked {
+    let Some(report) = crate::exclusively(db, RECONCILER_LOCK, pass(db, temporal, settings)).await? else {
         return Ok(ReconcileReport::default());
-    }
-    let result = pass(db, temporal, settings).await;
-    sqlx::query_scalar!(r#"SELECT pg_advisory_unlock($1) AS "unlocked!""#, RECONCILER_LOCK).fetch_one(&mut *lock).await?;
-    let report = result?;
+    };
     metrics::gauge!("autopost_jobs_stuck").set(report.stuck.len() as f64);
     Ok(report)
 }

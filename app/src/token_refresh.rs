@@ -88,17 +88,7 @@ pub async fn run(db: PgPool, refresher: TokenRefresher, settings: TokenRefreshSe
 /// One pass, if no other worker is running one.
 #[tracing::instrument(skip_all)]
 pub async fn refresh_once(db: &PgPool, refresher: &TokenRefresher, settings: &TokenRefreshSettings) -> anyhow::Result<RefreshReport> {
-    // A session lock on a connection of its own: released when the pass ends, and by Postgres
-    // itself if this process dies mid-pass.
-    let mut lock = db.acquire().await?;
-    let locked: bool =
-        sqlx::query_scalar!(r#"SELECT pg_try_advisory_lock($1) AS "locked!""#, TOKEN_REFRESH_LOCK).fetch_one(&mut *lock).await?;
-    if !locked {
-        return Ok(RefreshReport::default());
-    }
-    let result = pass(db, refresher, settings).await;
-    sqlx::query_scalar!(r#"SELECT pg_advisory_unlock($1) AS "unlocked!""#, TOKEN_REFRESH_LOCK).fetch_one(&mut *lock).await?;
-    result
+    Ok(crate::exclusively(db, TOKEN_REFRESH_LOCK, pass(db, refresher, settings)).await?.unwrap_or_default())
 }
 
 async fn pass(db: &PgPool, refresher: &TokenRefresher, settings: &TokenRefreshSettings) -> anyhow::Result<RefreshReport> {

@@ -541,7 +541,7 @@ async fn video_list(
                 "The user did not authorize the scope required for completing this request.",
             ));
         }
-        let fields = requested_fields(query.as_deref())?;
+        let fields = requested_fields(query.as_deref(), &VIDEO_FIELDS)?;
         let request: VideoListBody = if body.iter().all(u8::is_ascii_whitespace) {
             VideoListBody::default()
         } else {
@@ -576,15 +576,16 @@ async fn video_list(
     .await
 }
 
-/// The Video Object fields named in the `fields` query parameter.
-fn requested_fields(query: Option<&str>) -> Result<Vec<String>, TtError> {
+/// The fields named in the `fields` query parameter, each one of `known` (the Video or the User
+/// Object's), in order and without repeats.
+fn requested_fields(query: Option<&str>, known: &[&str]) -> Result<Vec<String>, TtError> {
     let mut fields = Vec::new();
     for (name, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
         if name != "fields" {
             continue;
         }
         for field in value.split(',').map(str::trim).filter(|field| !field.is_empty()) {
-            if !VIDEO_FIELDS.contains(&field) {
+            if !known.contains(&field) {
                 return Err(TtError::invalid_params(format!("Invalid field: {field}")));
             }
             if !fields.iter().any(|known| known == field) {
@@ -667,7 +668,7 @@ async fn user_info(
 ) -> Response {
     run(&shared, &log_id, Endpoint::TiktokUserInfo, || {
         let token = authenticate(&shared, &headers)?;
-        let fields = requested_user_fields(query.as_deref())?;
+        let fields = requested_fields(query.as_deref(), &USER_FIELDS)?;
         let open_id = {
             let mut state = shared.lock();
             let open_id = state.token_user(Platform::Tiktok, &token);
@@ -697,28 +698,6 @@ async fn user_info(
         Ok(json!({ "user": user }))
     })
     .await
-}
-
-/// The User Object fields named in the `fields` query parameter.
-fn requested_user_fields(query: Option<&str>) -> Result<Vec<String>, TtError> {
-    let mut fields: Vec<String> = Vec::new();
-    for (name, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
-        if name != "fields" {
-            continue;
-        }
-        for field in value.split(',').map(str::trim).filter(|field| !field.is_empty()) {
-            if !USER_FIELDS.contains(&field) {
-                return Err(TtError::invalid_params(format!("Invalid field: {field}")));
-            }
-            if !fields.iter().any(|known| known == field) {
-                fields.push(field.to_owned());
-            }
-        }
-    }
-    if fields.is_empty() {
-        return Err(TtError::invalid_params("fields is required"));
-    }
-    Ok(fields)
 }
 
 /// `POST /v2/oauth/token/` with `grant_type=refresh_token`. The new tokens
