@@ -169,7 +169,8 @@ pub async fn apply_transition(db: &PgPool, transition: &JobTransition) -> Result
         r#"UPDATE publish_jobs
            SET status = $3, attempt_count = $4, last_error_code = $5, last_error_message = $6,
                next_attempt_at = $7, published_at = $8, platform_post_id = $9,
-               publish_at = COALESCE($10, publish_at), version = $2, epoch = $11, updated_at = now()
+               publish_at = COALESCE($10, publish_at), version = $2, epoch = $11, updated_at = now(),
+               workflow_closed_at = CASE WHEN $12 THEN now() END
            WHERE id = $1 AND (epoch, version) < ($11, $2)"#,
         transition.job_id,
         transition.version,
@@ -182,6 +183,7 @@ pub async fn apply_transition(db: &PgPool, transition: &JobTransition) -> Result
         transition.platform_post_id,
         transition.publish_at,
         transition.epoch,
+        transition.closes_workflow,
     )
     .execute(db)
     .await?

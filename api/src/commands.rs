@@ -4,7 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use autopost_workflows::{Channel, JobCommand, JobStatus, PublishPostWorkflow};
+use autopost_workflows::{
+    Carried, Channel, CommandAccepted, JobCommand, JobError, JobStatus, PublishJobInput, PublishPostWorkflow, Resume,
+};
 use axum::{
     Json, Router,
     extract::State,
@@ -14,12 +16,16 @@ use axum::{
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use temporalio_client::{WorkflowExecuteUpdateOptions, WorkflowQueryOptions, errors::WorkflowUpdateError};
+use temporalio_client::{
+    WorkflowExecuteUpdateOptions, WorkflowQueryOptions,
+    errors::{WorkflowUpdateError, WorkflowUpdateWithStartError},
+};
 use uuid::Uuid;
 
 use crate::{
     ApiState,
     auth::Creator,
+    engine,
     error::{ApiError, ErrorBody, responses},
     extract::{ApiJson, ApiPath, idempotency_key},
     jobs::load,
@@ -223,27 +229,29 @@ async fn apply(
     if let Some(request_id) = observability::request_id(headers) {
         sqlx::query!("UPDATE publish_jobs SET last_request_id = $2 WHERE id = $1", job_id, request_id).execute(&state.db).await?;
     }
-    let handle = state.temporal.get_workflow_handle::<PublishPostWorkflow>(before.workflow_id.clone());
-    let options = || WorkflowExecuteUpdateOptions::builder().maybe_update_id(update_id(job_id, command, key)).build();
-    let result = match command {
-        JobCommand::Retry => handle.execute_update(PublishPostWorkflow::retry, (), options()).await,
-        JobCommand::Reschedule { publish_at } => handle.execute_update(PublishPostWorkflow::reschedule, *publish_at, options()).await,
-        JobCommand::Cancel => handle.execute_update(PublishPostWorkflow::cancel, (), options()).await,
-        JobCommand::PublishNow => handle.execute_update(PublishPostWorkflow::publish_now, (), options()).await,
+    let update_id = update_id(job_id, command, key);
+    let sent = if let Some(carried) = closed_awaiting_creator(state, &before).await? {
+        send_with_start(state, carried, command, update_id).await
+    } else {
+        match send(state, &before.workflow_id, command, update_id.clone()).await {
+            // The run closed as the command came (its attention TTL ran out): start the next.
+            Err(Refusal::Closed) => match closed_awaiting_creator(state, &before).await? {
+                Some(carried) => send_with_start(state, carried, command, update_id).await,
+                None => Err(Refusal::Closed),
+            },
+            other => other,
+        }
     };
-    let accepted = match result {
-        Ok(status) => status,
+    let accepted = match sent {
+        Ok(accepted) => accepted,
         // The workflow's validator refused: the job's state does not allow the command.
-        Err(WorkflowUpdateError::Failed(failure)) => {
+        Err(Refusal::Invalid(message)) => {
+            let handle = state.temporal.get_workflow_handle::<PublishPostWorkflow>(before.workflow_id.clone());
             let status = handle.query(PublishPostWorkflow::status, (), WorkflowQueryOptions::default()).await.ok();
-            return Err(ApiError::Conflict {
-                code: "invalid_state",
-                message: failure.message,
-                status: Some(status.unwrap_or(before.status)),
-            });
+            return Err(ApiError::Conflict { code: "invalid_state", message, status: Some(status.unwrap_or(before.status)) });
         }
         // The workflow has ended (published or cancelled).
-        Err(WorkflowUpdateError::NotFound(_)) => {
+        Err(Refusal::Closed) => {
             let job = load(state, creator, job_id).await?;
             return Err(ApiError::Conflict {
                 code: "invalid_state",
@@ -251,7 +259,7 @@ async fn apply(
                 status: Some(job.status),
             });
         }
-        Err(other) => return Err(ApiError::Unavailable(format!("{} failed: {other}", command.name()))),
+        Err(Refusal::Unavailable(error)) => return Err(ApiError::Unavailable(format!("{} failed: {error}", command.name()))),
     };
     // The workflow mirrors every command it carries out, above the version it was accepted at;
     // wait for it so the answer is current (a repeated request's was mirrored long ago).
@@ -263,6 +271,80 @@ async fn apply(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Why a command was not accepted.
+enum Refusal {
+    /// The workflow's validator refused it: the job's state does not allow it.
+    Invalid(String),
+    /// No run of the job's workflow is open.
+    Closed,
+    /// Temporal could not be asked.
+    Unavailable(String),
+}
+
+impl From<WorkflowUpdateError> for Refusal {
+    fn from(error: WorkflowUpdateError) -> Self {
+        match error {
+            WorkflowUpdateError::Failed(failure) => Refusal::Invalid(failure.message),
+            WorkflowUpdateError::NotFound(_) => Refusal::Closed,
+            other => Refusal::Unavailable(other.to_string()),
+        }
+    }
+}
+
+/// Sends the command to the job's open run, as a Temporal update.
+async fn send(state: &ApiState, workflow_id: &str, command: &JobCommand, update_id: Option<String>) -> Result<CommandAccepted, Refusal> {
+    let handle = state.temporal.get_workflow_handle::<PublishPostWorkflow>(workflow_id.to_owned());
+    let options = WorkflowExecuteUpdateOptions::builder().maybe_update_id(update_id).build();
+    Ok(match command {
+        JobCommand::Retry => handle.execute_update(PublishPostWorkflow::retry, (), options).await?,
+        JobCommand::Reschedule { publish_at } => handle.execute_update(PublishPostWorkflow::reschedule, *publish_at, options).await?,
+        JobCommand::Cancel => handle.execute_update(PublishPostWorkflow::cancel, (), options).await?,
+        JobCommand::PublishNow => handle.execute_update(PublishPostWorkflow::publish_now, (), options).await?,
+    })
+}
+
+/// Starts the job's next run, carrying its state, with the command (update-with-start).
+async fn send_with_start(
+    state: &ApiState,
+    input: PublishJobInput,
+    command: &JobCommand,
+    update_id: Option<String>,
+) -> Result<CommandAccepted, Refusal> {
+    let job_id = input.job_id;
+    match engine::command_with_start(&state.temporal, &state.settings.task_queue, input, command, update_id).await {
+        Ok(accepted) => {
+            tracing::info!(%job_id, command = command.name(), "a closed job's workflow runs again for a command");
+            Ok(accepted)
+        }
+        Err(WorkflowUpdateWithStartError::Update(error)) => Err(error.into()),
+        Err(other) => Err(Refusal::Unavailable(other.to_string())),
+    }
+}
+
+/// The input of the next run of a `needs_attention` job whose run closed after the attention
+/// TTL (`None` for any other job): it starts waiting for the creator where the last one stopped.
+async fn closed_awaiting_creator(state: &ApiState, job: &JobView) -> Result<Option<PublishJobInput>, ApiError> {
+    let row = sqlx::query!(
+        r#"SELECT status, version, attempt_count, GREATEST(epoch, lease_epoch) AS "epoch!", last_error_code, last_error_message
+           FROM publish_jobs WHERE id = $1 AND workflow_closed_at IS NOT NULL"#,
+        job.id
+    )
+    .fetch_optional(&state.db)
+    .await?;
+    let Some(row) = row.filter(|row| row.status == JobStatus::NeedsAttention.as_str()) else { return Ok(None) };
+    let last_error = row.last_error_code.map(|code| JobError::new(code, row.last_error_message.unwrap_or_default()));
+    let carried = Carried {
+        status: JobStatus::NeedsAttention,
+        retries_used: 0,
+        next_attempt_at: None,
+        last_error,
+        attention_until: None,
+        pending: None,
+    };
+    let resume = Resume { version: row.version, attempt_count: row.attempt_count, epoch: row.epoch, lost: None, carried: Some(carried) };
+    Ok(Some(state.settings.run.input(job.id, job.creator_id.clone(), job.channel, job.publish_at, Some(resume))))
 }
 
 /// Cancels a job of an account being unlinked and answers its status after: `cancelled`, or

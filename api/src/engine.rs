@@ -1,8 +1,53 @@
-//! Starting a job's workflow: the one place that decides its id and start policies, shared by
-//! the API (a new job) and the reconciler (a run replacing a lost one).
+//! Starting a job's workflow: the one place that decides its id, its start policies and what is
+//! fixed into each run, shared by the API (a new job, a command on a closed one) and the
+//! reconciler (a run replacing a lost one).
 
-use autopost_workflows::{PublishJobInput, PublishPostWorkflow, workflow_id};
-use temporalio_client::{Client, WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowStartOptions, errors::WorkflowStartError};
+use std::time::Duration;
+
+use autopost_workflows::{Channel, CommandAccepted, JobCommand, PublishJobInput, PublishPostWorkflow, Resume, workflow_id};
+use chrono::{DateTime, Utc};
+use temporalio_client::{
+    Client, WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowStartOptions, WorkflowUpdateWithStartOptions,
+    errors::{WorkflowStartError, WorkflowUpdateWithStartError},
+};
+use uuid::Uuid;
+
+/// What each run of a job's workflow is started with. Fixed into the run's input, so a later
+/// change of configuration never alters a running job's history.
+#[derive(Clone, Debug)]
+pub struct RunSettings {
+    /// Waits before each retry of a publish; one retry per entry.
+    pub retry_backoff: Vec<Duration>,
+    /// The publish activity's heartbeat timeout.
+    pub heartbeat_timeout: Duration,
+    /// How long a `needs_attention` job waits for its creator before its run closes.
+    pub attention_ttl: Duration,
+    /// Commands one run carries out before it continues as new.
+    pub commands_per_run: u32,
+}
+
+impl RunSettings {
+    pub fn input(
+        &self,
+        job_id: Uuid,
+        creator_id: String,
+        channel: Channel,
+        publish_at: DateTime<Utc>,
+        resume: Option<Resume>,
+    ) -> PublishJobInput {
+        PublishJobInput {
+            job_id,
+            creator_id,
+            channel,
+            publish_at,
+            retry_backoff_ms: self.retry_backoff.iter().map(|d| d.as_millis() as u64).collect(),
+            heartbeat_timeout_ms: self.heartbeat_timeout.as_millis() as u64,
+            attention_ttl_ms: Some(self.attention_ttl.as_millis().min(u64::MAX as u128) as u64),
+            commands_per_run: Some(self.commands_per_run),
+            resume,
+        }
+    }
+}
 
 /// What a start did.
 #[derive(Debug, PartialEq, Eq)]
@@ -25,5 +70,32 @@ pub async fn start_publish_workflow(temporal: &Client, task_queue: &str, input: 
         Ok(_) => Ok(Start::Started),
         Err(WorkflowStartError::AlreadyStarted { .. }) => Ok(Start::AlreadyRunning),
         Err(other) => Err(other),
+    }
+}
+
+/// Sends `command` to the job's workflow, starting a new run with `input` (a carried-on job)
+/// if none runs, in one atomic operation: a run that another command started meanwhile takes
+/// this command too, as an ordinary update.
+pub async fn command_with_start(
+    temporal: &Client,
+    task_queue: &str,
+    input: PublishJobInput,
+    command: &JobCommand,
+    update_id: Option<String>,
+) -> Result<CommandAccepted, WorkflowUpdateWithStartError> {
+    let options = WorkflowUpdateWithStartOptions::new(task_queue, workflow_id(input.job_id), WorkflowIdConflictPolicy::UseExisting)
+        .id_reuse_policy(WorkflowIdReusePolicy::AllowDuplicate)
+        .maybe_update_id(update_id)
+        .build();
+    let run = PublishPostWorkflow::run;
+    match command {
+        JobCommand::Retry => temporal.execute_update_with_start_workflow(run, input, PublishPostWorkflow::retry, (), options).await,
+        JobCommand::Reschedule { publish_at } => {
+            temporal.execute_update_with_start_workflow(run, input, PublishPostWorkflow::reschedule, *publish_at, options).await
+        }
+        JobCommand::Cancel => temporal.execute_update_with_start_workflow(run, input, PublishPostWorkflow::cancel, (), options).await,
+        JobCommand::PublishNow => {
+            temporal.execute_update_with_start_workflow(run, input, PublishPostWorkflow::publish_now, (), options).await
+        }
     }
 }

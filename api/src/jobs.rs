@@ -1,7 +1,7 @@
 //! `/v1/publish-jobs`: scheduling posts and reading where they stand. A job is created here and
 //! handed to its workflow; after that only the workflow changes it.
 
-use autopost_workflows::{Channel, JobStatus, MediaItem, PublishJobInput, workflow_id};
+use autopost_workflows::{Channel, JobStatus, MediaItem, workflow_id};
 use axum::{
     Json, Router,
     extract::{Query, State},
@@ -134,15 +134,7 @@ async fn create_job(
     }
     tx.commit().await?;
 
-    let input = PublishJobInput {
-        job_id,
-        creator_id: account.creator_id,
-        channel,
-        publish_at: body.publish_at,
-        retry_backoff_ms: state.settings.retry_backoff.iter().map(|d| d.as_millis() as u64).collect(),
-        heartbeat_timeout_ms: state.settings.heartbeat_timeout.as_millis() as u64,
-        resume: None,
-    };
+    let input = state.settings.run.input(job_id, account.creator_id, channel, body.publish_at, None);
     match engine::start_publish_workflow(&state.temporal, &state.settings.task_queue, input).await {
         Ok(Start::Started) => {}
         // The reconciler found the row first and started it: the job is running, as wanted.

@@ -55,10 +55,8 @@ pub struct Platforms {
 #[derive(Clone, Debug)]
 pub struct ApiSettings {
     pub task_queue: String,
-    /// Waits before each retry of a publish, fixed into each job's workflow when it is created.
-    pub retry_backoff: Vec<Duration>,
-    /// The publish activity's heartbeat timeout, fixed into each job's workflow likewise.
-    pub heartbeat_timeout: Duration,
+    /// What is fixed into each run of a job's workflow the API starts.
+    pub run: engine::RunSettings,
     pub media_policy: validate::MediaPolicy,
     /// `AUTOPOST_PUBLISH_NOW`: the publish-now endpoint is off unless this is set.
     pub publish_now_enabled: bool,

@@ -6,6 +6,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
+use autopost_api::engine::RunSettings;
 use clap::{Args, ValueEnum};
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
@@ -48,6 +49,16 @@ pub struct ScheduleSettings {
     /// heartbeat timeout; a live attempt heartbeats throughout, however slow the platform).
     #[arg(long, env = "AUTOPOST_HEARTBEAT_TIMEOUT", default_value = "15s", value_parser = humantime::parse_duration)]
     pub heartbeat_timeout: Duration,
+
+    /// How long a `needs_attention` job waits for its creator before its workflow closes. The
+    /// job stays `needs_attention`, and the creator's next command starts a new run.
+    #[arg(long, env = "AUTOPOST_ATTENTION_TTL", default_value = "30days", value_parser = humantime::parse_duration)]
+    pub attention_ttl: Duration,
+
+    /// Commands one run of a job's workflow carries out before it continues as new (Temporal
+    /// may ask for it sooner), so a job rescheduled again and again keeps a small history.
+    #[arg(long, env = "AUTOPOST_COMMANDS_PER_RUN", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub commands_per_run: u32,
 }
 
 /// Where the platforms' APIs are. The worker calls them; the API accepts plain-http media only
@@ -366,6 +377,18 @@ impl ScheduleSettings {
     pub fn to_env(&self, env: &mut Env) {
         env.push(("AUTOPOST_RETRY_BACKOFF", self.retry_backoff.to_string()));
         env.push(("AUTOPOST_HEARTBEAT_TIMEOUT", duration(self.heartbeat_timeout)));
+        env.push(("AUTOPOST_ATTENTION_TTL", duration(self.attention_ttl)));
+        env.push(("AUTOPOST_COMMANDS_PER_RUN", self.commands_per_run.to_string()));
+    }
+
+    /// What the API and the reconciler fix into each run they start.
+    pub fn run_settings(&self) -> RunSettings {
+        RunSettings {
+            retry_backoff: self.retry_backoff.0.clone(),
+            heartbeat_timeout: self.heartbeat_timeout,
+            attention_ttl: self.attention_ttl,
+            commands_per_run: self.commands_per_run,
+        }
     }
 }
 

@@ -147,8 +147,7 @@ pub async fn run_api_with(
         temporal: connect_temporal(&config.temporal).await?,
         settings: Arc::new(ApiSettings {
             task_queue: config.temporal.task_queue.clone(),
-            retry_backoff: config.schedule.retry_backoff.0.clone(),
-            heartbeat_timeout: config.schedule.heartbeat_timeout,
+            run: config.schedule.run_settings(),
             media_policy: MediaPolicy { http_allowed_origins: config.platforms.http_media_origins() },
             publish_now_enabled: config.api.publish_now,
             publish_now_wait: config.api.publish_now_wait,

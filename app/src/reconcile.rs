@@ -13,7 +13,7 @@ use std::{collections::HashSet, time::Duration};
 
 use anyhow::Context;
 use autopost_api::engine::{self, Start};
-use autopost_workflows::{Channel, JobError, JobStatus, PublishJobInput, PublishPostWorkflow, Resume};
+use autopost_workflows::{Channel, JobError, JobStatus, PublishPostWorkflow, Resume};
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use sqlx::PgPool;
@@ -96,6 +96,8 @@ async fn pass(db: &PgPool, temporal: &Client, settings: &ReconcileSettings) -> a
             r#"SELECT id, creator_id, channel, status, publish_at, workflow_id, created_at
                FROM publish_jobs
                WHERE status <> ALL($1) AND created_at < $2
+                 -- Closed on purpose: a `needs_attention` job past its attention TTL.
+                 AND workflow_closed_at IS NULL
                  AND ($3::timestamptz IS NULL OR (created_at, id) > ($3, $4::uuid))
                ORDER BY created_at, id
                LIMIT $5"#,
@@ -195,17 +197,9 @@ async fn replace_if_lost(db: &PgPool, temporal: &Client, settings: &ReconcileSet
     });
     let surfaced = lost.is_some();
     // The new run fences with a higher epoch: the lost run's late writes and calls are refused.
-    let resume = Resume { version: current.version, attempt_count: current.attempt_count, epoch: current.next_epoch, lost };
+    let resume = Resume { version: current.version, attempt_count: current.attempt_count, epoch: current.next_epoch, lost, carried: None };
     let channel: Channel = job.channel.parse().map_err(|e| anyhow::anyhow!("job {}: {e}", job.id))?;
-    let input = PublishJobInput {
-        job_id: job.id,
-        creator_id: job.creator_id.clone(),
-        channel,
-        publish_at: job.publish_at,
-        retry_backoff_ms: settings.schedule.retry_backoff.as_millis(),
-        heartbeat_timeout_ms: settings.schedule.heartbeat_timeout.as_millis() as u64,
-        resume: Some(resume),
-    };
+    let input = settings.schedule.run_settings().input(job.id, job.creator_id.clone(), channel, job.publish_at, Some(resume));
     match engine::start_publish_workflow(temporal, &settings.task_queue, input).await.context("starting a replacement workflow")? {
         Start::Started => {
             tracing::warn!(job_id = %job.id, status = %current.status, reason = %lost_because, surfaced, "lost workflow replaced");

@@ -73,6 +73,10 @@ pub struct Options {
     pub api_request_timeout: &'static str,
     /// `AUTOPOST_MAX_CONCURRENT_REQUESTS`.
     pub max_concurrent_requests: usize,
+    /// `AUTOPOST_ATTENTION_TTL`.
+    pub attention_ttl: &'static str,
+    /// `AUTOPOST_COMMANDS_PER_RUN`.
+    pub commands_per_run: u32,
 }
 
 impl Default for Options {
@@ -90,6 +94,8 @@ impl Default for Options {
             creator_writes_per_minute: 120,
             api_request_timeout: "60s",
             max_concurrent_requests: 512,
+            attention_ttl: "30days",
+            commands_per_run: 100,
         }
     }
 }
@@ -149,6 +155,8 @@ impl TestApp {
             format!("--creator-writes-per-minute={}", options.creator_writes_per_minute),
             format!("--request-timeout={}", options.api_request_timeout),
             format!("--max-concurrent-requests={}", options.max_concurrent_requests),
+            format!("--attention-ttl={}", options.attention_ttl),
+            format!("--commands-per-run={}", options.commands_per_run),
         ])
         .config;
         config.use_sandbox_platforms();

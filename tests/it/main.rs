@@ -16,3 +16,4 @@ mod replay;
 mod security;
 mod ssrf;
 mod token_storage;
+mod workflow_lifecycle;

@@ -19,14 +19,14 @@ use temporalio_common::{
 };
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
-    ActivityOptions, ApplicationFailure, CancellableFuture, SyncWorkflowContext, WorkflowCancellationToken, WorkflowContext,
-    WorkflowContextView, WorkflowResult, WorkflowTermination,
+    ActivityOptions, ApplicationFailure, CancellableFuture, ContinueAsNewOptions, SyncWorkflowContext, WorkflowCancellationToken,
+    WorkflowContext, WorkflowContextView, WorkflowResult, WorkflowTermination,
 };
 
 use crate::{
     activities::PublishActivities,
     types::{
-        AttemptOutcome, CommandAccepted, JobCommand, JobError, JobStatus, JobTransition, PreflightReport, PreflightRequest,
+        AttemptOutcome, Carried, CommandAccepted, JobCommand, JobError, JobStatus, JobTransition, PreflightReport, PreflightRequest,
         PublishJobInput, PublishJobResult, PublishRequest, Resume,
     },
 };
@@ -61,6 +61,12 @@ pub struct PublishPostWorkflow {
     /// Preflight is running: it talks to no platform in a way that matters, so cancel and
     /// reschedule are taken now and carried out as soon as it returns.
     preflighting: bool,
+    /// The error the row shows (kept to write it again when the run closes unattended).
+    last_error: Option<JobError>,
+    /// When a `needs_attention` job stops waiting for its creator; set when the wait starts.
+    attention_until: Option<DateTime<Utc>>,
+    /// Commands this run carried out, against `input.commands_per_run`.
+    commands_applied: u32,
 }
 
 /// Where the run loop stands.
@@ -86,16 +92,22 @@ impl PublishPostWorkflow {
     #[init]
     pub fn new(_ctx: &WorkflowContextView, input: PublishJobInput) -> Self {
         let publish_at = input.publish_at;
+        // A carried-on run takes its state at once: the command that started it (update-with-
+        // start) is validated against it before the run loop begins.
+        let carried = input.resume.as_ref().and_then(|r| r.carried.clone());
         Self {
             epoch: input.resume.as_ref().map_or(0, |r| r.epoch),
             version: input.resume.as_ref().map_or(0, |r| r.version),
             attempt_count: input.resume.as_ref().map_or(0, |r| r.attempt_count),
             input,
-            status: JobStatus::Scheduled,
+            status: carried.as_ref().map_or(JobStatus::Scheduled, |c| c.status),
             publish_at,
-            retries_used: 0,
-            pending: None,
+            retries_used: carried.as_ref().map_or(0, |c| c.retries_used),
+            pending: carried.as_ref().and_then(|c| c.pending.clone()),
             preflighting: false,
+            last_error: carried.as_ref().and_then(|c| c.last_error.clone()),
+            attention_until: carried.as_ref().and_then(|c| c.attention_until),
+            commands_applied: 0,
         }
     }
 
@@ -108,6 +120,15 @@ impl PublishPostWorkflow {
                 mirror(ctx, Change { last_error: Some(error), ..Change::to(JobStatus::NeedsAttention) }).await?;
                 Phase::AwaitCreator
             }
+            // The job's own workflow went on in this run: wait where the last one waited.
+            Some(Resume { carried: Some(carried), .. }) => {
+                publish_search_attributes(ctx);
+                match carried.status {
+                    JobStatus::Scheduled => Phase::AwaitPublishTime,
+                    JobStatus::Failed => Phase::AwaitRetry { at: carried.next_attempt_at.unwrap_or(ctx.state(|s| s.publish_at)) },
+                    _ => Phase::AwaitCreator,
+                }
+            }
             _ => {
                 publish_search_attributes(ctx);
                 check_readiness(ctx).await;
@@ -116,6 +137,11 @@ impl PublishPostWorkflow {
         };
         loop {
             phase = match phase {
+                // Only where the run waits: the next run starts in the same wait, with the command
+                // this one took and has not carried out yet, if any.
+                Phase::AwaitPublishTime if continue_as_new_due(ctx) => return continue_as_new(ctx, None),
+                Phase::AwaitRetry { at } if continue_as_new_due(ctx) => return continue_as_new(ctx, Some(at)),
+                Phase::AwaitCreator if continue_as_new_due(ctx) => return continue_as_new(ctx, None),
                 Phase::AwaitPublishTime => {
                     let at = ctx.state(|s| s.publish_at);
                     match wait_for_time_or_command(ctx, Some(at)).await? {
@@ -129,11 +155,14 @@ impl PublishPostWorkflow {
                     Wake::Command(command) => apply(ctx, command).await?,
                     Wake::EngineCancelled => cancelled_by_operator(ctx).await?,
                 },
-                Phase::AwaitCreator => match wait_for_time_or_command(ctx, None).await? {
-                    Wake::Command(command) => apply(ctx, command).await?,
-                    Wake::Time => Phase::AwaitCreator,
-                    Wake::EngineCancelled => cancelled_by_operator(ctx).await?,
-                },
+                Phase::AwaitCreator => {
+                    let until = attention_deadline(ctx)?;
+                    match wait_for_time_or_command(ctx, until).await? {
+                        Wake::Command(command) => apply(ctx, command).await?,
+                        Wake::Time => Phase::Done(close_unattended(ctx).await?),
+                        Wake::EngineCancelled => cancelled_by_operator(ctx).await?,
+                    }
+                }
                 Phase::Run { preflight, creator_retry } => publish(ctx, preflight, creator_retry).await?,
                 Phase::Done(result) => return Ok(result),
             };
@@ -258,9 +287,69 @@ async fn cancelled_by_operator(ctx: &mut WorkflowContext<PublishPostWorkflow>) -
     Err(WorkflowTermination::cancelled())
 }
 
+/// When the waiting `needs_attention` job stops waiting (`None`: never). The TTL counts from the
+/// first wait, carried across runs.
+fn attention_deadline(ctx: &mut WorkflowContext<PublishPostWorkflow>) -> WorkflowResult<Option<DateTime<Utc>>> {
+    let now = now(ctx)?;
+    Ok(ctx.state_mut(|s| {
+        let ttl = s.input.attention_ttl_ms.map(|ms| chrono::Duration::milliseconds(ms.min(i64::MAX as u64) as i64));
+        if s.attention_until.is_none() {
+            s.attention_until = ttl.and_then(|ttl| now.checked_add_signed(ttl));
+        }
+        s.attention_until
+    }))
+}
+
+/// Nobody came for the job within the attention TTL: the run closes, the row stays
+/// `needs_attention` with its error, and a later command starts a new run (update-with-start).
+async fn close_unattended(ctx: &mut WorkflowContext<PublishPostWorkflow>) -> WorkflowResult<PublishJobResult> {
+    let last_error = ctx.state(|s| s.last_error.clone());
+    finish(ctx, Change { last_error, ..Change::to(JobStatus::NeedsAttention) }).await
+}
+
+/// Whether to go on in a new run now: the run has carried out its share of commands, or
+/// Temporal says its history grows large. Never after an operator's cancel, which this run
+/// must carry out.
+fn continue_as_new_due(ctx: &WorkflowContext<PublishPostWorkflow>) -> bool {
+    let spent = ctx.state(|s| s.input.commands_per_run.is_some_and(|limit| s.commands_applied >= limit));
+    !engine_cancelled(ctx) && (spent || ctx.continue_as_new_suggested())
+}
+
+/// Continues as new with the job's state; `next_attempt_at` when waiting for a retry.
+fn continue_as_new(
+    ctx: &mut WorkflowContext<PublishPostWorkflow>,
+    next_attempt_at: Option<DateTime<Utc>>,
+) -> WorkflowResult<PublishJobResult> {
+    let input = ctx.state_mut(|s| PublishJobInput {
+        publish_at: s.publish_at,
+        resume: Some(Resume {
+            version: s.version,
+            attempt_count: s.attempt_count,
+            epoch: s.epoch,
+            lost: None,
+            carried: Some(Carried {
+                status: s.status,
+                retries_used: s.retries_used,
+                next_attempt_at,
+                last_error: s.last_error.clone(),
+                attention_until: s.attention_until,
+                pending: s.pending.take(),
+            }),
+        }),
+        ..s.input.clone()
+    });
+    match ctx.continue_as_new(input, ContinueAsNewOptions::default()) {
+        Err(termination) => Err(termination),
+        Ok(never) => match never {},
+    }
+}
+
 /// Carries out an accepted command and says what the run loop does next.
 async fn apply(ctx: &mut WorkflowContext<PublishPostWorkflow>, command: JobCommand) -> WorkflowResult<Phase> {
-    let status = ctx.state(|s| s.status);
+    let status = ctx.state_mut(|s| {
+        s.commands_applied += 1;
+        s.status
+    });
     Ok(match command {
         JobCommand::Cancel => {
             let result = finish(ctx, Change::to(JobStatus::Cancelled)).await?;
@@ -394,11 +483,21 @@ struct Change {
     published_at: Option<DateTime<Utc>>,
     platform_post_id: Option<String>,
     publish_at: Option<DateTime<Utc>>,
+    /// The run ends after this write (see [`finish`]).
+    closes_workflow: bool,
 }
 
 impl Change {
     fn to(status: JobStatus) -> Self {
-        Change { status, last_error: None, next_attempt_at: None, published_at: None, platform_post_id: None, publish_at: None }
+        Change {
+            status,
+            last_error: None,
+            next_attempt_at: None,
+            published_at: None,
+            platform_post_id: None,
+            publish_at: None,
+            closes_workflow: false,
+        }
     }
 }
 
@@ -408,6 +507,9 @@ async fn mirror(ctx: &mut WorkflowContext<PublishPostWorkflow>, change: Change) 
     let (job_id, epoch, version, attempt_count) = ctx.state_mut(|s| {
         s.version += 1;
         s.status = change.status;
+        s.last_error = change.last_error.clone();
+        // A new state: a later `needs_attention` wait starts its own TTL.
+        s.attention_until = None;
         if let Some(at) = change.publish_at {
             s.publish_at = at;
         }
@@ -425,6 +527,7 @@ async fn mirror(ctx: &mut WorkflowContext<PublishPostWorkflow>, change: Change) 
         published_at: change.published_at,
         platform_post_id: change.platform_post_id,
         publish_at: change.publish_at,
+        closes_workflow: change.closes_workflow,
     };
     let options = mirror_activity_options(heartbeat_timeout(ctx));
     ctx.execute_activity(PublishActivities::mirror_transition, transition, options).await?;
@@ -444,8 +547,9 @@ fn publish_search_attributes(ctx: &mut WorkflowContext<PublishPostWorkflow>) {
     ctx.set_current_details(format!("{channel} post by creator {creator}, due {publish_at}: {status} after {attempts} attempt(s)"));
 }
 
-/// Mirrors the final transition and returns the workflow's result.
-async fn finish(ctx: &mut WorkflowContext<PublishPostWorkflow>, change: Change) -> WorkflowResult<PublishJobResult> {
+/// Mirrors the run's last transition and returns the workflow's result.
+async fn finish(ctx: &mut WorkflowContext<PublishPostWorkflow>, mut change: Change) -> WorkflowResult<PublishJobResult> {
+    change.closes_workflow = true;
     let result = PublishJobResult {
         status: change.status,
         attempt_count: ctx.state(|s| s.attempt_count),
@@ -508,13 +612,16 @@ fn readiness_activity_options(heartbeat_timeout: Duration) -> ActivityOptions {
 /// A worker that died mid-attempt is noticed within `heartbeat_timeout` (the activity heartbeats
 /// from a ticker for as long as it runs); the attempt is then re-executed, and the re-execution
 /// takes the job's fence and resolves what the dead one left at the platform before calling.
+/// The waits between executions stay short (the post is due now): a frozen worker's open polls
+/// can swallow several re-executions in a row, each lost for a heartbeat timeout, and a long
+/// backoff after each would add up to minutes.
 fn publish_activity_options(heartbeat_timeout: Duration) -> ActivityOptions {
     ActivityOptions::with_start_to_close_timeout(PUBLISH_ATTEMPT_TIMEOUT)
         .heartbeat_timeout(heartbeat_timeout)
         .retry_policy(
             RetryPolicy::builder()
                 .initial_interval(Duration::from_secs(1))
-                .maximum_interval(Duration::from_secs(30))
+                .maximum_interval(Duration::from_secs(5))
                 .maximum_attempts(10)
                 .build(),
         )

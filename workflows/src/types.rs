@@ -152,7 +152,16 @@ pub struct PublishJobInput {
     /// The publish activity's heartbeat timeout: how soon a dead worker's attempt is taken over.
     /// Fixed when the job is created, like the retry schedule.
     pub heartbeat_timeout_ms: u64,
-    /// Set when the reconciler starts a new run for a job whose workflow was lost.
+    /// How long a `needs_attention` job waits for its creator before its workflow closes (the
+    /// row stays `needs_attention`, and a command starts a new run). `None`: forever.
+    #[serde(default)]
+    pub attention_ttl_ms: Option<u64>,
+    /// Commands one run carries out before it continues as new, so that repeated reschedules
+    /// cannot grow one history without bound. `None`: only when Temporal suggests it.
+    #[serde(default)]
+    pub commands_per_run: Option<u32>,
+    /// Set when a job that already has a history in Postgres gets a new run: the reconciler's
+    /// replacement of a lost run, a continue-as-new, or a command after the attention TTL.
     #[serde(default)]
     pub resume: Option<Resume>,
 }
@@ -169,6 +178,31 @@ pub struct Resume {
     pub epoch: i64,
     /// Why the job needs the creator now; `None` resumes the schedule as if nothing happened.
     pub lost: Option<JobError>,
+    /// Where the job stood when its own workflow went on in this new run; the run starts there,
+    /// writing nothing (the row is already right).
+    #[serde(default)]
+    pub carried: Option<Carried>,
+}
+
+/// The state a job's workflow hands to its next run: a continue-as-new, or a command on a
+/// `needs_attention` job whose run closed after the attention TTL.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Carried {
+    /// `scheduled`, `failed` or `needs_attention`: the states a run waits in.
+    pub status: JobStatus,
+    /// Retries spent of the current budget.
+    pub retries_used: usize,
+    /// When a `failed` job's next attempt is due.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// The error the row shows, written again if the run closes unattended.
+    pub last_error: Option<JobError>,
+    /// When a `needs_attention` job stops waiting: counted from when it first needed the
+    /// creator, not from each new run.
+    pub attention_until: Option<DateTime<Utc>>,
+    /// A command accepted by the last run and not yet carried out: the new run carries it out
+    /// first, so a command racing a continue-as-new is neither lost nor applied twice.
+    #[serde(default)]
+    pub pending: Option<JobCommand>,
 }
 
 /// The business id of a job's workflow: one workflow per job, found again by the job id alone.
@@ -301,6 +335,10 @@ pub struct JobTransition {
     /// A new publish time (reschedule); `None` keeps the row's.
     #[serde(default)]
     pub publish_at: Option<DateTime<Utc>>,
+    /// The run closes after this write: published, cancelled, or `needs_attention` past the
+    /// attention TTL. The reconciler leaves such a job alone, and a command on it starts a run.
+    #[serde(default)]
+    pub closes_workflow: bool,
 }
 
 /// The workflow's result, shown in the Temporal Web UI.
