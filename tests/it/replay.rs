@@ -12,20 +12,26 @@ use crate::common::{Options, TestApp};
 use autopost_workflows::PublishPostWorkflow;
 use chrono::Utc;
 use serde_json::json;
-use temporalio_client::{WorkflowCancelOptions, WorkflowFetchHistoryOptions, WorkflowHistory};
+use temporalio_client::{WorkflowCancelOptions, WorkflowHistory};
 use temporalio_sdk::workflow_replayer::{WorkflowReplayer, WorkflowReplayerOptions};
 
 /// The paths through `PublishPostWorkflow` that the corpus must cover, as `record_histories`
 /// names them.
-const PATHS: [&str; 8] = [
+const PATHS: [&str; 14] = [
     "published-first-try",
     "published-after-retries",
     "needs-attention-after-retries",
+    "needs-attention-then-retried",
     "preflight-failed",
     "cancelled",
     "rescheduled",
     "publish-now",
     "operator-cancelled",
+    "outcome-unknown",
+    "reconciled-after-loss",
+    "continued-as-new",
+    "published-after-continue-as-new",
+    "restarted-by-a-command-after-closing",
 ];
 
 fn histories_dir() -> PathBuf {
@@ -82,8 +88,18 @@ async fn a_history_that_disagrees_with_the_code_fails_to_replay() {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "records histories into tests/histories; run by hand after a workflow change"]
 async fn record_histories() {
-    let version = std::env::var("AUTOPOST_HISTORY_VERSION").unwrap_or_else(|_| "v0".into());
-    let app = TestApp::spawn_with(Options { publish_now: true, ..Options::default() }).await;
+    let version = std::env::var("AUTOPOST_HISTORY_VERSION").unwrap_or_else(|_| "v1".into());
+    // Short waits, so that every recorded run ends: a `needs_attention` job closes after 3 s,
+    // and a run continues as new after two commands.
+    let app = TestApp::spawn_with(Options {
+        publish_now: true,
+        attention_ttl: "3s",
+        commands_per_run: 2,
+        outcome_wait: "2s",
+        ..Options::default()
+    })
+    .await;
+    let temporal = autopost_app::connect_temporal(&app.config.temporal).await.unwrap();
     let token = "recording-token";
     let account = app.link_account("instagram", token).await;
     let image = json!([{ "url": app.media_url("sample.jpg"), "kind": "image" }]);
@@ -91,62 +107,166 @@ async fn record_histories() {
     let soon = || Utc::now() + chrono::Duration::seconds(2);
     let later = || Utc::now() + chrono::Duration::hours(1);
     let id = |job: &serde_json::Value| job["id"].as_str().unwrap().to_owned();
-    let mut recorded = Vec::new();
+    // (scenario, workflow id, run: `None` for the latest)
+    let mut recorded: Vec<(&str, serde_json::Value, Option<String>)> = Vec::new();
 
     let job = app.schedule(&account, soon(), "first try", image.clone()).await;
     app.wait_for_status(&id(&job), "published", WAIT).await;
-    recorded.push(("published-first-try", job));
+    recorded.push(("published-first-try", job, None));
 
     // Two failed attempts, then success: retry timers and the `failed` transitions.
     app.sandbox_fault(json!({ "endpoint": "instagram.media", "times": 2, "status": 500 })).await;
     let job = app.schedule(&account, soon(), "retried", image.clone()).await;
     app.wait_for_status(&id(&job), "published", WAIT).await;
-    recorded.push(("published-after-retries", job));
+    recorded.push(("published-after-retries", job, None));
 
     // Every attempt fails: the retry budget runs out and the job waits for the creator.
     app.sandbox_fault(json!({ "endpoint": "instagram.media", "times": 4, "status": 500 })).await;
     let job = app.schedule(&account, soon(), "down", image.clone()).await;
     app.wait_for_status(&id(&job), "needs_attention", WAIT).await;
-    recorded.push(("needs-attention-after-retries", job));
+    recorded.push(("needs-attention-after-retries", job, None));
+
+    // Needs attention, then the creator's retry (within the attention TTL) publishes it.
+    app.sandbox_fault(json!({ "endpoint": "instagram.media", "times": 4, "status": 500 })).await;
+    let job = app.schedule(&account, soon(), "down then retried", image.clone()).await;
+    app.wait_for_status(&id(&job), "needs_attention", WAIT).await;
+    let (status, body) = app.post(&format!("/v1/publish-jobs/{}/retry", id(&job)), &json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    app.wait_for_status(&id(&job), "published", WAIT).await;
+    recorded.push(("needs-attention-then-retried", job, None));
 
     let job = app.schedule(&account, soon(), "no media", missing).await;
     app.wait_for_status(&id(&job), "needs_attention", WAIT).await;
-    recorded.push(("preflight-failed", job));
+    recorded.push(("preflight-failed", job, None));
 
     let job = app.schedule(&account, later(), "dropped", image.clone()).await;
     let (status, body) = app.post(&format!("/v1/publish-jobs/{}/cancel", id(&job)), &json!({})).await;
     assert_eq!(status, 200, "{body}");
-    recorded.push(("cancelled", job));
+    recorded.push(("cancelled", job, None));
 
     let job = app.schedule(&account, later(), "moved", image.clone()).await;
     let (status, body) = app.post(&format!("/v1/publish-jobs/{}/reschedule", id(&job)), &json!({ "publish_at": soon() })).await;
     assert_eq!(status, 200, "{body}");
     app.wait_for_status(&id(&job), "published", WAIT).await;
-    recorded.push(("rescheduled", job));
+    recorded.push(("rescheduled", job, None));
 
     let job = app.schedule(&account, later(), "right now", image.clone()).await;
     let (status, body) = app.post(&format!("/v1/publish-jobs/{}/publish-now", id(&job)), &json!({})).await;
     assert_eq!((status, body["status"].as_str()), (200, Some("published")), "{body}");
-    recorded.push(("publish-now", job));
+    recorded.push(("publish-now", job, None));
 
-    let temporal = autopost_app::connect_temporal(&app.config.temporal).await.unwrap();
     // An operator's cancel in the Temporal Web UI or CLI.
     let job = app.schedule(&account, later(), "operator", image.clone()).await;
     let handle = temporal.get_workflow_handle::<PublishPostWorkflow>(job["workflow_id"].as_str().unwrap());
     handle.cancel(WorkflowCancelOptions::builder().reason("recording").build()).await.unwrap();
     app.wait_for_status(&id(&job), "cancelled", WAIT).await;
-    recorded.push(("operator-cancelled", job));
+    recorded.push(("operator-cancelled", job, None));
+
+    // Instagram published, its answer was lost and its status reads lag: the job cannot tell.
+    let lag = |ms: u64| {
+        let app = &app;
+        async move {
+            let response =
+                app.http.post(format!("{}/_sandbox/consistency", app.sandbox)).json(&json!({ "instagram_status_lag_ms": ms })).send().await;
+            assert!(response.unwrap().status().is_success());
+        }
+    };
+    lag(30_000).await;
+    app.sandbox_fault(json!({ "endpoint": "instagram.media_publish", "times": 1, "delay_ms": 7000, "after_accept": true })).await;
+    let job = app.schedule(&account, soon(), "lost answer", image.clone()).await;
+    let unknown = app.wait_for_status(&id(&job), "needs_attention", WAIT).await;
+    assert_eq!(unknown["last_error"]["code"], "instagram.publish_outcome_unknown", "{unknown}");
+    lag(0).await;
+    recorded.push(("outcome-unknown", job, None));
+
+    // A workflow terminated outside Autopost: the reconciler's replacement surfaces the job.
+    let job = app.schedule(&account, soon(), "lost run", json!([{ "url": app.media_url("missing.jpg"), "kind": "image" }])).await;
+    app.wait_for_status(&id(&job), "needs_attention", WAIT).await;
+    let handle = temporal.get_workflow_handle::<PublishPostWorkflow>(job["workflow_id"].as_str().unwrap());
+    handle.terminate(temporalio_client::WorkflowTerminateOptions::builder().reason("recording").build()).await.unwrap();
+    wait_for_error(&app, &id(&job), "reconcile.workflow_lost").await;
+    recorded.push(("reconciled-after-loss", job, None));
+
+    // Two commands end a run: the next one carries the job on and publishes it.
+    let job = app.schedule(&account, later(), "moved twice", image.clone()).await;
+    for publish_at in [later() + chrono::Duration::minutes(30), soon()] {
+        let (status, body) = app.post(&format!("/v1/publish-jobs/{}/reschedule", id(&job)), &json!({ "publish_at": publish_at })).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let first = run_ids(&temporal, job["workflow_id"].as_str().unwrap(), 2).await[0].clone();
+    app.wait_for_status(&id(&job), "published", WAIT).await;
+    recorded.push(("continued-as-new", job.clone(), Some(first)));
+    recorded.push(("published-after-continue-as-new", job, None));
+
+    // The preflight-failed job's run closed unattended: a retry starts the next run
+    // (update-with-start), which fails preflight again and closes in turn.
+    let (_, closed_job, _) = recorded.iter().find(|(s, ..)| *s == "preflight-failed").unwrap().clone();
+    wait_until_closed(&temporal, closed_job["workflow_id"].as_str().unwrap()).await;
+    let (status, body) = app.post(&format!("/v1/publish-jobs/{}/retry", id(&closed_job)), &json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(run_ids(&temporal, closed_job["workflow_id"].as_str().unwrap(), 2).await.len(), 2);
+    recorded.push(("restarted-by-a-command-after-closing", closed_job.clone(), None));
+    let first = run_ids(&temporal, closed_job["workflow_id"].as_str().unwrap(), 2).await[0].clone();
+    for entry in recorded.iter_mut().filter(|(s, ..)| *s == "preflight-failed") {
+        entry.2 = Some(first.clone());
+    }
 
     std::fs::create_dir_all(histories_dir()).unwrap();
-    // Let each workflow take its last step after its last mirror write.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    for (scenario, job) in recorded {
-        let handle = temporal.get_workflow_handle::<PublishPostWorkflow>(job["workflow_id"].as_str().unwrap());
-        let bytes = handle.fetch_history(WorkflowFetchHistoryOptions::default()).to_json().await.unwrap();
+    for (scenario, job, run) in recorded {
+        let workflow_id = job["workflow_id"].as_str().unwrap();
+        // Every recorded run ends (published, cancelled, closed unattended or continued).
+        wait_until_closed(&temporal, workflow_id).await;
+        let history = autopost_app::replay::fetch(&temporal, workflow_id, run.as_deref()).await.unwrap();
+        let bytes = serde_json::to_vec(&history).unwrap();
         assert!(!String::from_utf8_lossy(&bytes).contains(token), "a token reached the workflow history");
         let path = histories_dir().join(format!("{version}-{scenario}.json"));
-        std::fs::write(&path, bytes).unwrap();
+        std::fs::write(&path, &bytes).unwrap();
         println!("recorded {}", path.display());
+        if scenario == "published-first-try" {
+            let path = histories_dir().join(format!("formats/protobuf-{version}-{scenario}.pb"));
+            std::fs::write(&path, autopost_app::replay::to_protobuf(&history)).unwrap();
+            println!("recorded {}", path.display());
+        }
+    }
+}
+
+/// The job's workflow runs, oldest first, once visibility shows at least `at_least`.
+async fn run_ids(temporal: &temporalio_client::Client, workflow_id: &str, at_least: usize) -> Vec<String> {
+    use futures::TryStreamExt;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut runs: Vec<(Option<std::time::SystemTime>, String)> = temporal
+            .list_workflows(format!("WorkflowId = '{workflow_id}'"), Default::default())
+            .map_ok(|w| (w.start_time(), w.run_id().to_owned()))
+            .try_collect()
+            .await
+            .unwrap();
+        runs.sort();
+        if runs.len() >= at_least || std::time::Instant::now() > deadline {
+            return runs.into_iter().map(|(_, run)| run).collect();
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn wait_until_closed(temporal: &temporalio_client::Client, workflow_id: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let handle = temporal.get_workflow_handle::<PublishPostWorkflow>(workflow_id);
+    while handle.describe(Default::default()).await.unwrap().status() == temporalio_client::WorkflowExecutionStatus::Running {
+        assert!(std::time::Instant::now() < deadline, "{workflow_id} still runs");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn wait_for_error(app: &TestApp, job_id: &str, code: &str) {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let (_, job) = app.get(&format!("/v1/publish-jobs/{job_id}")).await;
+        if job["last_error"]["code"] == code {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "no {code}: {job}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -183,6 +303,8 @@ async fn a_history_exported_by_the_temporal_cli_replays_and_a_tampered_one_names
         assert_eq!(outcomes[0].result, Verdict::Ok, "{}", outcomes[0]);
     }
     assert!(files.iter().any(|(name, _)| name.starts_with("http-api-shorthand")), "a shorthand export is in the corpus");
+    let (pb_name, pb_bytes) = files.iter().find(|(name, _)| name.ends_with(".pb")).expect("a binary protobuf history in the corpus");
+    assert_eq!(replay::decode(pb_bytes).unwrap().0, Format::Protobuf, "{pb_name}");
 
     // The same history with its first activity renamed no longer matches the code.
     let mut tampered: serde_json::Value = serde_json::from_slice(bytes).unwrap();
@@ -252,4 +374,46 @@ async fn autopost_replay_fetches_by_workflow_id_and_by_query_saves_and_replays_t
     let (ok, out) = run(vec![tampered.display().to_string()]);
     assert!(!ok && out.starts_with("nondeterministic") && out.contains("at event"), "{out}");
     std::fs::remove_dir_all(saved).unwrap();
+}
+
+#[tokio::test]
+async fn a_run_fetched_before_its_first_workflow_task_replays_without_waiting_forever() {
+    use autopost_app::replay::{self, Verdict};
+    // What `--workflow-id` fetches from a run that was just started: no decision yet.
+    let (name, bytes) = recorded().into_iter().find(|(n, _)| n.ends_with("-published-first-try.json")).unwrap();
+    let (_, mut history) = replay::decode(&bytes).unwrap();
+    history.events.truncate(2);
+    let replayed =
+        tokio::time::timeout(Duration::from_secs(20), replay::replay(vec![replay::Input { source: name, format: None, history }]))
+            .await
+            .expect("the replay ends")
+            .unwrap();
+    assert_eq!(replayed[0].result, Verdict::Ok, "{}", replayed[0]);
+}
+
+#[tokio::test]
+async fn the_worked_example_a_behaviour_gated_on_an_input_field_keeps_old_runs_replaying() {
+    // docs/workflow-changes.md: continue-as-new is gated on `commands_per_run`, which runs
+    // started before it existed lack. Their histories replay; the same history with the field
+    // set (what an ungated change would amount to) continues as new where the history armed
+    // its timer, and is caught.
+    use autopost_app::replay::{self, Verdict};
+    use base64::{Engine, engine::general_purpose::STANDARD};
+    let (name, bytes) = recorded().into_iter().find(|(n, _)| n == "v0-rescheduled.json").expect("the v0 corpus");
+    let mut history: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    let data = &mut history["events"][0]["attributes"]["WorkflowExecutionStartedEventAttributes"]["input"]["payloads"][0]["data"];
+    let mut input: serde_json::Value = serde_json::from_slice(&STANDARD.decode(data.as_str().unwrap()).unwrap()).unwrap();
+    assert!(input.get("commands_per_run").is_none(), "{name} predates the field");
+    let (_, old) = replay::decode(&bytes).unwrap();
+    let outcomes = replay::replay(vec![replay::Input { source: name.clone(), format: None, history: old }]).await.unwrap();
+    assert_eq!(outcomes[0].result, Verdict::Ok, "{}", outcomes[0]);
+
+    input["commands_per_run"] = json!(1);
+    *data = json!(STANDARD.encode(serde_json::to_vec(&input).unwrap()));
+    let (_, ungated) = replay::decode(&serde_json::to_vec(&history).unwrap()).unwrap();
+    let outcomes = replay::replay(vec![replay::Input { source: name, format: None, history: ungated }]).await.unwrap();
+    match &outcomes[0].result {
+        Verdict::Nondeterministic { event_type, .. } => assert_eq!(event_type.as_deref(), Some("TimerStarted"), "{}", outcomes[0]),
+        other => panic!("an ungated continue-as-new must not replay: {other:?}"),
+    }
 }
