@@ -417,3 +417,61 @@ async fn the_worked_example_a_behaviour_gated_on_an_input_field_keeps_old_runs_r
         other => panic!("an ungated continue-as-new must not replay: {other:?}"),
     }
 }
+
+/// A build of `PublishPostWorkflow` that decides differently from this one (a timer first,
+/// where this code checks readiness): what a server's history looks like to a developer who is
+/// about to deploy an incompatible change.
+#[temporalio_macros::workflow]
+pub struct IncompatibleBuild;
+
+#[temporalio_macros::workflow_methods]
+impl IncompatibleBuild {
+    #[init]
+    pub fn new(_ctx: &temporalio_sdk::WorkflowContextView, _input: autopost_workflows::PublishJobInput) -> Self {
+        IncompatibleBuild
+    }
+
+    #[run(name = "PublishPostWorkflow")]
+    pub async fn run(ctx: &mut temporalio_sdk::WorkflowContext<Self>) -> temporalio_sdk::WorkflowResult<()> {
+        ctx.timer(Duration::from_millis(10)).await;
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn autopost_replay_of_a_server_history_the_code_disagrees_with_fails_and_names_the_event() {
+    use temporalio_client::{WorkflowGetResultOptions, WorkflowStartOptions};
+    let app = TestApp::spawn_api_only().await;
+    let temporal = autopost_app::connect_temporal(&app.config.temporal).await.unwrap();
+    let task_queue = format!("incompatible-{}", uuid::Uuid::new_v4().simple());
+    let workflow_id = format!("publish-job:{}", uuid::Uuid::new_v4());
+    let runtime = temporalio_sdk::Runtime::from_current_tokio(temporalio_sdk::runtime::RuntimeOptions::builder().build().unwrap()).unwrap();
+    let options = temporalio_sdk::WorkerOptions::new(task_queue.clone()).register_workflow::<IncompatibleBuild>().unwrap().build();
+    let mut worker = temporalio_sdk::Worker::new(&runtime, temporal.clone(), options).unwrap();
+    let stop = worker.shutdown_handle();
+    let input = app.config.schedule.run_settings().input(
+        uuid::Uuid::new_v4(),
+        "creator-1".into(),
+        autopost_workflows::Channel::Instagram,
+        Utc::now() + chrono::Duration::hours(1),
+        None,
+    );
+    let start = WorkflowStartOptions::new(task_queue, workflow_id.clone()).build();
+    let handle = temporal.start_workflow(IncompatibleBuild::run, input, start).await.unwrap();
+    let (ran, finished) = futures::join!(worker.run(), async {
+        let result = tokio::time::timeout(Duration::from_secs(30), handle.get_result(WorkflowGetResultOptions::default())).await;
+        stop();
+        result
+    });
+    ran.unwrap();
+    finished.expect("the incompatible build's run ended").unwrap();
+
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_autopost"))
+        .args(["replay", "--workflow-id", &workflow_id])
+        .env("TEMPORAL_ADDRESS", &app.config.temporal.temporal_address)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "{out}");
+    assert!(out.starts_with("nondeterministic") && out.contains("at event 5 (TimerStarted)"), "the event is named: {out}");
+}
