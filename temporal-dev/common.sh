@@ -15,6 +15,9 @@ STATE="$DEV/.state"
 SEARCH_ATTRIBUTES=(PublishStatus=Keyword Channel=Keyword CreatorId=Keyword PublishAt=Datetime)
 TEMPORAL_ADDRESS="${TEMPORAL_ADDRESS:-127.0.0.1:7233}"
 export TEMPORAL_ADDRESS
+# An empty profile file: a developer's own (a Temporal Cloud key in
+# ~/.config/temporalio/temporal.toml, say) must never reach a local stack or the tests.
+export TEMPORAL_CONFIG_FILE=/dev/null
 STARTED_PIDS=()
 PG_DATA="$STATE/pg"
 PG_PORT="${AUTOPOST_PG_PORT:-55432}"

@@ -4,11 +4,13 @@
 //! [`Config`] holds every group, for the processes that run several parts (`dev`, the tests, the
 //! bench); [`Config::to_env`] turns it back into the environment of a child process.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{collections::HashMap, net::SocketAddr, time::Duration};
 
 use autopost_api::engine::RunSettings;
 use clap::{Args, ValueEnum};
 use secrecy::{ExposeSecret, SecretString};
+use temporalio_client::envconfig::{ClientConfigProfile, ConfigError, LoadClientConfigProfileOptions};
+use temporalio_common::envconfig::load_client_config_profile;
 use url::Url;
 
 /// PostgreSQL, where jobs, attempts and accounts live.
@@ -22,15 +24,53 @@ pub struct PostgresSettings {
 /// The task queue of production workers (`autopost dev` uses its own).
 pub const PRODUCTION_TASK_QUEUE: &str = "autopost-publish";
 
-/// The Temporal server and the task queue the API starts workflows on and workers poll.
+/// The Temporal connection, configured as the Temporal CLI and SDKs configure theirs: a profile
+/// from a TOML file (`TEMPORAL_CONFIG_FILE`, else `~/.config/temporalio/temporal.toml`; the
+/// profile `TEMPORAL_PROFILE`, else `default`), with these settings on top. One profile serves
+/// the CLI, the Web UI and Autopost. Every other `TEMPORAL_*` variable the CLI reads
+/// (`TEMPORAL_TLS_*_DATA`, `TEMPORAL_GRPC_META_*`) is honoured too.
 #[derive(Args, Clone, Debug)]
 pub struct TemporalSettings {
-    /// Temporal frontend (host:port).
-    #[arg(long, env = "TEMPORAL_ADDRESS", default_value = "127.0.0.1:7233")]
-    pub temporal_address: String,
+    /// Temporal frontend, host:port or a URL [default: the profile's, else 127.0.0.1:7233].
+    #[arg(long, env = "TEMPORAL_ADDRESS")]
+    pub temporal_address: Option<String>,
 
-    #[arg(long, env = "TEMPORAL_NAMESPACE", default_value = "default")]
-    pub temporal_namespace: String,
+    /// Namespace [default: the profile's, else `default`].
+    #[arg(long, env = "TEMPORAL_NAMESPACE")]
+    pub temporal_namespace: Option<String>,
+
+    /// API key, sent as `authorization: Bearer <key>`; turns TLS on unless `TEMPORAL_TLS=false`.
+    #[arg(long, env = "TEMPORAL_API_KEY", hide_env_values = true)]
+    pub temporal_api_key: Option<SecretString>,
+
+    /// `true` or `false`: TLS to the frontend (on by default with an API key or any TLS setting).
+    #[arg(long, env = "TEMPORAL_TLS")]
+    pub temporal_tls: Option<String>,
+
+    /// Client certificate (PEM) for mutual TLS.
+    #[arg(long, env = "TEMPORAL_TLS_CLIENT_CERT_PATH")]
+    pub temporal_tls_client_cert_path: Option<std::path::PathBuf>,
+
+    /// The client certificate's private key (PEM).
+    #[arg(long, env = "TEMPORAL_TLS_CLIENT_KEY_PATH")]
+    pub temporal_tls_client_key_path: Option<std::path::PathBuf>,
+
+    /// CA certificate (PEM) that the frontend's certificate must chain to [default: the system's roots].
+    #[arg(long, env = "TEMPORAL_TLS_SERVER_CA_CERT_PATH")]
+    pub temporal_tls_server_ca_cert_path: Option<std::path::PathBuf>,
+
+    /// The name the frontend's certificate must carry, when it differs from the address's host.
+    #[arg(long, env = "TEMPORAL_TLS_SERVER_NAME")]
+    pub temporal_tls_server_name: Option<String>,
+
+    /// Profile in the configuration file [default: `default`].
+    #[arg(long, env = "TEMPORAL_PROFILE")]
+    pub temporal_profile: Option<String>,
+
+    /// Configuration file [default: `~/.config/temporalio/temporal.toml`]. `temporal-dev` and the
+    /// tests point it at an empty file, so that a developer's own profile never reaches them.
+    #[arg(long, env = "TEMPORAL_CONFIG_FILE")]
+    pub temporal_config_file: Option<std::path::PathBuf>,
 
     /// Task queue the API starts workflows on and the worker polls.
     #[arg(long, env = "AUTOPOST_TASK_QUEUE", default_value = PRODUCTION_TASK_QUEUE)]
@@ -361,15 +401,47 @@ impl PostgresSettings {
     }
 }
 
+/// Where Temporal is when neither the settings nor the profile say (the CLI's `localhost:7233`,
+/// on IPv4, where `temporal server start-dev` listens).
+pub const DEFAULT_TEMPORAL_ADDRESS: &str = "127.0.0.1:7233";
+
 impl TemporalSettings {
     pub fn to_env(&self, env: &mut Env) {
-        env.push(("TEMPORAL_ADDRESS", self.temporal_address.clone()));
-        env.push(("TEMPORAL_NAMESPACE", self.temporal_namespace.clone()));
+        for (name, value) in self.variables() {
+            env.push((name, value));
+        }
         env.push(("AUTOPOST_TASK_QUEUE", self.task_queue.clone()));
     }
 
-    pub fn url(&self) -> String {
-        if self.temporal_address.contains("://") { self.temporal_address.clone() } else { format!("http://{}", self.temporal_address) }
+    /// The settings that are set, as the `TEMPORAL_*` variables they come from.
+    fn variables(&self) -> Vec<(&'static str, String)> {
+        let path = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| p.display().to_string());
+        [
+            ("TEMPORAL_ADDRESS", self.temporal_address.clone()),
+            ("TEMPORAL_NAMESPACE", self.temporal_namespace.clone()),
+            ("TEMPORAL_API_KEY", self.temporal_api_key.as_ref().map(|k| k.expose_secret().to_owned())),
+            ("TEMPORAL_TLS", self.temporal_tls.clone()),
+            ("TEMPORAL_TLS_CLIENT_CERT_PATH", path(&self.temporal_tls_client_cert_path)),
+            ("TEMPORAL_TLS_CLIENT_KEY_PATH", path(&self.temporal_tls_client_key_path)),
+            ("TEMPORAL_TLS_SERVER_CA_CERT_PATH", path(&self.temporal_tls_server_ca_cert_path)),
+            ("TEMPORAL_TLS_SERVER_NAME", self.temporal_tls_server_name.clone()),
+            ("TEMPORAL_PROFILE", self.temporal_profile.clone()),
+            ("TEMPORAL_CONFIG_FILE", path(&self.temporal_config_file)),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| Some((name, value?)))
+        .collect()
+    }
+
+    /// The profile these settings select, resolved exactly as the Temporal CLI resolves it: the
+    /// file's profile, then the process's `TEMPORAL_*` variables, then these settings (which
+    /// usually came from those same variables; flags and tests set them directly).
+    pub fn profile(&self) -> Result<ClientConfigProfile, ConfigError> {
+        let mut env: HashMap<String, String> = std::env::vars().filter(|(name, _)| name.starts_with("TEMPORAL_")).collect();
+        env.extend(self.variables().into_iter().map(|(name, value)| (name.to_owned(), value)));
+        let mut profile = load_client_config_profile(LoadClientConfigProfileOptions::default(), Some(&env))?;
+        profile.address.get_or_insert_with(|| DEFAULT_TEMPORAL_ADDRESS.to_owned());
+        Ok(profile)
     }
 }
 
@@ -560,11 +632,12 @@ impl Config {
     /// A development stack must never touch production: its Temporal and Postgres must be on
     /// this machine.
     pub fn check_local(&self) -> anyhow::Result<()> {
-        let temporal = Url::parse(&self.temporal.url()).map_err(|e| anyhow::anyhow!("TEMPORAL_ADDRESS is not an address: {e}"))?;
+        let address = self.temporal.profile().map_err(|e| anyhow::anyhow!("the Temporal settings: {e}"))?.address.unwrap_or_default();
+        let url = if address.contains("://") { address.clone() } else { format!("http://{address}") };
+        let temporal = Url::parse(&url).map_err(|e| anyhow::anyhow!("TEMPORAL_ADDRESS is not an address: {e}"))?;
         anyhow::ensure!(
             is_loopback(&temporal),
-            "`autopost dev` runs only against a Temporal on this machine (TEMPORAL_ADDRESS is {}); use `autopost api` and `autopost worker` elsewhere",
-            self.temporal.temporal_address
+            "`autopost dev` runs only against a Temporal on this machine (its address is {address}); use `autopost api` and `autopost worker` elsewhere"
         );
         let database = Url::parse(self.postgres.database_url.expose_secret()).map_err(|_| anyhow::anyhow!("DATABASE_URL is not a URL"))?;
         // A URL without a host connects over the local Unix socket.

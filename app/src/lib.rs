@@ -99,11 +99,36 @@ pub async fn connect_db(config: &PostgresSettings) -> anyhow::Result<PgPool> {
 }
 
 pub async fn connect_temporal(config: &TemporalSettings) -> anyhow::Result<Client> {
-    let url: temporalio_client::Url = config.url().parse().context("TEMPORAL_ADDRESS is not a valid address")?;
-    let connection = Connection::connect(ConnectionOptions::new(url).identity(identity()).build())
-        .await
-        .with_context(|| format!("connecting to Temporal at {}", config.temporal_address))?;
-    Ok(Client::new(connection, ClientOptions::new(config.temporal_namespace.clone()).build())?)
+    let profile = config
+        .profile()
+        .map_err(|e| anyhow::anyhow!("reading the Temporal connection settings (TEMPORAL_*, TEMPORAL_CONFIG_FILE): {e}"))?;
+    let namespace = profile.namespace.clone().unwrap_or_else(|| "default".to_owned());
+    // Said in errors and logs: where, and how, never the key or the key file's contents.
+    let described = describe_connection(&profile);
+    let mut options =
+        ConnectionOptions::try_from(profile).map_err(|e| anyhow::anyhow!("the Temporal connection settings ({described}): {e}"))?;
+    options.identity = identity();
+    let connection = Connection::connect(options).await.with_context(|| format!("connecting to Temporal: {described}"))?;
+    tracing::debug!(connection = %described, %namespace, "connected to Temporal");
+    Ok(Client::new(connection, ClientOptions::new(namespace).build())?)
+}
+
+/// The connection in words, for messages: the address, the namespace and what TLS uses.
+fn describe_connection(profile: &temporalio_client::envconfig::ClientConfigProfile) -> String {
+    let address = profile.address.as_deref().unwrap_or(config::DEFAULT_TEMPORAL_ADDRESS);
+    let tls = match &profile.tls {
+        Some(tls) if tls.disabled == Some(true) => "TLS off".to_owned(),
+        Some(tls) => {
+            let ca = if tls.server_ca_cert.is_some() { "the configured server CA" } else { "the system's roots" };
+            let client = if tls.client_cert.is_some() { ", with a client certificate" } else { "" };
+            let name = tls.server_name.as_deref().map(|n| format!(", server name {n}")).unwrap_or_default();
+            format!("TLS checked against {ca}{client}{name}")
+        }
+        None if profile.api_key.is_some() => "TLS checked against the system's roots".to_owned(),
+        None => "TLS off".to_owned(),
+    };
+    let key = if profile.api_key.is_some() { ", with an API key" } else { "" };
+    format!("{address} ({tls}{key})")
 }
 
 fn identity() -> String {

@@ -131,6 +131,8 @@ impl TestApp {
             "autopost".to_owned(),
             format!("--database-url={database_url}"),
             format!("--temporal-address={temporal}"),
+            // A developer's own Temporal profile never reaches the tests.
+            "--temporal-config-file=/dev/null".into(),
             "--temporal-namespace=default".into(),
             format!("--task-queue=autopost-test-{}", Uuid::new_v4().simple()),
             format!("--sandbox-listen={sandbox_addr}"),

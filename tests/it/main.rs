@@ -15,5 +15,6 @@ mod publish_end_to_end;
 mod replay;
 mod security;
 mod ssrf;
+mod temporal_tls;
 mod token_storage;
 mod workflow_lifecycle;

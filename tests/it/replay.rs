@@ -346,12 +346,8 @@ async fn autopost_replay_fetches_by_workflow_id_and_by_query_saves_and_replays_t
     app.wait_for_status(job["id"].as_str().unwrap(), "published", Duration::from_secs(60)).await;
     let saved = std::env::temp_dir().join(format!("autopost-replay-{}", uuid::Uuid::new_v4().simple()));
     let run = |args: Vec<String>| {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_autopost"))
-            .arg("replay")
-            .args(args)
-            .env("TEMPORAL_ADDRESS", &app.config.temporal.temporal_address)
-            .output()
-            .unwrap();
+        let output =
+            std::process::Command::new(env!("CARGO_BIN_EXE_autopost")).arg("replay").args(args).envs(temporal_env(&app)).output().unwrap();
         (output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned())
     };
     let (ok, out) = run(vec!["--json".into(), "--workflow-id".into(), workflow_id.clone(), "--save".into(), saved.display().to_string()]);
@@ -468,10 +464,17 @@ async fn autopost_replay_of_a_server_history_the_code_disagrees_with_fails_and_n
 
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_autopost"))
         .args(["replay", "--workflow-id", &workflow_id])
-        .env("TEMPORAL_ADDRESS", &app.config.temporal.temporal_address)
+        .envs(temporal_env(&app))
         .output()
         .unwrap();
     let out = String::from_utf8_lossy(&output.stdout);
     assert!(!output.status.success(), "{out}");
     assert!(out.starts_with("nondeterministic") && out.contains("at event 5 (TimerStarted)"), "the event is named: {out}");
+}
+
+/// The app's Temporal settings, as the environment of an `autopost` process.
+fn temporal_env(app: &TestApp) -> autopost_app::config::Env {
+    let mut env = Vec::new();
+    app.config.temporal.to_env(&mut env);
+    env
 }

@@ -195,8 +195,10 @@ impl Stack {
 
         let mut config = Config::with_defaults();
         config.postgres.database_url = SecretString::from(pg.url());
-        config.temporal.temporal_address = temporal.address();
-        config.temporal.temporal_namespace = "default".into();
+        config.temporal.temporal_address = Some(temporal.address());
+        config.temporal.temporal_namespace = Some("default".into());
+        // Its own server: no profile of the developer's applies.
+        config.temporal.temporal_config_file = Some("/dev/null".into());
         config.temporal.task_queue = "autopost-chaos".into();
         config.api.listen = SocketAddr::from(([127, 0, 0, 1], free_port()?));
         config.api.publish_now = true;
