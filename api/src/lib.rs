@@ -122,11 +122,31 @@ pub fn metrics_router(state: ApiState) -> Router {
 }
 
 /// Serves the API until `shutdown` resolves.
+/// Serves until `shutdown` resolves; then accepts no new connection and waits for the requests
+/// in flight, at most `grace`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: ApiState,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: std::time::Duration,
 ) -> anyhow::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await?;
+    let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
+    let signal = async move {
+        shutdown.await;
+        tracing::info!(grace = ?grace, "API stopping: no new connections, finishing the requests in flight");
+        let _ = stopping.send(());
+    };
+    let server = axum::serve(listener, router(state)).with_graceful_shutdown(signal).into_future();
+    let deadline = async move {
+        match stopped.await {
+            Ok(()) => tokio::time::sleep(grace).await,
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        served = server => served?,
+        () = deadline => tracing::warn!("requests still in flight after the shutdown grace; stopping anyway"),
+    }
+    tracing::info!("API stopped");
     Ok(())
 }

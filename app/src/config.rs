@@ -243,6 +243,17 @@ pub struct WorkerOnlySettings {
     pub token_refresh_interval: Duration,
 }
 
+/// How the API and the worker stop on SIGTERM.
+#[derive(Args, Clone, Debug)]
+pub struct ShutdownSettings {
+    /// How long a stopping process waits: the API for its in-flight requests (it accepts no
+    /// new connection), the worker for its running activities (it polls no new task; after
+    /// this the SDK cancels them, and Temporal runs them again on another worker). Set the
+    /// orchestrator's termination grace period above it.
+    #[arg(long, env = "AUTOPOST_SHUTDOWN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+}
+
 /// The platform sandbox process.
 #[derive(Args, Clone, Debug)]
 pub struct SandboxSettings {
@@ -269,6 +280,8 @@ pub struct ApiConfig {
     #[command(flatten)]
     pub token_keys: TokenKeySettings,
     #[command(flatten)]
+    pub shutdown: ShutdownSettings,
+    #[command(flatten)]
     pub api: ApiOnlySettings,
 }
 
@@ -287,6 +300,8 @@ pub struct WorkerConfig {
     pub stuck: StuckSettings,
     #[command(flatten)]
     pub token_keys: TokenKeySettings,
+    #[command(flatten)]
+    pub shutdown: ShutdownSettings,
     #[command(flatten)]
     pub worker: WorkerOnlySettings,
 }
@@ -308,6 +323,8 @@ pub struct Config {
     pub auth: AuthSettings,
     #[command(flatten)]
     pub token_keys: TokenKeySettings,
+    #[command(flatten)]
+    pub shutdown: ShutdownSettings,
     #[command(flatten)]
     pub api: ApiOnlySettings,
     #[command(flatten)]
@@ -442,6 +459,12 @@ impl TemporalSettings {
         let mut profile = load_client_config_profile(LoadClientConfigProfileOptions::default(), Some(&env))?;
         profile.address.get_or_insert_with(|| DEFAULT_TEMPORAL_ADDRESS.to_owned());
         Ok(profile)
+    }
+}
+
+impl ShutdownSettings {
+    pub fn to_env(&self, env: &mut Env) {
+        env.push(("AUTOPOST_SHUTDOWN_GRACE", duration(self.shutdown_grace)));
     }
 }
 
@@ -660,6 +683,7 @@ impl Config {
             stuck: self.stuck.clone(),
             auth: self.auth.clone(),
             token_keys: self.token_keys.clone(),
+            shutdown: self.shutdown.clone(),
             api: self.api.clone(),
         }
     }
@@ -673,6 +697,7 @@ impl Config {
             platforms: self.platforms.clone(),
             stuck: self.stuck.clone(),
             token_keys: self.token_keys.clone(),
+            shutdown: self.shutdown.clone(),
             worker: self.worker.clone(),
         }
     }
@@ -694,6 +719,7 @@ impl Config {
         self.stuck.to_env(&mut env);
         self.auth.to_env(&mut env);
         self.token_keys.to_env(&mut env);
+        self.shutdown.to_env(&mut env);
         self.api.to_env(&mut env);
         self.worker.to_env(&mut env);
         self.sandbox.to_env(&mut env);

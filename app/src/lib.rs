@@ -9,6 +9,7 @@ pub mod reconcile;
 pub mod replay;
 pub mod telemetry;
 pub mod token_refresh;
+pub mod worker_health;
 
 use std::sync::Arc;
 
@@ -198,7 +199,7 @@ pub async fn run_api_with(
         }
     });
     tracing::info!(address = %listener.local_addr()?, "API listening");
-    autopost_api::serve(listener, state, shutdown).await
+    autopost_api::serve(listener, state, shutdown, config.shutdown.shutdown_grace).await
 }
 
 /// Runs a worker polling the task queue until `shutdown` resolves, then drains it.
@@ -226,12 +227,14 @@ pub async fn run_worker_with(
     let runtime_options = RuntimeOptions::builder().telemetry_options(sdk_metrics.telemetry.clone()).build().map_err(anyhow::Error::msg)?;
     let runtime = Runtime::from_current_tokio(runtime_options)?;
     metrics::handle();
+    let client = connect_temporal(&config.temporal).await?;
+    let health = worker_health::WorkerHealth::new(db.clone(), client.clone(), config.temporal.task_queue.clone(), identity());
+    let probes = health.router();
     tokio::spawn(async move {
-        if let Err(e) = metrics::serve_worker_metrics(metrics_listener, Some(&sdk_metrics)).await {
+        if let Err(e) = metrics::serve_worker_metrics(metrics_listener, Some(&sdk_metrics), probes).await {
             tracing::error!(error = %format!("{e:#}"), "worker metrics stopped");
         }
     });
-    let client = connect_temporal(&config.temporal).await?;
     let reconcile = reconcile::ReconcileSettings {
         task_queue: config.temporal.task_queue.clone(),
         schedule: config.schedule.clone(),
@@ -257,16 +260,36 @@ pub async fn run_worker_with(
         },
         keys,
     )?;
+    let grace = config.shutdown.shutdown_grace;
     let mut options = product_worker_options(config.temporal.task_queue.clone(), activities)?;
+    // Past the grace the SDK cancels the activities still running; Temporal runs them again
+    // on another worker, which resolves what this one left at the platform before calling.
+    options.graceful_shutdown_period = Some(grace);
     register(&mut options)?;
     let mut worker = Worker::new(&runtime, client, options)?;
     let stop = worker.shutdown_handle();
+    let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
+    let stopping_health = health.clone();
     tokio::spawn(async move {
         shutdown.await;
+        stopping_health.stopping();
+        tracing::info!(grace = ?grace, "worker stopping: no new tasks, letting running activities finish");
         stop();
+        let _ = stopping.send(());
     });
     tracing::info!(task_queue = %config.temporal.task_queue, "worker polling");
-    worker.run().await?;
+    // The SDK's own drain is bounded by the grace; this bounds it once more, should an activity
+    // ignore its cancellation.
+    let deadline = async move {
+        match stopped.await {
+            Ok(()) => tokio::time::sleep(grace + std::time::Duration::from_secs(5)).await,
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        ran = worker.run() => ran?,
+        () = deadline => tracing::warn!("activities still running after the shutdown grace; exiting"),
+    }
     tracing::info!("worker stopped");
     Ok(())
 }

@@ -43,10 +43,10 @@ struct Sources {
     http: reqwest::Client,
 }
 
-/// Serves the worker's `GET /metrics`: our metrics, then the Temporal SDK's.
-pub async fn serve_worker_metrics(listener: tokio::net::TcpListener, sdk: Option<&SdkMetrics>) -> anyhow::Result<()> {
+/// Serves the worker's `GET /metrics` (our metrics, then the Temporal SDK's), and `probes`.
+pub async fn serve_worker_metrics(listener: tokio::net::TcpListener, sdk: Option<&SdkMetrics>, probes: Router) -> anyhow::Result<()> {
     let sources = Sources { ours: handle(), sdk: sdk.map(|s| s.address), http: reqwest::Client::new() };
-    let app = Router::new().route("/metrics", get(render)).with_state(sources);
+    let app = Router::new().route("/metrics", get(render)).with_state(sources).merge(probes);
     axum::serve(listener, app).await?;
     Ok(())
 }

@@ -77,6 +77,8 @@ pub struct Options {
     pub attention_ttl: &'static str,
     /// `AUTOPOST_COMMANDS_PER_RUN`.
     pub commands_per_run: u32,
+    /// `AUTOPOST_SHUTDOWN_GRACE`.
+    pub shutdown_grace: &'static str,
 }
 
 impl Default for Options {
@@ -96,6 +98,7 @@ impl Default for Options {
             max_concurrent_requests: 512,
             attention_ttl: "30days",
             commands_per_run: 100,
+            shutdown_grace: "20s",
         }
     }
 }
@@ -159,6 +162,7 @@ impl TestApp {
             format!("--max-concurrent-requests={}", options.max_concurrent_requests),
             format!("--attention-ttl={}", options.attention_ttl),
             format!("--commands-per-run={}", options.commands_per_run),
+            format!("--shutdown-grace={}", options.shutdown_grace),
         ])
         .config;
         config.use_sandbox_platforms();

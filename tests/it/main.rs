@@ -14,6 +14,7 @@ mod observability;
 mod publish_end_to_end;
 mod replay;
 mod security;
+mod shutdown;
 mod ssrf;
 mod temporal_tls;
 mod token_storage;
