@@ -230,6 +230,35 @@ impl TestApp {
             .expect("starting the worker process")
     }
 
+    /// `autopost api` as its own process, as it runs in production, on a port of its own; once
+    /// it answers. Returns the process (killed when dropped) and its URL.
+    pub async fn spawn_api_process(&self) -> (Child, String) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.worker_log).unwrap();
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_autopost"))
+            .arg("api")
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("RUST_LOG", "info")
+            .envs(self.config.to_env())
+            .env("AUTOPOST_LISTEN", format!("127.0.0.1:{port}"))
+            .env("AUTOPOST_METRICS_LISTEN", "127.0.0.1:0")
+            .env("AUTOPOST_LOG_FORMAT", "json")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("starting the API process");
+        let api = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while reqwest::get(format!("{api}/healthz")).await.is_err() {
+            assert!(Instant::now() < deadline, "the API process never answered");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        (child, api)
+    }
+
     /// Stops the worker gracefully (SIGTERM) and waits for the process to exit.
     pub async fn stop_worker(&mut self) {
         let mut child = self.worker.take().expect("no worker is running");

@@ -10,6 +10,7 @@ mod common;
 mod exactly_once;
 mod failures;
 mod fuzz;
+mod many_processes;
 mod observability;
 mod publish_end_to_end;
 mod replay;

@@ -2,10 +2,7 @@
 //! `AUTOPOST_SHUTDOWN_GRACE`, losing and duplicating nothing; the worker answers an
 //! orchestrator's probes.
 
-use std::{
-    process::Stdio,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use crate::common::{Options, TestApp, link_body};
 use chrono::Utc;
@@ -32,35 +29,10 @@ async fn wait_for_calls(app: &TestApp, endpoint: &str) {
     }
 }
 
-/// `autopost api` as its own process, on a port of its own.
-async fn spawn_api_process(app: &TestApp) -> (Child, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_autopost"))
-        .arg("api")
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .envs(app.config.to_env())
-        .env("AUTOPOST_LISTEN", format!("127.0.0.1:{port}"))
-        .env("AUTOPOST_METRICS_LISTEN", "127.0.0.1:0")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let api = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while reqwest::get(format!("{api}/healthz")).await.is_err() {
-        assert!(Instant::now() < deadline, "the API process never answered");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    (child, api)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_lets_the_api_finish_the_request_in_flight_refuse_new_connections_and_exit_0() {
     let app = TestApp::spawn_with(Options { worker: false, ..Options::default() }).await;
-    let (mut api, url) = spawn_api_process(&app).await;
+    let (mut api, url) = app.spawn_api_process().await;
     // Linking asks the platform whom the token belongs to: make it take 3 s.
     app.sandbox_fault(json!({ "endpoint": "instagram.user", "times": 1, "delay_ms": 3000 })).await;
     let link = {

@@ -1,0 +1,89 @@
+//! Issue 16, part 3: any number of `autopost api` and `autopost worker` processes share one
+//! Temporal namespace and one Postgres. Two APIs and three workers take a burst; one worker is
+//! killed in the middle; every job publishes, once.
+
+use std::{
+    collections::HashSet,
+    time::{Duration, Instant},
+};
+
+use crate::common::{Options, TestApp, link_body};
+use chrono::Utc;
+use serde_json::{Value, json};
+
+const JOBS: usize = 24;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_apis_and_three_workers_publish_a_burst_once_each_with_a_worker_killed_in_the_middle() {
+    let app =
+        TestApp::spawn_with(Options { worker: false, creator_writes_per_minute: 0, heartbeat_timeout: "2s", ..Options::default() }).await;
+    let mut workers: Vec<_> = (0..3).map(|_| app.spawn_worker_process()).collect();
+    let (_api_a, a) = app.spawn_api_process().await;
+    let (_api_b, b) = app.spawn_api_process().await;
+    let apis = [a, b];
+
+    let mut accounts = Vec::new();
+    for (i, channel) in ["instagram", "tiktok"].into_iter().enumerate() {
+        let response = app
+            .http
+            .post(format!("{}/v1/accounts", apis[i]))
+            .json(&link_body(channel, &format!("token-many-{channel}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        let account: Value = response.json().await.unwrap();
+        accounts.push((channel, account["id"].as_str().unwrap().to_owned()));
+    }
+    // Every publish takes a second at the platform, so the kill below lands mid-burst.
+    app.sandbox_fault(json!({ "endpoint": "instagram.media_publish", "times": JOBS, "delay_ms": 1000 })).await;
+    let publish_at = Utc::now() + chrono::Duration::seconds(4);
+    let mut ids = Vec::new();
+    for n in 0..JOBS {
+        let (channel, account) = &accounts[n % 2];
+        let media = match *channel {
+            "instagram" => json!([{ "url": app.media_url("sample.jpg"), "kind": "image" }]),
+            _ => json!([{ "url": app.media_url("sample.mp4"), "kind": "video" }]),
+        };
+        let body = json!({ "account_id": account, "publish_at": publish_at, "caption": format!("burst {n}"), "media": media });
+        let response = app.http.post(format!("{}/v1/publish-jobs", apis[n % 2])).json(&body).send().await.unwrap();
+        assert_eq!(response.status(), 201, "job {n}");
+        let job: Value = response.json().await.unwrap();
+        ids.push(job["id"].as_str().unwrap().to_owned());
+    }
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while app.sandbox_calls("instagram.media_publish").await < 3 {
+        assert!(Instant::now() < deadline, "the burst never reached the platform");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    workers[0].kill().await.unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let mut open = Vec::new();
+        for id in &ids {
+            let (_, job) = app.get(&format!("/v1/publish-jobs/{id}")).await;
+            if job["status"] != "published" {
+                open.push(job);
+            }
+        }
+        if open.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{} jobs not published: {:?}", open.len(), open.first());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Once each: as many posts as jobs, each job's post its own, and no second publish call.
+    let posts = app.sandbox_posts().await;
+    assert_eq!(posts.len(), JOBS, "{posts:?}");
+    let mut post_ids = HashSet::new();
+    for id in &ids {
+        let (_, job) = app.get(&format!("/v1/publish-jobs/{id}")).await;
+        assert!(post_ids.insert(job["platform_post_id"].as_str().unwrap().to_owned()), "two jobs share a post: {job}");
+    }
+    assert_eq!(app.sandbox_calls("instagram.media_publish").await as usize, JOBS / 2);
+    for worker in &mut workers[1..] {
+        worker.kill().await.unwrap();
+    }
+}
