@@ -16,9 +16,24 @@ use url::Url;
 /// PostgreSQL, where jobs, attempts and accounts live.
 #[derive(Args, Clone, Debug)]
 pub struct PostgresSettings {
-    /// Postgres; the database is created if missing.
+    /// Postgres. `autopost migrate` creates the database if it is missing and the role may.
+    /// For TLS to a managed Postgres add `?sslmode=verify-full&sslrootcert=/path/to/ca.pem`.
     #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/autopost", hide_env_values = true)]
     pub database_url: SecretString,
+
+    /// Connections this process keeps at most. Size Postgres's `max_connections` for every
+    /// process: (API processes + workers) x this, plus migrations.
+    #[arg(long, env = "AUTOPOST_DB_POOL_SIZE", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub db_pool_size: u32,
+
+    /// How long a request waits for a free connection before it fails (the API answers 503).
+    #[arg(long, env = "AUTOPOST_DB_ACQUIRE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub db_acquire_timeout: Duration,
+
+    /// The longest statement Postgres runs for this process (`statement_timeout`), so a stuck
+    /// query gives its connection back. Migrations run without it.
+    #[arg(long, env = "AUTOPOST_DB_STATEMENT_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub db_statement_timeout: Duration,
 }
 
 /// The task queue of production workers (`autopost dev` uses its own).
@@ -402,6 +417,19 @@ fn duration(d: Duration) -> String {
 impl PostgresSettings {
     pub fn to_env(&self, env: &mut Env) {
         env.push(("DATABASE_URL", self.database_url.expose_secret().to_owned()));
+        env.push(("AUTOPOST_DB_POOL_SIZE", self.db_pool_size.to_string()));
+        env.push(("AUTOPOST_DB_ACQUIRE_TIMEOUT", duration(self.db_acquire_timeout)));
+        env.push(("AUTOPOST_DB_STATEMENT_TIMEOUT", duration(self.db_statement_timeout)));
+    }
+
+    /// Settings for `url` with the defaults (tests and tools that make their own databases).
+    pub fn for_url(url: impl Into<String>) -> Self {
+        PostgresSettings {
+            database_url: SecretString::from(url.into()),
+            db_pool_size: 10,
+            db_acquire_timeout: Duration::from_secs(5),
+            db_statement_timeout: Duration::from_secs(30),
+        }
     }
 
     /// The URL without its password, for logs and reports.

@@ -11,7 +11,7 @@ pub mod telemetry;
 pub mod token_refresh;
 pub mod worker_health;
 
-use std::sync::Arc;
+use std::{str::FromStr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use autopost_activities::platforms::{instagram::InstagramClient, tiktok::TiktokClient};
@@ -19,7 +19,11 @@ use autopost_activities::{PlatformSettings, WorkerActivities};
 use autopost_api::{ApiSettings, ApiState, Platforms, auth::Authenticator, limits::CreatorRateLimit, validate::MediaPolicy};
 use autopost_workflows::PublishPostWorkflow;
 use secrecy::ExposeSecret;
-use sqlx::{PgPool, migrate::MigrateDatabase, postgres::PgPoolOptions};
+use sqlx::{
+    PgPool,
+    migrate::MigrateDatabase,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
 use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions};
 use temporalio_sdk::{Runtime, Worker, WorkerOptions, runtime::RuntimeOptions};
 
@@ -63,22 +67,34 @@ pub async fn exclusively<T>(db: &PgPool, key: i64, pass: impl Future<Output = an
 pub async fn migrate(config: &PostgresSettings, token_keys: &TokenKeySettings) -> anyhow::Result<PgPool> {
     let url = config.database_url.expose_secret();
     if !sqlx::Postgres::database_exists(url).await.context("checking the database")? {
-        // Two processes may race to create it; losing that race is fine.
+        // Two processes may race to create it; losing that race is fine. A role that may not
+        // create databases (the usual production role) is told what to do instead.
         if let Err(e) = sqlx::Postgres::create_database(url).await
             && !sqlx::Postgres::database_exists(url).await.unwrap_or(false)
         {
+            let denied = matches!(&e, sqlx::Error::Database(db) if db.code().as_deref() == Some("42501"));
+            if denied {
+                anyhow::bail!(
+                    "the database in DATABASE_URL ({}) does not exist, and its role may not create databases: \
+                     create it as its owner (docs/deploy.md), then run `autopost migrate` again",
+                    config.redacted_url()
+                );
+            }
             return Err(e).context("creating the database");
         }
     }
-    let pool = connect_db(config).await?;
-    migrations_through(ENCRYPTED_TOKENS_MIGRATION).run(&pool).await.context("applying migrations")?;
-    if autopost_activities::db::plain_token_rows(&pool).await? > 0 {
+    // Migrations run on their own connection, without the statement timeout: rewriting a large
+    // table may take longer than any request should.
+    let migrations = connect_with(config, 1, Duration::ZERO).await?;
+    migrations_through(ENCRYPTED_TOKENS_MIGRATION).run(&migrations).await.context("applying migrations")?;
+    if autopost_activities::db::plain_token_rows(&migrations).await? > 0 {
         let keys = token_keys.keys().context("encrypting the platform tokens an earlier version stored in plain text")?;
-        let encrypted = autopost_activities::db::encrypt_plain_tokens(&pool, &keys).await?;
+        let encrypted = autopost_activities::db::encrypt_plain_tokens(&migrations, &keys).await?;
         tracing::info!(accounts = encrypted, key_id = keys.current_kid(), "plain-text tokens encrypted");
     }
-    MIGRATOR.run(&pool).await.context("applying migrations")?;
-    Ok(pool)
+    MIGRATOR.run(&migrations).await.context("applying migrations")?;
+    migrations.close().await;
+    connect_db(config).await
 }
 
 /// `autopost rotate-token-key`: seals every stored token under the current (first) key.
@@ -91,12 +107,23 @@ pub async fn rotate_token_key(
     Ok(autopost_activities::db::reencrypt_tokens(&db, &keys, 100).await?)
 }
 
+/// The process's pool: `AUTOPOST_DB_POOL_SIZE` connections at most, each with the statement
+/// timeout. TLS as `DATABASE_URL` asks (`sslmode`, `sslrootcert`).
 pub async fn connect_db(config: &PostgresSettings) -> anyhow::Result<PgPool> {
+    connect_with(config, config.db_pool_size, config.db_statement_timeout).await
+}
+
+async fn connect_with(config: &PostgresSettings, size: u32, statement_timeout: Duration) -> anyhow::Result<PgPool> {
+    let options = PgConnectOptions::from_str(config.database_url.expose_secret())
+        .context("DATABASE_URL is not a Postgres URL")?
+        // A startup parameter, set on every connection of the pool; 0 means none.
+        .options([("statement_timeout", statement_timeout.as_millis().to_string())]);
     PgPoolOptions::new()
-        .max_connections(10)
-        .connect(config.database_url.expose_secret())
+        .max_connections(size)
+        .acquire_timeout(config.db_acquire_timeout)
+        .connect_with(options)
         .await
-        .context("connecting to Postgres (DATABASE_URL)")
+        .with_context(|| format!("connecting to Postgres at {}", config.redacted_url()))
 }
 
 pub async fn connect_temporal(config: &TemporalSettings) -> anyhow::Result<Client> {

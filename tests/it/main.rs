@@ -12,6 +12,7 @@ mod failures;
 mod fuzz;
 mod many_processes;
 mod observability;
+mod postgres;
 mod publish_end_to_end;
 mod replay;
 mod security;

@@ -168,7 +168,7 @@ impl ScratchDatabase {
         let mut url = url::Url::parse(&raw).unwrap();
         url.set_path(&format!("autopost_test_{}", Uuid::new_v4().simple()));
         sqlx::Postgres::create_database(url.as_str()).await.unwrap();
-        ScratchDatabase { settings: PostgresSettings { database_url: SecretString::from(url.to_string()) } }
+        ScratchDatabase { settings: PostgresSettings::for_url(url.to_string()) }
     }
 
     async fn drop(self) {
