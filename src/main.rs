@@ -117,8 +117,24 @@ async fn main() -> anyhow::Result<()> {
     let default_format = if matches!(command, Command::Dev { .. }) { LogFormat::Pretty } else { LogFormat::Json };
     // `replay` and `token` print their answer on stdout, undisturbed by logs.
     if !matches!(command, Command::Replay { .. } | Command::Token { .. }) {
-        autopost_app::telemetry::init(log_format.unwrap_or(default_format));
+        autopost_app::telemetry::init(log_format.unwrap_or(default_format), service_name(&command));
     }
+    let result = run(command).await;
+    autopost_app::telemetry::shutdown();
+    result
+}
+
+/// How traces name this process, unless `OTEL_SERVICE_NAME` does.
+fn service_name(command: &Command) -> &'static str {
+    match command {
+        Command::Api(_) => "autopost-api",
+        Command::Worker(_) => "autopost-worker",
+        Command::Dev { .. } => "autopost-dev",
+        _ => "autopost",
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Migrate { postgres, token_keys } => {
             autopost_app::migrate(&postgres, &token_keys).await?;

@@ -99,6 +99,7 @@ pub fn router(state: ApiState) -> Router {
             }
         })
         .route_layer(middleware::from_fn(observability::record_latency))
+        .layer(middleware::from_fn(observability::in_request_trace))
         .with_state(state);
     // `Router::layer` wraps each route on its own; the limits wrap the whole router as one
     // service (the only fallback of an outer router), so the concurrency limit is one for all.

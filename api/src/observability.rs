@@ -25,6 +25,16 @@ pub fn request_id(headers: &HeaderMap) -> Option<String> {
     headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()).map(str::to_owned)
 }
 
+/// Runs the request with its span's trace as the current OpenTelemetry context, so that the
+/// Temporal client's spans (a workflow start, a command) join the request's trace. Without
+/// OTLP export configured the context is empty and this costs nothing.
+pub async fn in_request_trace(request: Request, next: Next) -> Response {
+    use opentelemetry::trace::FutureExt as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let context = tracing::Span::current().context();
+    next.run(request).with_context(context).await
+}
+
 /// Records every request's latency by route template (not raw path: ids would explode the
 /// label set), method and status.
 pub async fn record_latency(request: Request, next: Next) -> Response {

@@ -138,7 +138,14 @@ pub async fn connect_temporal(config: &TemporalSettings) -> anyhow::Result<Clien
     options.identity = identity();
     let connection = Connection::connect(options).await.with_context(|| format!("connecting to Temporal: {described}"))?;
     tracing::debug!(connection = %described, %namespace, "connected to Temporal");
-    Ok(Client::new(connection, ClientOptions::new(namespace).build())?)
+    let options = if telemetry::tracing_enabled() {
+        // Traces workflow starts and commands, and (through the workers built on this client)
+        // workflows and activities, with the context carried in Temporal headers.
+        ClientOptions::new(namespace).plugin(temporalio_sdk::opentelemetry::OpenTelemetryPlugin::builder().build()).build()
+    } else {
+        ClientOptions::new(namespace).build()
+    };
+    Ok(Client::new(connection, options)?)
 }
 
 /// The connection in words, for messages: the address, the namespace and what TLS uses.

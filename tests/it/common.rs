@@ -46,6 +46,8 @@ pub struct TestApp {
     pub config: Config,
     worker: Option<Child>,
     worker_log: PathBuf,
+    /// More environment for the `autopost` processes this app starts (`OTEL_*`, say).
+    pub child_env: Vec<(String, String)>,
 }
 
 pub struct Options {
@@ -192,6 +194,7 @@ impl TestApp {
             config,
             worker: None,
             worker_log: logs.join(format!("{name}-{database}.log")),
+            child_env: Vec::new(),
         };
         if options.worker {
             app.start_worker();
@@ -222,6 +225,7 @@ impl TestApp {
             .env("RUST_LOG", "info,temporalio_sdk_core=warn")
             .envs(self.config.to_env())
             .env("AUTOPOST_LOG_FORMAT", "json")
+            .envs(self.child_env.iter().cloned())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -244,6 +248,7 @@ impl TestApp {
             .env("AUTOPOST_LISTEN", format!("127.0.0.1:{port}"))
             .env("AUTOPOST_METRICS_LISTEN", "127.0.0.1:0")
             .env("AUTOPOST_LOG_FORMAT", "json")
+            .envs(self.child_env.iter().cloned())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

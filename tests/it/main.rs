@@ -20,4 +20,5 @@ mod shutdown;
 mod ssrf;
 mod temporal_tls;
 mod token_storage;
+mod traces;
 mod workflow_lifecycle;
