@@ -158,14 +158,24 @@ async fn a_profile_file_written_by_temporal_config_set_is_honoured_and_the_varia
     let pki = Pki::new("profile");
     let proxy = tls_proxy(&pki, upstream()).await;
     let file = pki.path("temporal.toml");
-    // What `temporal config set --prop address ...` and friends write.
-    let toml = format!(
-        "[profile.staging]\naddress = \"{proxy}\"\nnamespace = \"default\"\n\n[profile.staging.tls]\nclient_cert_path = \"{}\"\nclient_key_path = \"{}\"\nserver_ca_cert_path = \"{}\"\n",
-        pki.path("client.pem").display(),
-        pki.path("client.key").display(),
-        pki.path("ca.pem").display()
-    );
-    std::fs::write(&file, toml).unwrap();
+    // Written by the Temporal CLI itself, as an operator would.
+    let cli = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("temporal-dev/.bin/bin/temporal");
+    assert!(cli.exists(), "the Temporal CLI (temporal-dev installs it) is at {}", cli.display());
+    let properties = [
+        ("address", proxy.clone()),
+        ("namespace", "default".to_owned()),
+        ("tls.client_cert_path", pki.path("client.pem").display().to_string()),
+        ("tls.client_key_path", pki.path("client.key").display().to_string()),
+        ("tls.server_ca_cert_path", pki.path("ca.pem").display().to_string()),
+    ];
+    for (property, value) in properties {
+        let status = std::process::Command::new(&cli)
+            .args(["config", "set", "--profile", "staging", "--prop", property, "--value", &value])
+            .env("TEMPORAL_CONFIG_FILE", &file)
+            .status()
+            .unwrap();
+        assert!(status.success(), "temporal config set --prop {property}");
+    }
     let settings = TemporalSettings {
         temporal_address: None,
         temporal_namespace: None,
