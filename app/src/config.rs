@@ -479,10 +479,25 @@ impl TemporalSettings {
     }
 
     /// The profile these settings select, resolved exactly as the Temporal CLI resolves it: the
-    /// file's profile, then the process's `TEMPORAL_*` variables, then these settings (which
-    /// usually came from those same variables; flags and tests set them directly).
+    /// file's profile, then the variables on top. The variables these settings own come from
+    /// the settings (clap read them from the environment, or flags and tests set them); the
+    /// process's other `TEMPORAL_*` variables (`TEMPORAL_TLS_*_DATA`, `TEMPORAL_GRPC_META_*`)
+    /// are passed through.
     pub fn profile(&self) -> Result<ClientConfigProfile, ConfigError> {
-        let mut env: HashMap<String, String> = std::env::vars().filter(|(name, _)| name.starts_with("TEMPORAL_")).collect();
+        const OWNED: [&str; 10] = [
+            "TEMPORAL_ADDRESS",
+            "TEMPORAL_NAMESPACE",
+            "TEMPORAL_API_KEY",
+            "TEMPORAL_TLS",
+            "TEMPORAL_TLS_CLIENT_CERT_PATH",
+            "TEMPORAL_TLS_CLIENT_KEY_PATH",
+            "TEMPORAL_TLS_SERVER_CA_CERT_PATH",
+            "TEMPORAL_TLS_SERVER_NAME",
+            "TEMPORAL_PROFILE",
+            "TEMPORAL_CONFIG_FILE",
+        ];
+        let mut env: HashMap<String, String> =
+            std::env::vars().filter(|(name, _)| name.starts_with("TEMPORAL_") && !OWNED.contains(&name.as_str())).collect();
         env.extend(self.variables().into_iter().map(|(name, value)| (name.to_owned(), value)));
         let mut profile = load_client_config_profile(LoadClientConfigProfileOptions::default(), Some(&env))?;
         profile.address.get_or_insert_with(|| DEFAULT_TEMPORAL_ADDRESS.to_owned());
@@ -688,7 +703,7 @@ impl Config {
         let temporal = Url::parse(&url).map_err(|e| anyhow::anyhow!("TEMPORAL_ADDRESS is not an address: {e}"))?;
         anyhow::ensure!(
             is_loopback(&temporal),
-            "`autopost dev` runs only against a Temporal on this machine (its address is {address}); use `autopost api` and `autopost worker` elsewhere"
+            "`autopost dev` runs only against a Temporal on this machine (TEMPORAL_ADDRESS, or the Temporal profile, says {address}); use `autopost api` and `autopost worker` elsewhere"
         );
         let database = Url::parse(self.postgres.database_url.expose_secret()).map_err(|_| anyhow::anyhow!("DATABASE_URL is not a URL"))?;
         // A URL without a host connects over the local Unix socket.
@@ -828,6 +843,17 @@ mod tests {
             "--jwt-audience=autopost",
             "--token-keys=k1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
             "--token-refresh-interval=2h",
+            // The Temporal settings are optional (unset: the profile's): set them all.
+            "--temporal-address=temporal.example:7233",
+            "--temporal-namespace=ns",
+            "--temporal-api-key=a-key",
+            "--temporal-tls=true",
+            "--temporal-tls-client-cert-path=/c.pem",
+            "--temporal-tls-client-key-path=/c.key",
+            "--temporal-tls-server-ca-cert-path=/ca.pem",
+            "--temporal-tls-server-name=temporal.example",
+            "--temporal-profile=prod",
+            "--temporal-config-file=/dev/null",
         ]);
         let env = config.to_env();
         let declared: Vec<String> = Config::augment_args(clap::Command::new("autopost"))

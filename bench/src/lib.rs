@@ -12,6 +12,7 @@ mod baseline;
 pub mod chaos;
 mod report;
 mod scenarios;
+mod sleeping;
 mod system;
 
 use std::{path::PathBuf, time::Duration};
@@ -49,6 +50,14 @@ pub struct BenchArgs {
     /// Keep the database and the processes' logs afterwards, for investigation.
     #[arg(long)]
     pub keep: bool,
+    /// Instead of the other scenarios: create this many jobs due in a day and report the
+    /// worker's memory with them asleep, and how soon each job's readiness was known.
+    #[arg(long, value_name = "N")]
+    pub sleeping: Option<usize>,
+    /// With `--sleeping`: how long to keep watching the worker's memory once every readiness
+    /// is known.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub settle: Duration,
 }
 
 /// Where the benchmark's posts go. TikTok by default: the sandbox's `received_at` of a TikTok

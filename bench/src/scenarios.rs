@@ -26,6 +26,20 @@ pub async fn run(postgres: &PostgresSettings, temporal: &TemporalSettings, args:
     ensure!(args.n > 0, "--n must be at least 1");
     ensure!(args.concurrency > 0, "--concurrency must be at least 1");
     let system = System::start(postgres, temporal).await?;
+    if let Some(n) = args.sleeping {
+        ensure!(n > 0, "--sleeping must be at least 1");
+        let result = tokio::select! {
+            result = crate::sleeping::run(&system, &args, n) => result,
+            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        };
+        system.stop(Keep { database: args.keep, logs: args.keep || result.is_err() }).await;
+        let report = result?;
+        report.print();
+        if let Some(path) = &args.json {
+            std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n").with_context(|| format!("writing {}", path.display()))?;
+        }
+        return Ok(());
+    }
     // Ctrl-C must still clean up: without this the database and the sleeping workflows stay.
     let result = tokio::select! {
         result = scenarios(&system, &args) => result,

@@ -337,6 +337,16 @@ impl System {
         Ok((status, response.json().await.unwrap_or(Value::Null)))
     }
 
+    pub(crate) fn db(&self) -> &PgPool {
+        &self.db
+    }
+
+    /// The bench worker's `VmRSS` or `VmHWM`, in KiB.
+    pub(crate) fn worker_memory(&self, field: &str) -> anyhow::Result<u64> {
+        let (_, child) = self.children.iter().find(|(r, _)| *r == "bench-worker").context("no bench worker")?;
+        vm_kib(child.id().context("the bench worker exited")?, field)
+    }
+
     pub(crate) fn memory(&self) -> anyhow::Result<Memory> {
         let peak = |role: &str| -> anyhow::Result<Option<u64>> {
             let Some((_, child)) = self.children.iter().find(|(r, _)| *r == role) else { return Ok(None) };
@@ -451,13 +461,18 @@ pub(crate) fn millis(d: chrono::Duration) -> f64 {
 
 /// Peak resident set size of a process, from the kernel's own bookkeeping.
 fn vm_hwm_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).with_context(|| format!("reading /proc/{pid}/status"))?;
-    parse_vm_hwm(&status).with_context(|| format!("no VmHWM in /proc/{pid}/status"))
+    vm_kib(pid, "VmHWM")
 }
 
-fn parse_vm_hwm(status: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.trim_start_matches("VmHWM:").trim().trim_end_matches("kB").trim().parse().ok()
+/// A memory figure of a process (`VmRSS`: now, `VmHWM`: its peak), from `/proc/{pid}/status`.
+pub(crate) fn vm_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).with_context(|| format!("reading /proc/{pid}/status"))?;
+    parse_vm(&status, field).with_context(|| format!("no {field} in /proc/{pid}/status"))
+}
+
+fn parse_vm(status: &str, field: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.strip_prefix(field).is_some_and(|rest| rest.starts_with(':')))?;
+    line[field.len() + 1..].trim().trim_end_matches("kB").trim().parse().ok()
 }
 
 pub(crate) fn load_average() -> Option<f64> {
@@ -470,8 +485,10 @@ mod tests {
 
     #[test]
     fn vm_hwm_is_read_from_proc_status() {
-        assert_eq!(parse_vm_hwm("Name:\tautopost\nVmPeak:\t  900 kB\nVmHWM:\t   12345 kB\n"), Some(12345));
-        assert_eq!(parse_vm_hwm("Name:\tautopost\n"), None);
+        let status = "Name:\tautopost\nVmPeak:\t  900 kB\nVmHWM:\t   12345 kB\nVmRSS:\t  2048 kB\n";
+        assert_eq!(parse_vm(status, "VmHWM"), Some(12345));
+        assert_eq!(parse_vm(status, "VmRSS"), Some(2048));
+        assert_eq!(parse_vm("Name:\tautopost\n", "VmHWM"), None);
         assert!(vm_hwm_kib(std::process::id()).unwrap() > 0);
     }
 }
