@@ -44,3 +44,27 @@ fn the_bench_runs_every_scenario_and_writes_its_figures() {
         assert!(number(&format!("/memory/{process}_vm_hwm_kib")) > 1000.0, "memory of {process}");
     }
 }
+
+#[test]
+fn the_sleeping_scenario_reports_readiness_and_the_workers_memory() {
+    let json_path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("bench-sleeping-{}.json", std::process::id()));
+    let output = Command::new(env!("CARGO_BIN_EXE_autopost"))
+        .args(["bench", "--sleeping", "6", "--concurrency", "2", "--settle", "1s", "--timeout", "90s", "--json"])
+        .arg(&json_path)
+        .output()
+        .expect("running autopost bench --sleeping");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "bench failed: {}\n{}\n{stdout}", output.status, String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("targets:"), "no verdict on stdout:\n{stdout}");
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json_path).expect("the JSON file")).expect("valid JSON");
+    let _ = std::fs::remove_file(&json_path);
+    assert_eq!((report["n"].as_u64(), report["create"]["count"].as_u64()), (Some(6), Some(6)), "{report:#}");
+    let readiness = &report["readiness_ms"];
+    assert!(readiness["p50"].as_f64() <= readiness["max"].as_f64(), "{report:#}");
+    assert_eq!(report["readiness_within_60s"], 6, "{report:#}");
+    let rss = &report["worker_rss_kib"];
+    for figure in ["after_creates", "after_readiness", "after_settle", "peak"] {
+        assert!(rss[figure].as_u64().is_some_and(|kib| kib > 1000), "{figure}: {report:#}");
+    }
+    assert!(rss["peak"].as_u64() >= rss["after_settle"].as_u64(), "the peak is the most: {report:#}");
+}
