@@ -85,6 +85,8 @@ pub(crate) struct BurstReport {
 #[derive(Serialize)]
 pub(crate) struct BaselineReport {
     pub(crate) count: usize,
+    /// Bare `start_workflow` calls per second, from the same number of concurrent clients.
+    pub(crate) starts_per_s: f64,
     pub(crate) instant: DateTime<Utc>,
     /// From the instant to each no-op activity's completion.
     pub(crate) lag_ms: Percentiles,
@@ -110,7 +112,7 @@ pub(crate) struct Memory {
 
 impl Report {
     pub(crate) fn print(&self) {
-        let ratio = |r: Option<f64>| r.map_or("-".into(), |r| format!("{r:.1}x"));
+        let times = |r: Option<f64>| r.map_or("-".into(), |r| format!("{r:.2}x"));
         let mib = |kib: Option<u64>| kib.map_or("-".into(), |k| format!("{:.0} MiB", k as f64 / 1024.0));
         let (c, b, base) = (&self.create, &self.burst, &self.baseline);
         println!();
@@ -144,10 +146,10 @@ impl Report {
         println!(
             "{:<34}{:>10}{:>10}{:>10}{:>14}",
             "burst / baseline",
-            ratio(self.ratios.lag_p50),
-            ratio(self.ratios.lag_p99),
-            ratio(self.ratios.lag_max),
-            ratio(self.ratios.all_done)
+            times(self.ratios.lag_p50),
+            times(self.ratios.lag_p99),
+            times(self.ratios.lag_max),
+            times(self.ratios.all_done)
         );
         println!(
             "peak memory (VmHWM): worker {}, api {}, sandbox {}; burst jobs retried: {}",
@@ -155,6 +157,21 @@ impl Report {
             mib(self.memory.api_vm_hwm_kib),
             mib(self.memory.sandbox_vm_hwm_kib),
             b.jobs_retried
+        );
+        // Issue 12's targets that this run measures.
+        let verdict = |met: bool| if met { "met" } else { "NOT met" };
+        let create_vs_start = ratio(c.throughput_per_s, base.starts_per_s);
+        println!(
+            "target: creates >= 0.8x bare start_workflow ({:.0}/s against {:.0}/s = {}): {}",
+            c.throughput_per_s,
+            base.starts_per_s,
+            times(create_vs_start),
+            verdict(create_vs_start.is_some_and(|r| r >= 0.8))
+        );
+        println!(
+            "target: burst p99 <= 0.05x the baseline's p99 ({}): {}",
+            times(self.ratios.lag_p99),
+            verdict(self.ratios.lag_p99.is_some_and(|r| r <= 0.05))
         );
     }
 }

@@ -300,7 +300,9 @@ impl System {
         concurrency: usize,
         timeout: Duration,
     ) -> anyhow::Result<BaselineReport> {
-        // Started straight on Temporal from `concurrency` tasks, as the API starts publish workflows.
+        // Started straight on Temporal from `concurrency` tasks, as the API starts publish
+        // workflows: also the bare `start_workflow` throughput that creates are measured against.
+        let starting = Instant::now();
         let handles = futures::stream::iter(0..n)
             .map(|i| self.start_baseline(i, instant))
             .buffer_unordered(concurrency)
@@ -308,6 +310,7 @@ impl System {
             .await
             .into_iter()
             .collect::<anyhow::Result<Vec<_>>>()?;
+        let starts_per_s = n as f64 / starting.elapsed().as_secs_f64();
         ensure!(Utc::now() < instant, "starting the baseline took past its instant {instant}; raise --margin");
         sleep_until(instant).await;
 
@@ -324,6 +327,7 @@ impl System {
         let last = completed.iter().max().copied().unwrap_or(instant);
         Ok(BaselineReport {
             count: completed.len(),
+            starts_per_s,
             instant,
             lag_ms: Percentiles::of(completed.iter().map(|at| millis(*at - instant)).collect()),
             // The no-op activity is the workflow's last step: its completion is the end.

@@ -18,6 +18,7 @@ fn the_bench_runs_every_scenario_and_writes_its_figures() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "bench failed: {}\nstderr:\n{stderr}\nstdout:\n{stdout}", output.status);
     assert!(stdout.contains("burst / baseline"), "no result table on stdout:\n{stdout}");
+    assert!(stdout.contains("target: creates >= 0.8x bare start_workflow"), "no verdict on the create target:\n{stdout}");
 
     let report: Value = serde_json::from_str(&std::fs::read_to_string(&json_path).expect("the JSON file")).expect("valid JSON");
     let _ = std::fs::remove_file(&json_path);
@@ -29,6 +30,7 @@ fn the_bench_runs_every_scenario_and_writes_its_figures() {
         assert_eq!(report[scenario]["count"], 5, "{scenario}: {report:#}");
     }
     assert!(number("/create/throughput_per_s") > 0.0);
+    assert!(number("/baseline/starts_per_s") > 0.0, "bare start throughput");
     for percentiles in ["/create/latency_ms", "/burst/lag_ms", "/baseline/lag_ms"] {
         let (p50, p99, max) =
             (number(&format!("{percentiles}/p50")), number(&format!("{percentiles}/p99")), number(&format!("{percentiles}/max")));
