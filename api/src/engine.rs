@@ -7,8 +7,15 @@ use std::time::Duration;
 use autopost_workflows::{Channel, CommandAccepted, JobCommand, PublishJobInput, PublishPostWorkflow, Resume, workflow_id};
 use chrono::{DateTime, Utc};
 use temporalio_client::{
-    Client, WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowStartOptions, WorkflowUpdateWithStartOptions,
+    Client, NamespacedClient, WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowStartOptions, WorkflowUpdateWithStartOptions,
     errors::{WorkflowStartError, WorkflowUpdateWithStartError},
+    grpc::WorkflowService,
+    tonic::{self, IntoRequest},
+};
+use temporalio_common::protos::temporal::api::{
+    enums::v1::{TaskQueueKind, TaskQueueType},
+    taskqueue::v1::TaskQueue,
+    workflowservice::v1::DescribeTaskQueueRequest,
 };
 use uuid::Uuid;
 
@@ -71,6 +78,19 @@ pub async fn start_publish_workflow(temporal: &Client, task_queue: &str, input: 
         Err(WorkflowStartError::AlreadyStarted { .. }) => Ok(Start::AlreadyRunning),
         Err(other) => Err(other),
     }
+}
+
+/// The identities of the workers polling `task_queue` for workflow tasks: one cheap call that
+/// also proves Temporal answers.
+pub async fn task_queue_pollers(temporal: &Client, task_queue: &str) -> Result<Vec<String>, tonic::Status> {
+    let request = DescribeTaskQueueRequest {
+        namespace: temporal.namespace(),
+        task_queue: Some(TaskQueue { name: task_queue.to_owned(), kind: TaskQueueKind::Normal as i32, ..Default::default() }),
+        task_queue_type: TaskQueueType::Workflow as i32,
+        ..Default::default()
+    };
+    let described = WorkflowService::describe_task_queue(&mut temporal.clone(), request.into_request()).await?;
+    Ok(described.into_inner().pollers.into_iter().map(|p| p.identity).collect())
 }
 
 /// Sends `command` to the job's workflow, starting a new run with `input` (a carried-on job)

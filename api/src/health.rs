@@ -1,15 +1,8 @@
 //! Liveness and readiness for load balancers and operators.
 
+use crate::{ApiState, engine};
 use axum::{Json, Router, extract::State, http::StatusCode, routing::get};
 use serde::Serialize;
-use temporalio_client::{NamespacedClient, grpc::WorkflowService, tonic::IntoRequest};
-use temporalio_common::protos::temporal::api::{
-    enums::v1::{TaskQueueKind, TaskQueueType},
-    taskqueue::v1::TaskQueue,
-    workflowservice::v1::DescribeTaskQueueRequest,
-};
-
-use crate::ApiState;
 
 pub fn router() -> Router<ApiState> {
     Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz))
@@ -88,16 +81,8 @@ async fn readyz(State(state): State<ApiState>) -> (StatusCode, Json<Ready>) {
         "Postgres did not answer".to_owned()
     });
     // Describing the task queue proves Temporal answers and says who polls it, in one cheap call.
-    let request = DescribeTaskQueueRequest {
-        namespace: state.temporal.namespace(),
-        task_queue: Some(TaskQueue { name: state.settings.task_queue.clone(), kind: TaskQueueKind::Normal as i32, ..Default::default() }),
-        task_queue_type: TaskQueueType::Workflow as i32,
-        ..Default::default()
-    };
-    let pollers = WorkflowService::describe_task_queue(&mut state.temporal.clone(), request.into_request())
-        .await
-        .map(|r| r.into_inner().pollers.len())
-        .map_err(|e| {
+    let pollers =
+        engine::task_queue_pollers(&state.temporal, &state.settings.task_queue).await.map(|identities| identities.len()).map_err(|e| {
             tracing::warn!(error = %e.message(), "readiness: Temporal did not answer");
             "Temporal did not answer".to_owned()
         });

@@ -401,12 +401,6 @@ impl std::fmt::Display for Backoff {
     }
 }
 
-impl Backoff {
-    pub fn as_millis(&self) -> Vec<u64> {
-        self.0.iter().map(|d| d.as_millis() as u64).collect()
-    }
-}
-
 /// A child process's environment, as `(variable, value)` pairs.
 pub type Env = Vec<(&'static str, String)>;
 
@@ -458,8 +452,8 @@ impl TemporalSettings {
         env.push(("AUTOPOST_TASK_QUEUE", self.task_queue.clone()));
     }
 
-    /// The settings that are set, as the `TEMPORAL_*` variables they come from.
-    fn variables(&self) -> Vec<(&'static str, String)> {
+    /// Every variable these settings own, each with its value when set.
+    fn owned_variables(&self) -> [(&'static str, Option<String>); 10] {
         let path = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| p.display().to_string());
         [
             ("TEMPORAL_ADDRESS", self.temporal_address.clone()),
@@ -473,9 +467,11 @@ impl TemporalSettings {
             ("TEMPORAL_PROFILE", self.temporal_profile.clone()),
             ("TEMPORAL_CONFIG_FILE", path(&self.temporal_config_file)),
         ]
-        .into_iter()
-        .filter_map(|(name, value)| Some((name, value?)))
-        .collect()
+    }
+
+    /// The settings that are set, as the `TEMPORAL_*` variables they come from.
+    fn variables(&self) -> Vec<(&'static str, String)> {
+        self.owned_variables().into_iter().filter_map(|(name, value)| Some((name, value?))).collect()
     }
 
     /// The profile these settings select, resolved exactly as the Temporal CLI resolves it: the
@@ -484,20 +480,9 @@ impl TemporalSettings {
     /// process's other `TEMPORAL_*` variables (`TEMPORAL_TLS_*_DATA`, `TEMPORAL_GRPC_META_*`)
     /// are passed through.
     pub fn profile(&self) -> Result<ClientConfigProfile, ConfigError> {
-        const OWNED: [&str; 10] = [
-            "TEMPORAL_ADDRESS",
-            "TEMPORAL_NAMESPACE",
-            "TEMPORAL_API_KEY",
-            "TEMPORAL_TLS",
-            "TEMPORAL_TLS_CLIENT_CERT_PATH",
-            "TEMPORAL_TLS_CLIENT_KEY_PATH",
-            "TEMPORAL_TLS_SERVER_CA_CERT_PATH",
-            "TEMPORAL_TLS_SERVER_NAME",
-            "TEMPORAL_PROFILE",
-            "TEMPORAL_CONFIG_FILE",
-        ];
+        let owned = self.owned_variables().map(|(name, _)| name);
         let mut env: HashMap<String, String> =
-            std::env::vars().filter(|(name, _)| name.starts_with("TEMPORAL_") && !OWNED.contains(&name.as_str())).collect();
+            std::env::vars().filter(|(name, _)| name.starts_with("TEMPORAL_") && !owned.contains(&name.as_str())).collect();
         env.extend(self.variables().into_iter().map(|(name, value)| (name.to_owned(), value)));
         let mut profile = load_client_config_profile(LoadClientConfigProfileOptions::default(), Some(&env))?;
         profile.address.get_or_insert_with(|| DEFAULT_TEMPORAL_ADDRESS.to_owned());

@@ -14,16 +14,12 @@ use std::{
     time::Duration,
 };
 
+use autopost_api::engine;
 use axum::{Json, Router, extract::State, http::StatusCode, routing::get};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
-use temporalio_client::{Client, NamespacedClient, grpc::WorkflowService, tonic::IntoRequest};
-use temporalio_common::protos::temporal::api::{
-    enums::v1::{TaskQueueKind, TaskQueueType},
-    taskqueue::v1::TaskQueue,
-    workflowservice::v1::DescribeTaskQueueRequest,
-};
+use temporalio_client::Client;
 
 /// The largest disagreement between the worker's clock and Postgres's that is still ready.
 pub const MAX_CLOCK_OFFSET: Duration = Duration::from_secs(2);
@@ -125,16 +121,8 @@ async fn database_clock(db: &PgPool) -> Result<DateTime<Utc>, ()> {
 
 /// The identities polling the task queue's workflow tasks.
 async fn pollers(inner: &Inner) -> Result<Vec<String>, ()> {
-    let request = DescribeTaskQueueRequest {
-        namespace: inner.temporal.namespace(),
-        task_queue: Some(TaskQueue { name: inner.task_queue.clone(), kind: TaskQueueKind::Normal as i32, ..Default::default() }),
-        task_queue_type: TaskQueueType::Workflow as i32,
-        ..Default::default()
-    };
-    let mut temporal = inner.temporal.clone();
-    let described = WorkflowService::describe_task_queue(&mut temporal, request.into_request());
-    match tokio::time::timeout(CHECK_TIMEOUT, described).await {
-        Ok(Ok(response)) => Ok(response.into_inner().pollers.into_iter().map(|p| p.identity).collect()),
+    match tokio::time::timeout(CHECK_TIMEOUT, engine::task_queue_pollers(&inner.temporal, &inner.task_queue)).await {
+        Ok(Ok(identities)) => Ok(identities),
         Ok(Err(status)) => {
             tracing::warn!(error = %status.message(), "worker readiness: Temporal did not answer");
             Err(())

@@ -175,11 +175,7 @@ async fn commands_are_refused_in_states_that_do_not_allow_them() {
     app.sandbox_fault(json!({ "endpoint": "instagram.media_publish", "times": 1, "delay_ms": 4000 })).await;
     let busy = app.schedule(&account, in_secs(2), "busy", image(&app)).await;
     let busy_id = busy["id"].as_str().unwrap();
-    let deadline = std::time::Instant::now() + WAIT;
-    while app.sandbox_calls("instagram.media_publish").await == 0 {
-        assert!(std::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    app.wait_for_calls("instagram.media_publish", 1).await;
     assert_refused(&command(&app, busy_id, "cancel", json!({})).await, "publishing");
     assert_refused(&command(&app, busy_id, "reschedule", json!({ "publish_at": in_secs(3600) })).await, "publishing");
     app.wait_for_status(busy_id, "published", WAIT).await;

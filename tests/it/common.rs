@@ -214,12 +214,13 @@ impl TestApp {
         nix::unistd::Pid::from_raw(self.worker.as_ref().expect("a worker runs").id().unwrap() as i32)
     }
 
-    /// One more `autopost worker` process on the same task queue, logging to the same file;
-    /// the caller owns it (it is killed when dropped).
-    pub fn spawn_worker_process(&self) -> Child {
+    /// `autopost <subcommand>` with this app's configuration (and `child_env`), logging JSON to
+    /// the app's process log, killed when dropped.
+    fn autopost_process(&self, subcommand: &str) -> tokio::process::Command {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.worker_log).unwrap();
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_autopost"))
-            .arg("worker")
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_autopost"));
+        command
+            .arg(subcommand)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("RUST_LOG", "info,temporalio_sdk_core=warn")
@@ -229,30 +230,24 @@ impl TestApp {
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("starting the worker process")
+            .kill_on_drop(true);
+        command
+    }
+
+    /// One more `autopost worker` process on the same task queue, logging to the same file;
+    /// the caller owns it (it is killed when dropped).
+    pub fn spawn_worker_process(&self) -> Child {
+        self.autopost_process("worker").spawn().expect("starting the worker process")
     }
 
     /// `autopost api` as its own process, as it runs in production, on a port of its own; once
     /// it answers. Returns the process (killed when dropped) and its URL.
     pub async fn spawn_api_process(&self) -> (Child, String) {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.worker_log).unwrap();
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_autopost"))
-            .arg("api")
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("RUST_LOG", "info")
-            .envs(self.config.to_env())
+        let child = self
+            .autopost_process("api")
             .env("AUTOPOST_LISTEN", format!("127.0.0.1:{port}"))
             .env("AUTOPOST_METRICS_LISTEN", "127.0.0.1:0")
-            .env("AUTOPOST_LOG_FORMAT", "json")
-            .envs(self.child_env.iter().cloned())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .kill_on_drop(true)
             .spawn()
             .expect("starting the API process");
         let api = format!("http://127.0.0.1:{port}");
@@ -321,7 +316,12 @@ impl TestApp {
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        let response = self.http.post(format!("{}{path}", self.api)).json(body).send().await.unwrap();
+        self.post_to(&self.api, path, body).await
+    }
+
+    /// A POST, as [`CREATOR`], to the API at `api` (another API process, say).
+    pub async fn post_to(&self, api: &str, path: &str, body: &Value) -> (u16, Value) {
+        let response = self.http.post(format!("{api}{path}")).json(body).send().await.unwrap();
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
     }
@@ -346,7 +346,12 @@ impl TestApp {
     /// sandbox user derived from their subject, the part before the first `.`), with a token valid
     /// for 60 days; returns its id.
     pub async fn link_account(&self, channel: &str, token: &str) -> String {
-        let (status, body) = self.link(channel, token).await;
+        self.link_account_via(&self.api, channel, token).await
+    }
+
+    /// [`Self::link_account`] through the API at `api`.
+    pub async fn link_account_via(&self, api: &str, channel: &str, token: &str) -> String {
+        let (status, body) = self.post_to(api, "/v1/accounts", &link_body(channel, token)).await;
         assert_eq!(status, 201, "linking failed: {body}");
         body["id"].as_str().unwrap().to_owned()
     }
@@ -362,11 +367,24 @@ impl TestApp {
 
     /// Schedules a post; returns the created job.
     pub async fn schedule(&self, account_id: &str, publish_at: DateTime<Utc>, caption: &str, media: Value) -> Value {
-        let (status, body) = self
-            .post("/v1/publish-jobs", &json!({ "account_id": account_id, "publish_at": publish_at, "caption": caption, "media": media }))
-            .await;
+        self.schedule_via(&self.api, account_id, publish_at, caption, media).await
+    }
+
+    /// [`Self::schedule`] through the API at `api`.
+    pub async fn schedule_via(&self, api: &str, account_id: &str, publish_at: DateTime<Utc>, caption: &str, media: Value) -> Value {
+        let body = json!({ "account_id": account_id, "publish_at": publish_at, "caption": caption, "media": media });
+        let (status, body) = self.post_to(api, "/v1/publish-jobs", &body).await;
         assert_eq!(status, 201, "scheduling failed: {body}");
         body
+    }
+
+    /// Waits until the sandbox has received `count` calls of `endpoint`.
+    pub async fn wait_for_calls(&self, endpoint: &str, count: u64) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.sandbox_calls(endpoint).await < count {
+            assert!(Instant::now() < deadline, "{endpoint} was never called {count} time(s)");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Polls the job until its status is `status`; fails on timeout or on another final status.

@@ -22,14 +22,6 @@ fn in_secs(seconds: i64) -> chrono::DateTime<Utc> {
     Utc::now() + chrono::Duration::seconds(seconds)
 }
 
-async fn wait_for_calls(app: &TestApp, endpoint: &str, count: u64) {
-    let deadline = Instant::now() + WAIT;
-    while app.sandbox_calls(endpoint).await < count {
-        assert!(Instant::now() < deadline, "{endpoint} was never called {count} time(s)");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 async fn workflow_status(app: &TestApp, job: &Value) -> WorkflowExecutionStatus {
     let temporal = autopost_app::connect_temporal(&app.config.temporal).await.unwrap();
     let handle = temporal.get_workflow_handle::<PublishPostWorkflow>(job["workflow_id"].as_str().unwrap());
@@ -63,7 +55,7 @@ async fn a_frozen_worker_whose_attempt_was_taken_over_makes_no_call_when_it_wake
     app.sandbox_fault(json!({ "endpoint": "instagram.media", "times": 1, "delay_ms": 8000 })).await;
     let job = app.schedule(&account, in_secs(2), "frozen", image(&app)).await;
     let id = job["id"].as_str().unwrap();
-    wait_for_calls(&app, "instagram.media", 1).await;
+    app.wait_for_calls("instagram.media", 1).await;
     let frozen = app.worker_pid();
     kill(frozen, Signal::SIGSTOP).unwrap();
     let _second = app.spawn_worker_process();
@@ -158,7 +150,7 @@ async fn a_temporal_cancel_during_a_publish_call_lets_the_publish_win() {
     let account = app.link_account("instagram", "token-op-race").await;
     app.sandbox_fault(json!({ "endpoint": "instagram.media_publish", "times": 1, "delay_ms": 3000 })).await;
     let job = app.schedule(&account, in_secs(2), "publish wins", image(&app)).await;
-    wait_for_calls(&app, "instagram.media_publish", 1).await;
+    app.wait_for_calls("instagram.media_publish", 1).await;
     let temporal = autopost_app::connect_temporal(&app.config.temporal).await.unwrap();
     let handle = temporal.get_workflow_handle::<PublishPostWorkflow>(job["workflow_id"].as_str().unwrap());
     handle.cancel(WorkflowCancelOptions::builder().reason("operator").build()).await.unwrap();
@@ -342,7 +334,7 @@ async fn a_worker_killed_during_the_readiness_check_does_not_hold_the_job_for_th
     app.sandbox_fault(json!({ "endpoint": "instagram.me", "times": 1, "delay_ms": 8000 })).await;
     let publish_at = in_secs(4);
     let job = app.schedule(&account, publish_at, "readiness interrupted", image(&app)).await;
-    wait_for_calls(&app, "instagram.me", 1).await;
+    app.wait_for_calls("instagram.me", 1).await;
     app.kill_worker().await;
     app.start_worker();
     let published = app.wait_for_status(job["id"].as_str().unwrap(), "published", WAIT).await;

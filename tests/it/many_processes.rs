@@ -7,9 +7,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::common::{Options, TestApp, link_body};
+use crate::common::{Options, TestApp};
 use chrono::Utc;
-use serde_json::{Value, json};
+use serde_json::json;
 
 const JOBS: usize = 24;
 
@@ -24,16 +24,7 @@ async fn two_apis_and_three_workers_publish_a_burst_once_each_with_a_worker_kill
 
     let mut accounts = Vec::new();
     for (i, channel) in ["instagram", "tiktok"].into_iter().enumerate() {
-        let response = app
-            .http
-            .post(format!("{}/v1/accounts", apis[i]))
-            .json(&link_body(channel, &format!("token-many-{channel}")))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 201);
-        let account: Value = response.json().await.unwrap();
-        accounts.push((channel, account["id"].as_str().unwrap().to_owned()));
+        accounts.push((channel, app.link_account_via(&apis[i], channel, &format!("token-many-{channel}")).await));
     }
     // Every publish is answered a second after Instagram took it, so the kill below lands with
     // calls in flight; the takeover finds those posts made and records them.
@@ -46,18 +37,11 @@ async fn two_apis_and_three_workers_publish_a_burst_once_each_with_a_worker_kill
             "instagram" => json!([{ "url": app.media_url("sample.jpg"), "kind": "image" }]),
             _ => json!([{ "url": app.media_url("sample.mp4"), "kind": "video" }]),
         };
-        let body = json!({ "account_id": account, "publish_at": publish_at, "caption": format!("burst {n}"), "media": media });
-        let response = app.http.post(format!("{}/v1/publish-jobs", apis[n % 2])).json(&body).send().await.unwrap();
-        assert_eq!(response.status(), 201, "job {n}");
-        let job: Value = response.json().await.unwrap();
+        let job = app.schedule_via(&apis[n % 2], account, publish_at, &format!("burst {n}"), media).await;
         ids.push(job["id"].as_str().unwrap().to_owned());
     }
 
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while app.sandbox_calls("instagram.media_publish").await < 3 {
-        assert!(Instant::now() < deadline, "the burst never reached the platform");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    app.wait_for_calls("instagram.media_publish", 3).await;
     workers[0].kill().await.unwrap();
 
     // A worker killed inside a platform call whose acceptance nobody can confirm leaves that

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::common::{Options, TestApp, link_body};
+use crate::common::{Options, TestApp};
 use autopost_app::config::{PostgresSettings, TokenKeySettings};
 use chrono::Utc;
 use secrecy::{ExposeSecret, SecretString};
@@ -73,14 +73,9 @@ async fn the_api_and_a_worker_run_as_an_application_role_with_only_the_documente
     app.config.postgres = with_user(&app.config.postgres, &role, None);
     app.start_worker();
     let (mut api_process, api) = app.spawn_api_process().await;
-    let response = app.http.post(format!("{api}/v1/accounts")).json(&link_body("instagram", "token-app-role")).send().await.unwrap();
-    assert_eq!(response.status(), 201);
-    let account: serde_json::Value = response.json().await.unwrap();
-    let body = json!({ "account_id": account["id"], "publish_at": Utc::now() + chrono::Duration::seconds(2), "caption": "least privilege",
-        "media": [{ "url": app.media_url("sample.jpg"), "kind": "image" }] });
-    let response = app.http.post(format!("{api}/v1/publish-jobs")).json(&body).send().await.unwrap();
-    assert_eq!(response.status(), 201);
-    let job: serde_json::Value = response.json().await.unwrap();
+    let account = app.link_account_via(&api, "instagram", "token-app-role").await;
+    let media = json!([{ "url": app.media_url("sample.jpg"), "kind": "image" }]);
+    let job = app.schedule_via(&api, &account, Utc::now() + chrono::Duration::seconds(2), "least privilege", media).await;
     app.wait_for_status(job["id"].as_str().unwrap(), "published", Duration::from_secs(60)).await;
     assert!(!app.worker_log().contains("permission denied"), "{}", app.worker_log());
 

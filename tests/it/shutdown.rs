@@ -21,14 +21,6 @@ fn sigterm(child: &Child) {
     kill(Pid::from_raw(child.id().unwrap() as i32), Signal::SIGTERM).unwrap();
 }
 
-async fn wait_for_calls(app: &TestApp, endpoint: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while app.sandbox_calls(endpoint).await == 0 {
-        assert!(Instant::now() < deadline, "{endpoint} was never called");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_lets_the_api_finish_the_request_in_flight_refuse_new_connections_and_exit_0() {
     let app = TestApp::spawn_with(Options { worker: false, ..Options::default() }).await;
@@ -39,7 +31,7 @@ async fn sigterm_lets_the_api_finish_the_request_in_flight_refuse_new_connection
         let (http, url) = (app.http.clone(), url.clone());
         tokio::spawn(async move { http.post(format!("{url}/v1/accounts")).json(&link_body("instagram", "token-sigterm")).send().await })
     };
-    wait_for_calls(&app, "instagram.user").await;
+    app.wait_for_calls("instagram.user", 1).await;
     sigterm(&api);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(reqwest::get(format!("{url}/healthz")).await.is_err(), "a stopping API accepts no new connection");
@@ -57,7 +49,7 @@ async fn sigterm_during_a_publish_lets_it_finish_then_the_worker_exits_0_and_the
     let account = app.link_account("instagram", "token-sigterm-publish").await;
     app.sandbox_fault(json!({ "endpoint": "instagram.media_publish", "times": 1, "delay_ms": 4000 })).await;
     let job = app.schedule(&account, Utc::now() + chrono::Duration::seconds(2), "sigterm", image(&app)).await;
-    wait_for_calls(&app, "instagram.media_publish").await;
+    app.wait_for_calls("instagram.media_publish", 1).await;
     sigterm(&worker);
     let status = tokio::time::timeout(Duration::from_secs(30), worker.wait()).await.expect("the worker exits").unwrap();
     assert!(status.success(), "exit status {status}\n{}", app.worker_log());
@@ -81,7 +73,7 @@ async fn a_publish_longer_than_the_shutdown_grace_is_taken_over_and_posted_once(
     let account = app.link_account("instagram", "token-sigterm-long").await;
     app.sandbox_fault(json!({ "endpoint": "instagram.media_publish", "times": 1, "delay_ms": 6000, "after_accept": true })).await;
     let job = app.schedule(&account, Utc::now() + chrono::Duration::seconds(2), "long publish", image(&app)).await;
-    wait_for_calls(&app, "instagram.media_publish").await;
+    app.wait_for_calls("instagram.media_publish", 1).await;
     sigterm(&worker);
     let status = tokio::time::timeout(Duration::from_secs(20), worker.wait()).await.expect("the worker exits").unwrap();
     assert!(status.success(), "exit status {status}\n{}", app.worker_log());

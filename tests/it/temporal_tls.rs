@@ -127,16 +127,8 @@ async fn the_api_and_a_worker_reach_temporal_through_mutual_tls_and_a_wrong_ca_f
     app.start_worker();
 
     let account = app.link_account("instagram", "token-tls").await;
-    let response = app
-        .http
-        .post(format!("{tls_api}/v1/publish-jobs"))
-        .json(&json!({ "account_id": account, "publish_at": Utc::now() + chrono::Duration::seconds(2), "caption": "over TLS",
-            "media": [{ "url": app.media_url("sample.jpg"), "kind": "image" }] }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
-    let job: serde_json::Value = response.json().await.unwrap();
+    let media = json!([{ "url": app.media_url("sample.jpg"), "kind": "image" }]);
+    let job = app.schedule_via(&tls_api, &account, Utc::now() + chrono::Duration::seconds(2), "over TLS", media).await;
     app.wait_for_status(job["id"].as_str().unwrap(), "published", Duration::from_secs(60)).await;
     assert_eq!(app.sandbox_posts().await.len(), 1);
 

@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::common::{Options, TestApp, link_body};
+use crate::common::{Options, TestApp};
 use axum::{Router, body::Bytes, extract::State, routing::post};
 use chrono::Utc;
 use opentelemetry_proto::tonic::{collector::trace::v1::ExportTraceServiceRequest, common::v1::any_value};
@@ -75,14 +75,9 @@ async fn one_trace_links_the_api_request_the_publish_activity_and_the_platform_c
     app.start_worker();
     let (_api_process, api) = app.spawn_api_process().await;
     let token = "token-traced-secret";
-    let response = app.http.post(format!("{api}/v1/accounts")).json(&link_body("instagram", token)).send().await.unwrap();
-    assert_eq!(response.status(), 201);
-    let account: serde_json::Value = response.json().await.unwrap();
-    let body = json!({ "account_id": account["id"], "publish_at": Utc::now() + chrono::Duration::seconds(2), "caption": "traced",
-        "media": [{ "url": app.media_url("sample.jpg"), "kind": "image" }] });
-    let response = app.http.post(format!("{api}/v1/publish-jobs")).json(&body).send().await.unwrap();
-    assert_eq!(response.status(), 201);
-    let job: serde_json::Value = response.json().await.unwrap();
+    let account = app.link_account_via(&api, "instagram", token).await;
+    let media = json!([{ "url": app.media_url("sample.jpg"), "kind": "image" }]);
+    let job = app.schedule_via(&api, &account, Utc::now() + chrono::Duration::seconds(2), "traced", media).await;
     app.wait_for_status(job["id"].as_str().unwrap(), "published", Duration::from_secs(60)).await;
 
     // The platform call's span, then everything of its trace.
