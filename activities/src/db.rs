@@ -1,10 +1,10 @@
 //! The worker's reads and writes of Postgres: the job mirror, the attempt log and the accounts'
 //! encrypted tokens.
 
-use autopost_workflows::{Channel, JobTransition, MediaItem};
+use autopost_workflows::{Channel, Claimant, FenceClaim, JobTransition, MediaItem};
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
-use sqlx::PgPool;
+use sqlx::{PgExecutor, PgPool};
 use tracing::instrument;
 use uuid::Uuid;
 
@@ -161,6 +161,23 @@ pub async fn load_account(db: &PgPool, keys: &TokenKeys, account_id: Uuid) -> Re
 /// run, or any write of a run with a higher `epoch` (a replacement of a lost run). Returns whether it was applied.
 #[instrument(skip(db, transition), fields(job_id = %transition.job_id, version = transition.version, status = %transition.status))]
 pub async fn apply_transition(db: &PgPool, transition: &JobTransition) -> Result<bool, DbError> {
+    let applied = write_transition(db, transition).await?;
+    if !applied {
+        // Either a newer transition won (fine: stale writes are dropped) or the row is gone,
+        // which must not pass silently.
+        let exists = sqlx::query_scalar!("SELECT 1 AS \"one!\" FROM publish_jobs WHERE id = $1", transition.job_id)
+            .fetch_optional(db)
+            .await?
+            .is_some();
+        if !exists {
+            return Err(DbError::JobMissing(transition.job_id));
+        }
+    }
+    Ok(applied)
+}
+
+/// The write of [`apply_transition`], also inside a transaction: whether it was applied.
+async fn write_transition<'e>(db: impl PgExecutor<'e>, transition: &JobTransition) -> Result<bool, DbError> {
     let (error_code, error_message) = match &transition.last_error {
         Some(e) => (Some(e.code.as_str()), Some(e.message.as_str())),
         None => (None, None),
@@ -189,46 +206,147 @@ pub async fn apply_transition(db: &PgPool, transition: &JobTransition) -> Result
     .await?
     .rows_affected()
         == 1;
-    if !applied {
-        // Either a newer transition won (fine: stale writes are dropped) or the row is gone,
-        // which must not pass silently.
-        let exists = sqlx::query_scalar!("SELECT 1 AS \"one!\" FROM publish_jobs WHERE id = $1", transition.job_id)
-            .fetch_optional(db)
-            .await?
-            .is_some();
-        if !exists {
-            return Err(DbError::JobMissing(transition.job_id));
-        }
-    }
     Ok(applied)
 }
 
-/// Who may make a job's platform calls: the run's fencing epoch, the job's attempt number and
-/// the activity's execution of that attempt. Ordered in that sequence, a later token wins.
+/// Who may make a job's platform calls: the run's fencing epoch, the job's attempt number, the
+/// mirror version the attempt started (or armed) at and the activity's execution of it. Ordered
+/// in that sequence, a later token wins.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Fence {
     pub job_id: Uuid,
     pub epoch: i64,
     pub attempt: i32,
+    pub version: i64,
     pub execution: i32,
 }
 
 /// Takes the job's lease for `fence` unless a newer token holds it, in one statement. `false`
 /// means a newer execution has taken over: this one must make no further platform call.
 #[instrument(skip(db))]
-pub async fn take_lease(db: &PgPool, fence: &Fence) -> Result<bool, DbError> {
+pub async fn take_lease<'e>(db: impl PgExecutor<'e>, fence: &Fence) -> Result<bool, DbError> {
     Ok(sqlx::query!(
-        r#"UPDATE publish_jobs SET lease_epoch = $2, lease_attempt = $3, lease_execution = $4
-           WHERE id = $1 AND (lease_epoch, lease_attempt, lease_execution) <= ($2, $3, $4)"#,
+        r#"UPDATE publish_jobs SET lease_epoch = $2, lease_attempt = $3, lease_version = $4, lease_execution = $5
+           WHERE id = $1 AND (lease_epoch, lease_attempt, lease_version, lease_execution) <= ($2, $3, $4, $5)"#,
         fence.job_id,
         fence.epoch,
         fence.attempt,
+        fence.version,
         fence.execution
     )
     .execute(db)
     .await?
     .rows_affected()
         == 1)
+}
+
+/// Claims the fence of the arming at (`epoch`, `version`) for `claimant`, and returns who holds
+/// it: the first claim wins, and a claim by the side that won (a re-executed activity, a
+/// repeated command) learns that it holds it.
+#[instrument(skip(db))]
+pub async fn claim_fence(db: &mut sqlx::PgConnection, claim: &FenceClaim) -> Result<Claimant, DbError> {
+    let inserted = sqlx::query_scalar!(
+        r#"INSERT INTO publish_fences (job_id, epoch, version, claimed_by) VALUES ($1, $2, $3, $4)
+           ON CONFLICT (job_id, epoch, version) DO NOTHING RETURNING claimed_by"#,
+        claim.job_id,
+        claim.epoch,
+        claim.version,
+        claim.claimant.as_str()
+    )
+    .fetch_optional(&mut *db)
+    .await?;
+    // A conflicting claim may have committed after this statement's snapshot was taken: read
+    // the winner in a statement of its own.
+    let winner = match inserted {
+        Some(winner) => winner,
+        None => {
+            sqlx::query_scalar!(
+                "SELECT claimed_by FROM publish_fences WHERE job_id = $1 AND epoch = $2 AND version = $3",
+                claim.job_id,
+                claim.epoch,
+                claim.version
+            )
+            .fetch_one(&mut *db)
+            .await?
+        }
+    };
+    claimant(claim.job_id, &winner)
+}
+
+/// Who holds the fence of the arming at (`epoch`, `version`), if anyone claimed it yet.
+#[instrument(skip(db))]
+pub async fn fence_holder(db: &PgPool, job_id: Uuid, epoch: i64, version: i64) -> Result<Option<Claimant>, DbError> {
+    let holder = sqlx::query_scalar!(
+        "SELECT claimed_by FROM publish_fences WHERE job_id = $1 AND epoch = $2 AND version = $3",
+        job_id,
+        epoch,
+        version
+    )
+    .fetch_optional(db)
+    .await?;
+    holder.map(|h| claimant(job_id, &h)).transpose()
+}
+
+fn claimant(job_id: Uuid, stored: &str) -> Result<Claimant, DbError> {
+    match stored {
+        "publish" => Ok(Claimant::Publish),
+        "command" => Ok(Claimant::Command),
+        other => Err(DbError::Corrupt(job_id, format!("unknown fence holder `{other}`"))),
+    }
+}
+
+/// What the publishing call about to be made must leave noted before it is sent.
+pub enum PublishIntent<'a> {
+    /// Nothing: the attempt's own code notes it (it resolves earlier attempts first).
+    None,
+    /// Instagram's `media_publish` of this container.
+    InstagramContainer(&'a str),
+    /// TikTok's init, which creates the reference.
+    TiktokInit,
+}
+
+/// Whether the armed publish may go out: the arming's fence claimed for it, then in the same
+/// transaction (one commit at the instant) the execution's lease, the `publishing` mirror at
+/// `version + 1`, the attempt's row and the note of the call about to be sent.
+pub enum Fired {
+    /// Go: the call may be sent.
+    Go,
+    /// A command claimed the fence first.
+    Disarmed,
+    /// A newer execution of this arming holds the lease.
+    Superseded,
+}
+
+#[instrument(skip(db, publishing, intent))]
+pub async fn fire(db: &PgPool, fence: &Fence, publishing: &JobTransition, intent: PublishIntent<'_>) -> Result<Fired, DbError> {
+    let mut tx = db.begin().await?;
+    let claim = FenceClaim { job_id: fence.job_id, epoch: fence.epoch, version: fence.version, claimant: Claimant::Publish };
+    if claim_fence(&mut tx, &claim).await? != Claimant::Publish {
+        return Ok(Fired::Disarmed);
+    }
+    if !take_lease(&mut *tx, fence).await? {
+        return Ok(Fired::Superseded);
+    }
+    // Stale when a re-execution finds a later state already mirrored: fine.
+    write_transition(&mut *tx, publishing).await?;
+    begin_attempt(&mut *tx, fence.job_id, fence.attempt).await?;
+    match intent {
+        PublishIntent::None => {}
+        PublishIntent::InstagramContainer(container) => mark_reference_publish_requested(&mut *tx, fence.job_id, container).await?,
+        PublishIntent::TiktokInit => mark_publish_requested(&mut *tx, fence.job_id, fence.attempt).await?,
+    }
+    tx.commit().await?;
+    Ok(Fired::Go)
+}
+
+/// Ends an armed attempt that published: its row and the `published` mirror, in one commit.
+#[instrument(skip(db, end, published))]
+pub async fn finish_published(db: &PgPool, attempt: i32, end: AttemptEnd<'_>, published: &JobTransition) -> Result<(), DbError> {
+    let mut tx = db.begin().await?;
+    finish_attempt(&mut *tx, published.job_id, attempt, end).await?;
+    write_transition(&mut *tx, published).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// A platform reference recorded by an attempt of this job.
@@ -241,7 +359,7 @@ pub struct RecordedReference {
 
 /// Opens the attempt's row (idempotent: a re-executed attempt finds its row again).
 #[instrument(skip(db))]
-pub async fn begin_attempt(db: &PgPool, job_id: Uuid, attempt: i32) -> Result<(), DbError> {
+pub async fn begin_attempt<'e>(db: impl PgExecutor<'e>, job_id: Uuid, attempt: i32) -> Result<(), DbError> {
     sqlx::query!("INSERT INTO publish_attempts (job_id, attempt_number) VALUES ($1, $2) ON CONFLICT DO NOTHING", job_id, attempt)
         .execute(db)
         .await?;
@@ -292,7 +410,7 @@ pub async fn record_reference(db: &PgPool, job_id: Uuid, attempt: i32, reference
 
 /// Notes that the call publishing `reference` (Instagram `media_publish`) is about to be sent.
 #[instrument(skip(db))]
-pub async fn mark_reference_publish_requested(db: &PgPool, job_id: Uuid, reference: &str) -> Result<(), DbError> {
+pub async fn mark_reference_publish_requested<'e>(db: impl PgExecutor<'e>, job_id: Uuid, reference: &str) -> Result<(), DbError> {
     sqlx::query!("UPDATE platform_references SET publish_requested_at = now() WHERE job_id = $1 AND reference = $2", job_id, reference)
         .execute(db)
         .await?;
@@ -311,7 +429,7 @@ pub async fn clear_reference_publish_requested(db: &PgPool, job_id: Uuid, refere
 /// Notes that a publish call whose result only its answer reveals (TikTok's init, which creates
 /// the reference) is about to be sent.
 #[instrument(skip(db))]
-pub async fn mark_publish_requested(db: &PgPool, job_id: Uuid, attempt: i32) -> Result<(), DbError> {
+pub async fn mark_publish_requested<'e>(db: impl PgExecutor<'e>, job_id: Uuid, attempt: i32) -> Result<(), DbError> {
     sqlx::query!("UPDATE publish_attempts SET publish_requested_at = now() WHERE job_id = $1 AND attempt_number = $2", job_id, attempt)
         .execute(db)
         .await?;
@@ -641,7 +759,7 @@ pub struct AttemptEnd<'a> {
 }
 
 #[instrument(skip(db, end))]
-pub async fn finish_attempt(db: &PgPool, job_id: Uuid, attempt: i32, end: AttemptEnd<'_>) -> Result<(), DbError> {
+pub async fn finish_attempt<'e>(db: impl PgExecutor<'e>, job_id: Uuid, attempt: i32, end: AttemptEnd<'_>) -> Result<(), DbError> {
     sqlx::query!(
         r#"UPDATE publish_attempts
            SET finished_at = now(), outcome = $3, error_code = $4, error_message = $5,

@@ -1,5 +1,6 @@
 //! The worker's activities: everything of a publish that does IO. Workflows decide; these act.
 
+mod armed;
 pub mod db;
 mod media_guard;
 pub mod platforms;
@@ -10,7 +11,10 @@ pub mod vault;
 
 use std::{sync::Arc, time::Duration};
 
-use autopost_workflows::{AttemptOutcome, JobTransition, PreflightReport, PreflightRequest, PublishRequest, activities as contract};
+use autopost_workflows::{
+    ArmOutcome, ArmRequest, AttemptOutcome, Claimant, FenceClaim, JobTransition, PreflightReport, PreflightRequest, PublishRequest,
+    activities as contract,
+};
 use sqlx::PgPool;
 use temporalio_macros::activities;
 use temporalio_sdk::ApplicationFailure;
@@ -36,6 +40,9 @@ pub struct PlatformSettings {
     pub preflight_deadline: Duration,
     /// Needed to refresh TikTok tokens; without it an expired TikTok token needs a reconnect.
     pub tiktok_app: Option<platforms::tiktok::AppCredentials>,
+    /// How long an idle HTTPS connection to a platform is kept for the next call: longer than
+    /// the arming lead plus its spread, so the publishing call needs no new handshake.
+    pub connection_idle_timeout: Duration,
     /// Origins (scheme, host, port) whose plain-http media is fetched without the address
     /// guard: the sandbox's, and only while a platform base points at it.
     pub http_media_origins: Vec<url::Origin>,
@@ -58,6 +65,10 @@ impl WorkerActivities {
     pub fn new(db: PgPool, settings: PlatformSettings, keys: Arc<vault::TokenKeys>) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .timeout(settings.request_timeout)
+            // An armed job opens its platform connection at arm time and publishes on it at the
+            // instant: idle connections must outlive the arming lead and spread (reqwest's
+            // default drops them after 90 s).
+            .pool_idle_timeout(settings.connection_idle_timeout)
             .user_agent(concat!("autopost/", env!("CARGO_PKG_VERSION")))
             .build()?;
         let refresher = refresh::TokenRefresher::new(
@@ -111,6 +122,35 @@ impl WorkerActivities {
             }
             Err(other) => Err(retry_later(other)),
         }
+    }
+
+    #[activity(definition = contract::Arm)]
+    pub async fn arm(self: Arc<Self>, ctx: ActivityContext, request: ArmRequest) -> Result<ArmOutcome, ActivityError> {
+        let _heartbeats = Heartbeats::start(&ctx);
+        let outcome = tokio::select! {
+            outcome = self.run_armed(&ctx, request) => outcome,
+            // A command won the fence (the workflow cancels this activity to free its slot), the
+            // execution timed out, or the worker is stopping: stop here. Before the fire nothing
+            // was published; after it, the next execution resolves what this one left.
+            () = ctx.cancelled() => return Err(ActivityError::cancelled()),
+        };
+        outcome.map_err(|e| match e {
+            armed::ArmError::Superseded => ActivityError::application(ApplicationFailure::non_retryable(anyhow::anyhow!(
+                "superseded: a newer execution of this arming holds the job's fence"
+            ))),
+            armed::ArmError::Db(e @ (db::DbError::JobMissing(_) | db::DbError::Corrupt(..) | db::DbError::AccountUnlinked(_))) => {
+                ActivityError::application(ApplicationFailure::non_retryable(e))
+            }
+            armed::ArmError::Db(other) => retry_later(other),
+        })
+    }
+
+    #[activity(definition = contract::ClaimFence)]
+    pub async fn claim_fence(self: Arc<Self>, _ctx: ActivityContext, claim: FenceClaim) -> Result<Claimant, ActivityError> {
+        let mut conn = self.db.acquire().await.map_err(retry_later)?;
+        let holder = db::claim_fence(&mut conn, &claim).await.map_err(retry_later)?;
+        tracing::info!(job_id = %claim.job_id, version = claim.version, claimant = claim.claimant.as_str(), holder = holder.as_str(), "fence claimed");
+        Ok(holder)
     }
 
     #[activity(definition = contract::MirrorTransition)]

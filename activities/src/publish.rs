@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use autopost_workflows::{AttemptOutcome, Channel, MediaKind, PublishRequest};
+use autopost_workflows::{AttemptOutcome, Channel, JobStatus, JobTransition, MediaKind, PublishRequest};
 use chrono::{DateTime, Utc};
 use temporalio_sdk::activities::ActivityContext;
 use tracing::instrument;
@@ -21,6 +21,58 @@ use crate::{
     },
 };
 
+/// An Instagram attempt, ready for its `media_publish`.
+pub(crate) enum Prepared {
+    /// An earlier attempt's post is live: nothing is to be published.
+    Published(Published),
+    /// This container is `FINISHED`, and nothing published it yet.
+    Ready(String),
+}
+
+/// A TikTok attempt, ready for its init.
+pub(crate) enum TiktokPrepared {
+    /// An earlier attempt's post is live.
+    Published(Published),
+    /// An earlier attempt's publish is still under way at TikTok: wait for it, start nothing.
+    InFlight(String),
+    /// Nothing is under way: init with this privacy level.
+    Ready { privacy: String },
+}
+
+/// What a TikTok init led to.
+pub(crate) enum Initiated {
+    Started(String),
+    /// The answer was lost, and the post was found on the creator's profile.
+    Found(Published),
+}
+
+/// The `published` transition an armed attempt writes with its attempt's end.
+pub(crate) struct PublishedMirror {
+    pub(crate) job_id: uuid::Uuid,
+    pub(crate) epoch: i64,
+    /// The version of the `published` transition (the arming's version + 2).
+    pub(crate) version: i64,
+    pub(crate) attempt_count: i32,
+}
+
+impl PublishedMirror {
+    fn transition(&self, platform_post_id: &str, published_at: DateTime<Utc>) -> JobTransition {
+        JobTransition {
+            job_id: self.job_id,
+            epoch: self.epoch,
+            version: self.version,
+            status: JobStatus::Published,
+            attempt_count: self.attempt_count,
+            last_error: None,
+            next_attempt_at: None,
+            published_at: Some(published_at),
+            platform_post_id: Some(platform_post_id.to_owned()),
+            publish_at: None,
+            closes_workflow: true,
+        }
+    }
+}
+
 /// What a bounded wait on a possibly published Instagram container learned.
 enum Publication {
     Published(Published),
@@ -31,12 +83,12 @@ enum Publication {
 }
 
 /// A post the platform has published.
-struct Published {
+pub(crate) struct Published {
     platform_post_id: String,
     request_id: Option<String>,
 }
 
-enum AttemptError {
+pub(crate) enum AttemptError {
     Platform(PlatformError),
     Db(DbError),
     /// A newer execution of this job's attempts holds the fence: this one stops, with no
@@ -111,7 +163,13 @@ impl WorkerActivities {
     pub(crate) async fn run_attempt(&self, ctx: &ActivityContext, request: PublishRequest) -> Result<Option<AttemptOutcome>, DbError> {
         let started = Instant::now();
         let job = db::load_job(&self.db, &self.keys, request.job_id).await?;
-        let fence = Fence { job_id: job.id, epoch: request.epoch, attempt: request.attempt, execution: ctx.info().attempt as i32 };
+        let fence = Fence {
+            job_id: job.id,
+            epoch: request.epoch,
+            attempt: request.attempt,
+            version: request.version,
+            execution: ctx.info().attempt as i32,
+        };
         // The fence first: a superseded execution must not even release what a newer one blocks on.
         if !db::take_lease(&self.db, &fence).await? {
             tracing::warn!(job_id = %job.id, attempt = request.attempt, execution = fence.execution, "superseded before it started");
@@ -125,31 +183,48 @@ impl WorkerActivities {
             Channel::Instagram => self.instagram_attempt(&job, &fence).await,
             Channel::Tiktok => self.tiktok_attempt(&job, &fence).await,
         };
+        self.conclude_attempt(ctx, &job, &fence, result, started, None).await
+    }
+
+    /// Records how an attempt ended (its row, metrics, the attempt's log line) and what the
+    /// workflow learns of it; `None` when a newer execution took over. With `published`, an
+    /// attempt that published also writes that mirror transition, in the same commit.
+    pub(crate) async fn conclude_attempt(
+        &self,
+        ctx: &ActivityContext,
+        job: &JobForPublish,
+        fence: &Fence,
+        result: Result<Published, AttemptError>,
+        started: Instant,
+        published: Option<PublishedMirror>,
+    ) -> Result<Option<AttemptOutcome>, DbError> {
+        let attempt = fence.attempt;
         let (outcome, platform_request_id) = match result {
-            Ok(published) => {
-                db::finish_attempt(
-                    &self.db,
-                    job.id,
-                    request.attempt,
-                    AttemptEnd {
-                        success: true,
-                        error_code: None,
-                        error_message: None,
-                        retryable: None,
-                        request_id: published.request_id.as_deref(),
-                    },
-                )
-                .await?;
+            Ok(done) => {
                 let now = Utc::now();
+                let end = AttemptEnd {
+                    success: true,
+                    error_code: None,
+                    error_message: None,
+                    retryable: None,
+                    request_id: done.request_id.as_deref(),
+                };
+                match published {
+                    Some(mirror) => {
+                        db::finish_published(&self.db, attempt, end, &mirror.transition(&done.platform_post_id, now)).await?;
+                        tracing::info!(job_id = %job.id, status = %JobStatus::Published, attempt, "job transition");
+                    }
+                    None => db::finish_attempt(&self.db, job.id, attempt, end).await?,
+                }
                 let lag = (now - job.publish_at).to_std().unwrap_or_default();
                 metrics::histogram!("autopost_publish_lag_seconds", "channel" => job.channel.as_str()).record(lag.as_secs_f64());
-                (AttemptOutcome::Published { platform_post_id: published.platform_post_id, published_at: now }, published.request_id)
+                (AttemptOutcome::Published { platform_post_id: done.platform_post_id, published_at: now }, done.request_id)
             }
             Err(AttemptError::Platform(error)) => {
                 db::finish_attempt(
                     &self.db,
                     job.id,
-                    request.attempt,
+                    attempt,
                     AttemptEnd {
                         success: false,
                         error_code: Some(&error.code),
@@ -168,7 +243,7 @@ impl WorkerActivities {
             }
             Err(AttemptError::Db(e)) => return Err(e),
             Err(AttemptError::Superseded) => {
-                tracing::warn!(job_id = %job.id, attempt = request.attempt, execution = fence.execution, "superseded by a newer execution; stopped");
+                tracing::warn!(job_id = %job.id, attempt, execution = fence.execution, "superseded by a newer execution; stopped");
                 return Ok(None);
             }
         };
@@ -187,7 +262,7 @@ impl WorkerActivities {
             job_id = %job.id,
             workflow_id = info.workflow_id.as_deref(),
             run_id = info.workflow_run_id.as_deref(),
-            attempt = request.attempt,
+            attempt,
             channel = %job.channel,
             status,
             error_code,
@@ -199,11 +274,24 @@ impl WorkerActivities {
     }
 
     /// Takes the job's fence before a call that creates or publishes at the platform.
-    async fn fenced(&self, fence: &Fence) -> Result<(), AttemptError> {
+    pub(crate) async fn fenced(&self, fence: &Fence) -> Result<(), AttemptError> {
         if db::take_lease(&self.db, fence).await? { Ok(()) } else { Err(AttemptError::Superseded) }
     }
 
-    async fn instagram_attempt(&self, job: &JobForPublish, fence: &Fence) -> Result<Published, AttemptError> {
+    pub(crate) async fn instagram_attempt(&self, job: &JobForPublish, fence: &Fence) -> Result<Published, AttemptError> {
+        match self.instagram_prepare(job, fence).await? {
+            Prepared::Published(published) => Ok(published),
+            Prepared::Ready(container) => {
+                self.fenced(fence).await?;
+                db::mark_reference_publish_requested(&self.db, job.id, &container).await?;
+                self.instagram_publish(job, &container).await
+            }
+        }
+    }
+
+    /// Everything of an Instagram attempt before `media_publish`: earlier attempts' containers
+    /// resolved, then a container ready to publish (`FINISHED`), or the post already live.
+    pub(crate) async fn instagram_prepare(&self, job: &JobForPublish, fence: &Fence) -> Result<Prepared, AttemptError> {
         let token = &job.account.access_token;
         let ig_user = &job.account.platform_user_id;
         let [media] = job.media.as_slice() else {
@@ -215,12 +303,12 @@ impl WorkerActivities {
         for earlier in db::recorded_references(&self.db, job.id).await? {
             let reply = self.instagram.container_status(token, &earlier.reference).await?;
             match reply.value.0 {
-                ContainerStatus::Published => return Ok(already_published(earlier.reference, reply.request_id)),
+                ContainerStatus::Published => return Ok(Prepared::Published(already_published(earlier.reference, reply.request_id))),
                 // Its media_publish was sent and never answered: it may have gone through, so
                 // neither a second publish nor a new container until Instagram says.
                 ContainerStatus::InProgress | ContainerStatus::Finished if earlier.publish_requested => {
                     match self.resolve_publish_request(job, &earlier.reference).await? {
-                        Some(published) => return Ok(published),
+                        Some(published) => return Ok(Prepared::Published(published)),
                         None => continue,
                     }
                 }
@@ -249,8 +337,8 @@ impl WorkerActivities {
         loop {
             let reply = self.instagram.container_status(token, &container).await?;
             match reply.value {
-                (ContainerStatus::Finished, _) => break,
-                (ContainerStatus::Published, _) => return Ok(already_published(container, reply.request_id)),
+                (ContainerStatus::Finished, _) => return Ok(Prepared::Ready(container)),
+                (ContainerStatus::Published, _) => return Ok(Prepared::Published(already_published(container, reply.request_id))),
                 (ContainerStatus::Error, detail) => {
                     let message = detail.unwrap_or_else(|| "Instagram could not process the media".into());
                     return Err(permanent("instagram.container_error", message).into());
@@ -266,9 +354,14 @@ impl WorkerActivities {
                 (ContainerStatus::InProgress, _) => self.wait_while_processing(job.channel, &mut waited).await?,
             }
         }
+    }
 
-        self.fenced(fence).await?;
-        db::mark_reference_publish_requested(&self.db, job.id, &container).await?;
+    /// `media_publish` of a ready container whose call is noted as requested, and what the
+    /// answer (or its absence) means.
+    pub(crate) async fn instagram_publish(&self, job: &JobForPublish, container: &str) -> Result<Published, AttemptError> {
+        let token = &job.account.access_token;
+        let ig_user = &job.account.platform_user_id;
+        let container = container.to_owned();
         match self.instagram.publish_container(ig_user, token, &container).await {
             Ok(reply) => Ok(Published { platform_post_id: reply.value, request_id: reply.request_id }),
             // No answer: the call may have gone through. Instagram's status decides, within a
@@ -329,16 +422,36 @@ impl WorkerActivities {
         }
     }
 
-    async fn tiktok_attempt(&self, job: &JobForPublish, fence: &Fence) -> Result<Published, AttemptError> {
-        let attempt = fence.attempt;
-        let token = &job.account.access_token;
+    pub(crate) async fn tiktok_attempt(&self, job: &JobForPublish, fence: &Fence) -> Result<Published, AttemptError> {
+        let publish_id = match self.tiktok_prepare(job, fence.attempt).await? {
+            TiktokPrepared::Published(published) => return Ok(published),
+            TiktokPrepared::InFlight(publish_id) => publish_id,
+            TiktokPrepared::Ready { privacy } => {
+                // TikTok starts publishing as soon as it accepts the init, and only the answer
+                // carries the publish_id to ask about it later: note the request before sending.
+                self.fenced(fence).await?;
+                db::mark_publish_requested(&self.db, job.id, fence.attempt).await?;
+                match self.tiktok_init(job, fence.attempt, &privacy).await? {
+                    Initiated::Found(published) => return Ok(published),
+                    Initiated::Started(publish_id) => publish_id,
+                }
+            }
+        };
+        self.tiktok_await(job, &publish_id).await
+    }
 
+    /// Everything of a TikTok attempt before the init: earlier attempts' publishes resolved,
+    /// then the privacy level to post with (`creator_info`), or a publish already under way.
+    pub(crate) async fn tiktok_prepare(&self, job: &JobForPublish, attempt: i32) -> Result<TiktokPrepared, AttemptError> {
+        let token = &job.account.access_token;
         let mut publish_id = None;
         for earlier in db::recorded_references(&self.db, job.id).await? {
             let reply =
                 self.tiktok.fetch_status(token, &earlier.reference).await.map_err(|e| unknown_unless_transient(e, &earlier.reference))?;
             match reply.value.status {
-                PublishState::PublishComplete => return Ok(tiktok_published(&earlier.reference, &reply.value, reply.request_id)),
+                PublishState::PublishComplete => {
+                    return Ok(TiktokPrepared::Published(tiktok_published(&earlier.reference, &reply.value, reply.request_id)));
+                }
                 PublishState::Failed => continue,
                 _ => {
                     publish_id = Some(earlier.reference);
@@ -346,54 +459,58 @@ impl WorkerActivities {
                 }
             }
         }
-        let publish_id = match publish_id {
-            Some(existing) => {
-                db::record_reference(&self.db, job.id, attempt, &existing, None).await?;
-                existing
+        if let Some(existing) = publish_id {
+            db::record_reference(&self.db, job.id, attempt, &existing, None).await?;
+            return Ok(TiktokPrepared::InFlight(existing));
+        }
+        if let Some(requested_at) = db::unresolved_publish_request_since(&self.db, job.id).await? {
+            // TikTok cannot be asked about an init by anything but its answer; its list of the
+            // creator's public videos may still show the post.
+            if let Some(found) = self.find_tiktok_video(job, requested_at, Duration::ZERO).await {
+                return Ok(TiktokPrepared::Published(found));
             }
-            None => {
-                if let Some(requested_at) = db::unresolved_publish_request_since(&self.db, job.id).await? {
-                    // TikTok cannot be asked about an init by anything but its answer; its list
-                    // of the creator's public videos may still show the post.
-                    if let Some(found) = self.find_tiktok_video(job, requested_at, Duration::ZERO).await {
-                        return Ok(found);
-                    }
-                    return Err(tiktok_outcome_unknown("an earlier attempt stopped while TikTok was starting the post").into());
+            return Err(tiktok_outcome_unknown("an earlier attempt stopped while TikTok was starting the post").into());
+        }
+        let info = self.tiktok.creator_info(token).await?;
+        let privacy = choose_privacy(&info.value.privacy_level_options)
+            .ok_or_else(|| permanent("tiktok.no_privacy_level", "TikTok offers this account no privacy level to post with"))?;
+        Ok(TiktokPrepared::Ready { privacy: privacy.to_owned() })
+    }
+
+    /// The init (its request already noted), and the reference it created recorded; or the post
+    /// found on the creator's profile when the answer was lost.
+    pub(crate) async fn tiktok_init(&self, job: &JobForPublish, attempt: i32, privacy: &str) -> Result<Initiated, AttemptError> {
+        let token = &job.account.access_token;
+        let requested_at = Utc::now();
+        let init = match job.media.as_slice() {
+            [video] if video.kind == MediaKind::Video => self.tiktok.init_video(token, &job.caption, privacy, &video.url).await,
+            photos if !photos.is_empty() && photos.iter().all(|m| m.kind == MediaKind::Image) => {
+                let urls: Vec<&str> = photos.iter().map(|m| m.url.as_str()).collect();
+                self.tiktok.init_photos(token, &job.caption, privacy, &urls).await
+            }
+            _ => Err(permanent("tiktok.unsupported_post", "a TikTok post is one video or 1-35 photos")),
+        };
+        let started = match init {
+            Ok(started) => started,
+            Err(error) if error.certainly_rejected => {
+                db::clear_publish_requested(&self.db, job.id, attempt).await?;
+                return Err(error.into());
+            }
+            Err(error) => {
+                if let Some(found) = self.find_tiktok_video(job, requested_at, self.settings.outcome_wait).await {
+                    return Ok(Initiated::Found(found));
                 }
-                let info = self.tiktok.creator_info(token).await?;
-                let privacy = choose_privacy(&info.value.privacy_level_options)
-                    .ok_or_else(|| permanent("tiktok.no_privacy_level", "TikTok offers this account no privacy level to post with"))?;
-                // TikTok starts publishing as soon as it accepts the init, and only the answer
-                // carries the publish_id to ask about it later: note the request before sending.
-                self.fenced(fence).await?;
-                db::mark_publish_requested(&self.db, job.id, attempt).await?;
-                let requested_at = Utc::now();
-                let init = match job.media.as_slice() {
-                    [video] if video.kind == MediaKind::Video => self.tiktok.init_video(token, &job.caption, privacy, &video.url).await,
-                    photos if !photos.is_empty() && photos.iter().all(|m| m.kind == MediaKind::Image) => {
-                        let urls: Vec<&str> = photos.iter().map(|m| m.url.as_str()).collect();
-                        self.tiktok.init_photos(token, &job.caption, privacy, &urls).await
-                    }
-                    _ => Err(permanent("tiktok.unsupported_post", "a TikTok post is one video or 1-35 photos")),
-                };
-                let started = match init {
-                    Ok(started) => started,
-                    Err(error) if error.certainly_rejected => {
-                        db::clear_publish_requested(&self.db, job.id, attempt).await?;
-                        return Err(error.into());
-                    }
-                    Err(error) => {
-                        if let Some(found) = self.find_tiktok_video(job, requested_at, self.settings.outcome_wait).await {
-                            return Ok(found);
-                        }
-                        return Err(tiktok_outcome_unknown(&format!("{}: {}", error.code, error.message)).into());
-                    }
-                };
-                db::record_reference(&self.db, job.id, attempt, &started.value, started.request_id.as_deref()).await?;
-                started.value
+                return Err(tiktok_outcome_unknown(&format!("{}: {}", error.code, error.message)).into());
             }
         };
+        db::record_reference(&self.db, job.id, attempt, &started.value, started.request_id.as_deref()).await?;
+        Ok(Initiated::Started(started.value))
+    }
 
+    /// Reads a started publish's status until TikTok has published it, or says it failed.
+    pub(crate) async fn tiktok_await(&self, job: &JobForPublish, publish_id: &str) -> Result<Published, AttemptError> {
+        let token = &job.account.access_token;
+        let publish_id = publish_id.to_owned();
         let mut waited = Processing::new();
         loop {
             let reply = self.tiktok.fetch_status(token, &publish_id).await.map_err(|e| unknown_unless_transient(e, &publish_id))?;

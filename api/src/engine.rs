@@ -4,7 +4,10 @@
 
 use std::time::Duration;
 
-use autopost_workflows::{Channel, CommandAccepted, JobCommand, PublishJobInput, PublishPostWorkflow, Resume, workflow_id};
+use autopost_workflows::{
+    ArmSettings, Channel, CommandAccepted, JobCommand, PublishJobInput, PublishPostWorkflow, Resume, publish::search_attributes_at_start,
+    workflow_id,
+};
 use chrono::{DateTime, Utc};
 use temporalio_client::{
     Client, NamespacedClient, WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowStartOptions, WorkflowUpdateWithStartOptions,
@@ -31,6 +34,10 @@ pub struct RunSettings {
     pub attention_ttl: Duration,
     /// Commands one run carries out before it continues as new.
     pub commands_per_run: u32,
+    /// How long before `publish_at` a job arms (prepares its publish and waits in-process).
+    pub arm_lead: Duration,
+    /// Jobs due at one instant arm spread over this window, so arming is not itself a burst.
+    pub arm_spread: Duration,
 }
 
 impl RunSettings {
@@ -52,6 +59,7 @@ impl RunSettings {
             attention_ttl_ms: Some(self.attention_ttl.as_millis().min(u64::MAX as u128) as u64),
             commands_per_run: Some(self.commands_per_run),
             resume,
+            arm: Some(ArmSettings { lead_ms: self.arm_lead.as_millis() as u64, spread_ms: self.arm_spread.as_millis() as u64 }),
         }
     }
 }
@@ -72,6 +80,8 @@ pub async fn start_publish_workflow(temporal: &Client, task_queue: &str, input: 
     let options = WorkflowStartOptions::new(task_queue.to_owned(), workflow_id(input.job_id))
         .id_conflict_policy(WorkflowIdConflictPolicy::Fail)
         .id_reuse_policy(reuse)
+        // Set once here: the run upserts only what changes (its status, a new publish time).
+        .search_attributes(search_attributes_at_start(&input))
         .build();
     match temporal.start_workflow(PublishPostWorkflow::run, input, options).await {
         Ok(_) => Ok(Start::Started),
@@ -106,6 +116,7 @@ pub async fn command_with_start(
     let options = WorkflowUpdateWithStartOptions::new(task_queue, workflow_id(input.job_id), WorkflowIdConflictPolicy::UseExisting)
         .id_reuse_policy(WorkflowIdReusePolicy::AllowDuplicate)
         .maybe_update_id(update_id)
+        .search_attributes(search_attributes_at_start(&input))
         .build();
     let run = PublishPostWorkflow::run;
     match command {

@@ -114,6 +114,17 @@ pub struct ScheduleSettings {
     /// may ask for it sooner), so a job rescheduled again and again keeps a small history.
     #[arg(long, env = "AUTOPOST_COMMANDS_PER_RUN", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     pub commands_per_run: u32,
+
+    /// How long before its publish time a job arms: one activity runs preflight, prepares the
+    /// post at the platform (Instagram's container, TikTok's creator info) and makes the
+    /// publishing call itself at the instant, on the worker's clock.
+    #[arg(long, env = "AUTOPOST_ARM_LEAD", default_value = "2m", value_parser = humantime::parse_duration)]
+    pub arm_lead: Duration,
+
+    /// Jobs due at one instant arm spread over this window before the lead (by job id), so a
+    /// burst of posts does not arm all at once.
+    #[arg(long, env = "AUTOPOST_ARM_SPREAD", default_value = "1m", value_parser = humantime::parse_duration)]
+    pub arm_spread: Duration,
 }
 
 /// Where the platforms' APIs are. The worker calls them; the API accepts plain-http media only
@@ -256,6 +267,38 @@ pub struct WorkerOnlySettings {
     /// 10 days, TikTok's within the next interval).
     #[arg(long, env = "AUTOPOST_TOKEN_REFRESH_INTERVAL", default_value = "1h", value_parser = humantime::parse_duration)]
     pub token_refresh_interval: Duration,
+
+    /// Activities this worker runs at once. Every armed job holds one slot from arming (its lead
+    /// plus its share of the spread) until its post is out, so a burst of N posts due at one
+    /// instant needs N slots across the workers; an idle slot costs a few kilobytes.
+    #[arg(long, env = "AUTOPOST_WORKER_ACTIVITY_SLOTS", default_value_t = 3000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub worker_activity_slots: u32,
+
+    /// Local activities (mirror writes, commands' fence claims) this worker runs at once.
+    #[arg(long, env = "AUTOPOST_WORKER_LOCAL_ACTIVITY_SLOTS", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
+    pub worker_local_activity_slots: u32,
+
+    /// Workflow tasks this worker runs at once.
+    #[arg(long, env = "AUTOPOST_WORKER_WORKFLOW_SLOTS", default_value_t = 200, value_parser = clap::value_parser!(u32).range(2..))]
+    pub worker_workflow_slots: u32,
+
+    /// Workflows kept in memory between their tasks (sticky). Armed jobs finish in a task of
+    /// their own at the instant: keeping a burst's workflows cached spares replaying each one.
+    #[arg(long, env = "AUTOPOST_WORKER_CACHED_WORKFLOWS", default_value_t = 3000)]
+    pub worker_cached_workflows: usize,
+
+    /// Concurrent long polls for workflow tasks (at least 2 while workflows are cached).
+    #[arg(long, env = "AUTOPOST_WORKER_WORKFLOW_POLLERS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(2..))]
+    pub worker_workflow_pollers: u32,
+
+    /// Concurrent long polls for activity tasks: a burst arms many activities within a minute.
+    #[arg(long, env = "AUTOPOST_WORKER_ACTIVITY_POLLERS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub worker_activity_pollers: u32,
+
+    /// How long an idle HTTPS connection to a platform is kept. Above the arming lead plus its
+    /// spread: the connection an armed job opens at arm time carries its publishing call.
+    #[arg(long, env = "AUTOPOST_WORKER_HTTP_IDLE_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub worker_http_idle_timeout: Duration,
 }
 
 /// How the API and the worker stop on SIGTERM.
@@ -502,6 +545,8 @@ impl ScheduleSettings {
         env.push(("AUTOPOST_HEARTBEAT_TIMEOUT", duration(self.heartbeat_timeout)));
         env.push(("AUTOPOST_ATTENTION_TTL", duration(self.attention_ttl)));
         env.push(("AUTOPOST_COMMANDS_PER_RUN", self.commands_per_run.to_string()));
+        env.push(("AUTOPOST_ARM_LEAD", duration(self.arm_lead)));
+        env.push(("AUTOPOST_ARM_SPREAD", duration(self.arm_spread)));
     }
 
     /// What the API and the reconciler fix into each run they start.
@@ -511,6 +556,8 @@ impl ScheduleSettings {
             heartbeat_timeout: self.heartbeat_timeout,
             attention_ttl: self.attention_ttl,
             commands_per_run: self.commands_per_run,
+            arm_lead: self.arm_lead,
+            arm_spread: self.arm_spread,
         }
     }
 }
@@ -644,6 +691,13 @@ impl WorkerOnlySettings {
         env.push(("AUTOPOST_RECONCILE_INTERVAL", duration(self.reconcile_interval)));
         env.push(("AUTOPOST_RECONCILE_GRACE", duration(self.reconcile_grace)));
         env.push(("AUTOPOST_TOKEN_REFRESH_INTERVAL", duration(self.token_refresh_interval)));
+        env.push(("AUTOPOST_WORKER_ACTIVITY_SLOTS", self.worker_activity_slots.to_string()));
+        env.push(("AUTOPOST_WORKER_LOCAL_ACTIVITY_SLOTS", self.worker_local_activity_slots.to_string()));
+        env.push(("AUTOPOST_WORKER_WORKFLOW_SLOTS", self.worker_workflow_slots.to_string()));
+        env.push(("AUTOPOST_WORKER_CACHED_WORKFLOWS", self.worker_cached_workflows.to_string()));
+        env.push(("AUTOPOST_WORKER_WORKFLOW_POLLERS", self.worker_workflow_pollers.to_string()));
+        env.push(("AUTOPOST_WORKER_ACTIVITY_POLLERS", self.worker_activity_pollers.to_string()));
+        env.push(("AUTOPOST_WORKER_HTTP_IDLE_TIMEOUT", duration(self.worker_http_idle_timeout)));
     }
 
     pub fn tiktok_app(&self) -> Option<autopost_activities::platforms::tiktok::AppCredentials> {

@@ -289,6 +289,7 @@ pub async fn run_worker_with(
             request_timeout: settings.platform_request_timeout,
             outcome_wait: settings.platform_outcome_wait,
             preflight_deadline: settings.preflight_deadline,
+            connection_idle_timeout: settings.worker_http_idle_timeout,
             tiktok_app: settings.tiktok_app(),
             http_media_origins: config.platforms.http_media_origins(),
         },
@@ -296,6 +297,7 @@ pub async fn run_worker_with(
     )?;
     let grace = config.shutdown.shutdown_grace;
     let mut options = product_worker_options(config.temporal.task_queue.clone(), activities)?;
+    size_worker(&mut options, settings);
     // Past the grace the SDK cancels the activities still running; Temporal runs them again
     // on another worker, which resolves what this one left at the platform before calling.
     options.graceful_shutdown_period = Some(grace);
@@ -326,6 +328,25 @@ pub async fn run_worker_with(
     }
     tracing::info!("worker stopped");
     Ok(())
+}
+
+/// Slots, cache and pollers from the settings (the SDK's defaults, 100 activity slots and 1,000
+/// cached workflows, are far below what a burst of armed jobs needs).
+fn size_worker(options: &mut WorkerOptions, settings: &config::WorkerOnlySettings) {
+    use temporalio_sdk::runtime::{
+        PollerBehavior,
+        worker_tuner::{FixedSizeSlotSupplier, TunerHolder},
+    };
+    options.tuner = TunerHolder::builder()
+        .workflow_task_slot_supplier(FixedSizeSlotSupplier::new(settings.worker_workflow_slots as usize))
+        .activity_task_slot_supplier(FixedSizeSlotSupplier::new(settings.worker_activity_slots as usize))
+        .local_activity_task_slot_supplier(FixedSizeSlotSupplier::new(settings.worker_local_activity_slots as usize))
+        .nexus_task_slot_supplier(FixedSizeSlotSupplier::new(10))
+        .build()
+        .into();
+    options.max_cached_workflows = settings.worker_cached_workflows;
+    options.workflow_task_poller_behavior = Some(PollerBehavior::SimpleMaximum(settings.worker_workflow_pollers as usize));
+    options.activity_task_poller_behavior = Some(PollerBehavior::SimpleMaximum(settings.worker_activity_pollers as usize));
 }
 
 /// The workflows and activities of a production worker, and nothing else.

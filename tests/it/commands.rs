@@ -149,7 +149,8 @@ async fn retry_now_after_the_creator_fixed_the_token_publishes() {
 async fn retry_now_on_a_failed_job_skips_the_rest_of_the_wait() {
     let app = TestApp::spawn_with(Options { retry_backoff: "1h", ..Options::default() }).await;
     let account = app.link_account("instagram", "token-wait").await;
-    app.sandbox_fault(json!({ "endpoint": "instagram.media", "times": 1, "status": 500 })).await;
+    // Two failures: the container made at arm time, and again by the attempt at the instant.
+    app.sandbox_fault(json!({ "endpoint": "instagram.media", "times": 2, "status": 500 })).await;
     let job = app.schedule(&account, in_secs(2), "impatient", image(&app)).await;
     let id = job["id"].as_str().unwrap();
     let failed = app.wait_for_status(id, "failed", WAIT).await;

@@ -81,6 +81,10 @@ pub struct Options {
     pub commands_per_run: u32,
     /// `AUTOPOST_SHUTDOWN_GRACE`.
     pub shutdown_grace: &'static str,
+    /// `AUTOPOST_ARM_LEAD`.
+    pub arm_lead: &'static str,
+    /// `AUTOPOST_ARM_SPREAD`.
+    pub arm_spread: &'static str,
 }
 
 impl Default for Options {
@@ -101,6 +105,8 @@ impl Default for Options {
             attention_ttl: "30days",
             commands_per_run: 100,
             shutdown_grace: "20s",
+            arm_lead: "2m",
+            arm_spread: "1m",
         }
     }
 }
@@ -165,6 +171,8 @@ impl TestApp {
             format!("--attention-ttl={}", options.attention_ttl),
             format!("--commands-per-run={}", options.commands_per_run),
             format!("--shutdown-grace={}", options.shutdown_grace),
+            format!("--arm-lead={}", options.arm_lead),
+            format!("--arm-spread={}", options.arm_spread),
         ])
         .config;
         config.use_sandbox_platforms();

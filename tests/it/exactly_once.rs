@@ -161,22 +161,46 @@ async fn a_temporal_cancel_during_a_publish_call_lets_the_publish_win() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cancel_is_taken_while_preflight_runs_and_nothing_reaches_the_platform() {
-    let app = TestApp::spawn().await;
+    // Preflight runs as its own step where nothing was armed: publish-now, a creator's retry.
+    let app = TestApp::spawn_with(Options { publish_now: true, ..Options::default() }).await;
     let account = app.link_account("instagram", "token-pre-cancel").await;
-    let job = app.schedule(&account, in_secs(4), "cancelled in preflight", image(&app)).await;
-    let id = job["id"].as_str().unwrap();
-    // Once creation's readiness check is done, the token probe at publish time is made slow.
+    let job = app.schedule(&account, in_secs(86_400), "cancelled in preflight", image(&app)).await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    // Once creation's readiness check is done, the token probe of the publish is made slow.
     let deadline = Instant::now() + WAIT;
     while app.get(&format!("/v1/publish-jobs/{id}")).await.1["readiness"].is_null() {
         assert!(Instant::now() < deadline, "readiness was never checked");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     app.sandbox_fault(json!({ "endpoint": "instagram.me", "times": 1, "delay_ms": 4000 })).await;
-    app.wait_for_status(id, "publishing", WAIT).await;
+    let publish_now = {
+        let (http, url) = (app.http.clone(), format!("{}/v1/publish-jobs/{id}/publish-now", app.api));
+        tokio::spawn(async move { http.post(url).json(&json!({})).send().await.unwrap().status().as_u16() })
+    };
+    app.wait_for_status(&id, "publishing", WAIT).await;
     let (status, body) = app.post(&format!("/v1/publish-jobs/{id}/cancel"), &json!({})).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "cancelled", "{body}");
+    publish_now.await.unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(app.sandbox_calls("instagram.media").await, 0, "no container was made");
+    assert!(app.sandbox_posts().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancel_is_taken_while_the_armed_preflight_runs_and_nothing_reaches_the_platform() {
+    let app = TestApp::spawn().await;
+    let account = app.link_account("instagram", "token-armed-pre-cancel").await;
+    // Inside the lead the job arms at once; its preflight's token probe is slow.
+    app.sandbox_fault(json!({ "endpoint": "instagram.me", "times": 1, "delay_ms": 4000 })).await;
+    let probes = app.sandbox_calls("instagram.me").await;
+    let job = app.schedule(&account, in_secs(8), "cancelled while arming", image(&app)).await;
+    let id = job["id"].as_str().unwrap();
+    app.wait_for_calls("instagram.me", probes + 1).await;
+    let (status, body) = app.post(&format!("/v1/publish-jobs/{id}/cancel"), &json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "cancelled", "{body}");
+    tokio::time::sleep(Duration::from_secs(9)).await;
     assert_eq!(app.sandbox_calls("instagram.media").await, 0, "no container was made");
     assert!(app.sandbox_posts().await.is_empty());
 }

@@ -3,7 +3,7 @@
 
 use std::{collections::HashSet, time::Duration};
 
-use crate::common::TestApp;
+use crate::common::{Options, TestApp};
 use chrono::Utc;
 use serde_json::{Value, json};
 
@@ -49,9 +49,10 @@ async fn assert_needs_attention_without_attempts(app: &TestApp, job_id: &str, co
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_expired_token_needs_attention_without_attempts_and_readiness_says_so_early() {
-    let app = TestApp::spawn().await;
+    // A short lead: the job sleeps (its readiness checked at creation) before it arms.
+    let app = TestApp::spawn_with(Options { arm_lead: "3s", arm_spread: "1s", ..Options::default() }).await;
     let account = link(&app, "instagram", "expiring-token", chrono::Duration::seconds(3), None).await;
-    let job = app.schedule(&account, Utc::now() + chrono::Duration::seconds(6), "late", image(&app)).await;
+    let job = app.schedule(&account, Utc::now() + chrono::Duration::seconds(8), "late", image(&app)).await;
     let id = job["id"].as_str().unwrap();
 
     // Readiness is visible before the publish time, while the job stays scheduled.
@@ -150,7 +151,9 @@ async fn a_platform_failing_every_call_gets_four_attempts_then_needs_attention()
 async fn a_platform_failing_twice_then_succeeding_publishes_on_the_third_attempt() {
     let app = TestApp::spawn().await;
     let account = app.link_account("instagram", "token-flaky").await;
-    app.sandbox_fault(json!({ "endpoint": "instagram.media", "times": 2, "status": 503 })).await;
+    // Armed jobs make their container at arm time, and again at the instant when that failed:
+    // three failures fail the first two attempts.
+    app.sandbox_fault(json!({ "endpoint": "instagram.media", "times": 3, "status": 503 })).await;
     let job = app.schedule(&account, soon(), "flaky", image(&app)).await;
     let id = job["id"].as_str().unwrap();
     let published = app.wait_for_status(id, "published", WAIT).await;

@@ -3,6 +3,7 @@
 //! harness.
 
 mod api;
+mod arming;
 mod bench_smoke;
 mod chaos;
 mod commands;

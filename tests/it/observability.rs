@@ -39,7 +39,8 @@ async fn schedule_with_request_id(app: &TestApp, account: &str, caption: &str, r
 async fn every_attempt_logs_one_json_line_with_everything_needed_to_follow_it() {
     let app = TestApp::spawn().await;
     let account = app.link_account("instagram", "secret-token-logs").await;
-    app.sandbox_fault(json!({ "endpoint": "instagram.media", "times": 1, "status": 500 })).await;
+    // Two failures: the container made at arm time, and again by the attempt at the instant.
+    app.sandbox_fault(json!({ "endpoint": "instagram.media", "times": 2, "status": 500 })).await;
     let job = schedule_with_request_id(&app, &account, "logged", "req-logs-1").await;
     let id = job["id"].as_str().unwrap();
     app.wait_for_status(id, "published", WAIT).await;
@@ -76,7 +77,8 @@ async fn metrics_move_after_a_publish_and_a_failure() {
     let worker_metrics = app.worker_metrics_url().await;
 
     let bad = app.schedule(&account, soon(), "no media", json!([{ "url": app.media_url("gone.jpg"), "kind": "image" }])).await;
-    app.sandbox_fault(json!({ "endpoint": "instagram.media", "times": 1, "status": 500 })).await;
+    // Two failures: the container made at arm time, and again by the attempt at the instant.
+    app.sandbox_fault(json!({ "endpoint": "instagram.media", "times": 2, "status": 500 })).await;
     let good = app.schedule(&account, soon(), "metered", image(&app)).await;
     app.wait_for_status(bad["id"].as_str().unwrap(), "needs_attention", WAIT).await;
     app.wait_for_status(good["id"].as_str().unwrap(), "published", WAIT).await;
@@ -151,7 +153,8 @@ async fn a_sleeping_job_whose_workflow_was_terminated_is_restored_and_publishes(
 async fn a_failed_job_whose_workflow_was_terminated_is_surfaced_and_can_be_retried() {
     let app = TestApp::spawn_with(crate::common::Options { retry_backoff: "1h", ..Default::default() }).await;
     let account = app.link_account("instagram", "token-lost").await;
-    app.sandbox_fault(json!({ "endpoint": "instagram.media", "times": 1, "status": 500 })).await;
+    // Two failures: the container made at arm time, and again by the attempt at the instant.
+    app.sandbox_fault(json!({ "endpoint": "instagram.media", "times": 2, "status": 500 })).await;
     let job = app.schedule(&account, soon(), "lost", image(&app)).await;
     let id = job["id"].as_str().unwrap();
     app.wait_for_status(id, "failed", WAIT).await;

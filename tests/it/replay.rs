@@ -17,7 +17,7 @@ use temporalio_sdk::workflow_replayer::{WorkflowReplayer, WorkflowReplayerOption
 
 /// The paths through `PublishPostWorkflow` that the corpus must cover, as `record_histories`
 /// names them.
-const PATHS: [&str; 14] = [
+const PATHS: [&str; 18] = [
     "published-first-try",
     "published-after-retries",
     "needs-attention-after-retries",
@@ -32,6 +32,10 @@ const PATHS: [&str; 14] = [
     "continued-as-new",
     "published-after-continue-as-new",
     "restarted-by-a-command-after-closing",
+    "armed-after-sleeping",
+    "cancelled-while-armed",
+    "cancel-refused-after-fire",
+    "operator-cancelled-while-armed",
 ];
 
 fn histories_dir() -> PathBuf {
@@ -96,6 +100,9 @@ async fn record_histories() {
         attention_ttl: "3s",
         commands_per_run: 2,
         outcome_wait: "2s",
+        // A lead short enough for a job to sleep, then arm, within a recording.
+        arm_lead: "4s",
+        arm_spread: "1s",
         ..Options::default()
     })
     .await;
@@ -121,13 +128,15 @@ async fn record_histories() {
     recorded.push(("published-after-retries", job, None));
 
     // Every attempt fails: the retry budget runs out and the job waits for the creator.
-    app.sandbox_fault(json!({ "endpoint": "instagram.media", "times": 4, "status": 500 })).await;
+    // Five: the container made at arm time, then each of the four attempts.
+    app.sandbox_fault(json!({ "endpoint": "instagram.media", "times": 5, "status": 500 })).await;
     let job = app.schedule(&account, soon(), "down", image.clone()).await;
     app.wait_for_status(&id(&job), "needs_attention", WAIT).await;
     recorded.push(("needs-attention-after-retries", job, None));
 
     // Needs attention, then the creator's retry (within the attention TTL) publishes it.
-    app.sandbox_fault(json!({ "endpoint": "instagram.media", "times": 4, "status": 500 })).await;
+    // Five: the container made at arm time, then each of the four attempts.
+    app.sandbox_fault(json!({ "endpoint": "instagram.media", "times": 5, "status": 500 })).await;
     let job = app.schedule(&account, soon(), "down then retried", image.clone()).await;
     app.wait_for_status(&id(&job), "needs_attention", WAIT).await;
     let (status, body) = app.post(&format!("/v1/publish-jobs/{}/retry", id(&job)), &json!({})).await;
@@ -161,6 +170,38 @@ async fn record_histories() {
     handle.cancel(WorkflowCancelOptions::builder().reason("recording").build()).await.unwrap();
     app.wait_for_status(&id(&job), "cancelled", WAIT).await;
     recorded.push(("operator-cancelled", job, None));
+
+    // Sleeps until its arming time, then arms and fires at the instant.
+    let job = app.schedule(&account, Utc::now() + chrono::Duration::seconds(8), "armed later", image.clone()).await;
+    app.wait_for_status(&id(&job), "published", WAIT).await;
+    recorded.push(("armed-after-sleeping", job, None));
+
+    // Armed (its container made), then cancelled before the instant: the command took the fence.
+    let containers = app.sandbox_calls("instagram.media").await;
+    let job = app.schedule(&account, Utc::now() + chrono::Duration::seconds(3), "armed then dropped", image.clone()).await;
+    app.wait_for_calls("instagram.media", containers + 1).await;
+    let (status, body) = app.post(&format!("/v1/publish-jobs/{}/cancel", id(&job)), &json!({})).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("cancelled")), "{body}");
+    recorded.push(("cancelled-while-armed", job, None));
+
+    // The publish took the fence first: a cancel during its call is refused.
+    let publishes = app.sandbox_calls("instagram.media_publish").await;
+    app.sandbox_fault(json!({ "endpoint": "instagram.media_publish", "times": 1, "delay_ms": 2000 })).await;
+    let job = app.schedule(&account, soon(), "too late to drop", image.clone()).await;
+    app.wait_for_calls("instagram.media_publish", publishes + 1).await;
+    let (status, body) = app.post(&format!("/v1/publish-jobs/{}/cancel", id(&job)), &json!({})).await;
+    assert_eq!(status, 409, "{body}");
+    app.wait_for_status(&id(&job), "published", WAIT).await;
+    recorded.push(("cancel-refused-after-fire", job, None));
+
+    // An operator's cancel while the job is armed claims the fence for the cancel.
+    let containers = app.sandbox_calls("instagram.media").await;
+    let job = app.schedule(&account, Utc::now() + chrono::Duration::seconds(3), "armed, operator", image.clone()).await;
+    app.wait_for_calls("instagram.media", containers + 1).await;
+    let handle = temporal.get_workflow_handle::<PublishPostWorkflow>(job["workflow_id"].as_str().unwrap());
+    handle.cancel(WorkflowCancelOptions::builder().reason("recording").build()).await.unwrap();
+    app.wait_for_status(&id(&job), "cancelled", WAIT).await;
+    recorded.push(("operator-cancelled-while-armed", job, None));
 
     // Instagram published, its answer was lost and its status reads lag: the job cannot tell.
     let lag = |ms: u64| {
@@ -364,7 +405,7 @@ async fn autopost_replay_fetches_by_workflow_id_and_by_query_saves_and_replays_t
     let file = std::fs::read_dir(&saved).unwrap().next().unwrap().unwrap().path();
     let (ok, out) = run(vec![file.display().to_string()]);
     assert!(ok, "{out}");
-    let text = std::fs::read_to_string(&file).unwrap().replacen("\"preflight\"", "\"renamed\"", 1);
+    let text = std::fs::read_to_string(&file).unwrap().replacen("\"arm\"", "\"renamed\"", 1);
     let tampered = saved.join("tampered.json");
     std::fs::write(&tampered, text).unwrap();
     let (ok, out) = run(vec![tampered.display().to_string()]);

@@ -88,7 +88,7 @@ async fn one_trace_links_the_api_request_the_publish_activity_and_the_platform_c
         if let Some(publish) = publish {
             let trace: Vec<Received> = received.iter().filter(|s| s.trace_id == publish.trace_id).cloned().collect();
             let has = |service: &str, name: &str| trace.iter().any(|s| s.service == service && s.name == name);
-            if has("autopost-api", "request") && has("autopost-worker", "RunActivity:publish") {
+            if has("autopost-api", "request") && has("autopost-worker", "RunActivity:arm") {
                 break (trace, received);
             }
         }

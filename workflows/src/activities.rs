@@ -9,7 +9,9 @@
 use temporalio_macros::activity_definitions;
 use temporalio_sdk::activities::ActivityError;
 
-use crate::types::{AttemptOutcome, JobTransition, PreflightReport, PreflightRequest, PublishRequest};
+use crate::types::{
+    ArmOutcome, ArmRequest, AttemptOutcome, Claimant, FenceClaim, JobTransition, PreflightReport, PreflightRequest, PublishRequest,
+};
 
 pub struct PublishActivities;
 
@@ -28,6 +30,21 @@ impl PublishActivities {
         unimplemented!()
     }
 
+    /// The armed phase of a publish: preflight, everything the platform lets us prepare, then at
+    /// `publish_at` (the worker's clock) the job's fence and the one publishing call. Idempotent
+    /// like `publish`; a command that claimed the fence first disarms it.
+    #[activity(name = "arm")]
+    pub fn arm(request: ArmRequest) -> Result<ArmOutcome, ActivityError> {
+        unimplemented!()
+    }
+
+    /// Claims the job's fence for one arming (run as a local activity by a command's update
+    /// handler) and answers who holds it.
+    #[activity(name = "claim_fence")]
+    pub fn claim_fence(claim: FenceClaim) -> Result<Claimant, ActivityError> {
+        unimplemented!()
+    }
+
     /// Mirrors a job transition into Postgres, where the API reads it.
     #[activity(name = "mirror_transition")]
     pub fn mirror_transition(transition: JobTransition) -> Result<(), ActivityError> {
@@ -37,4 +54,4 @@ impl PublishActivities {
 
 /// Marker types of the activities above, for `#[activity(definition = ..)]` in the worker crate
 /// (the macro generates them in a private module).
-pub use publish_activities::{MirrorTransition, Preflight, Publish};
+pub use publish_activities::{Arm, ClaimFence, MirrorTransition, Preflight, Publish};

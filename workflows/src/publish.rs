@@ -15,21 +15,24 @@ use std::{
 use chrono::{DateTime, Utc};
 use temporalio_common::{
     RetryPolicy,
-    search_attributes::{SearchAttributeKey, Timestamp},
+    search_attributes::{SearchAttributeKey, SearchAttributes, Timestamp},
 };
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
-    ActivityOptions, ApplicationFailure, CancellableFuture, ContinueAsNewOptions, SyncWorkflowContext, WorkflowCancellationToken,
+    ActivityOptions, ApplicationFailure, CancellableFuture, ContinueAsNewOptions, LocalActivityOptions, WorkflowCancellationToken,
     WorkflowContext, WorkflowContextView, WorkflowResult, WorkflowTermination,
 };
 
 use crate::{
     activities::PublishActivities,
     types::{
-        AttemptOutcome, Carried, CommandAccepted, JobCommand, JobError, JobStatus, JobTransition, PreflightReport, PreflightRequest,
-        PublishJobInput, PublishJobResult, PublishRequest, Resume,
+        ArmOutcome, ArmRequest, AttemptOutcome, Carried, Claimant, CommandAccepted, FenceClaim, JobCommand, JobError, JobStatus,
+        JobTransition, PreflightReport, PreflightRequest, PublishJobInput, PublishJobResult, PublishRequest, Resume,
     },
 };
+
+/// A refusal from an update handler, as Temporal reports it to the caller.
+type Refusal = Box<dyn Error + Send + Sync>;
 
 /// How long one publish attempt may run: long enough for a platform to process a video
 /// (Instagram suggests polling for ~5 minutes), bounded so a hung call becomes a failed attempt.
@@ -67,6 +70,11 @@ pub struct PublishPostWorkflow {
     attention_until: Option<DateTime<Utc>>,
     /// Commands this run carried out, against `input.commands_per_run`.
     commands_applied: u32,
+    /// The armed activity runs, fenced at this mirror version: a command must claim the fence in
+    /// Postgres before it is accepted, because the activity fires on its own at the instant.
+    armed: Option<i64>,
+    /// A command's claim of the fence is in flight: other commands wait for its outcome.
+    claiming: bool,
 }
 
 /// Where the run loop stands.
@@ -79,6 +87,8 @@ enum Phase {
     },
     /// `needs_attention`: waiting for the creator's command.
     AwaitCreator,
+    /// `scheduled`, inside the arming lead: the armed activity prepares and fires at the instant.
+    Armed,
     /// `publishing`: preflight (unless this is a scheduled retry), then attempts.
     Run {
         preflight: bool,
@@ -108,6 +118,8 @@ impl PublishPostWorkflow {
             last_error: carried.as_ref().and_then(|c| c.last_error.clone()),
             attention_until: carried.as_ref().and_then(|c| c.attention_until),
             commands_applied: 0,
+            armed: None,
+            claiming: false,
         }
     }
 
@@ -131,7 +143,7 @@ impl PublishPostWorkflow {
             }
             _ => {
                 publish_search_attributes(ctx);
-                check_readiness(ctx).await;
+                check_readiness_unless_arming(ctx).await?;
                 Phase::AwaitPublishTime
             }
         };
@@ -143,8 +155,9 @@ impl PublishPostWorkflow {
                 Phase::AwaitRetry { at } if continue_as_new_due(ctx) => return continue_as_new(ctx, Some(at)),
                 Phase::AwaitCreator if continue_as_new_due(ctx) => return continue_as_new(ctx, None),
                 Phase::AwaitPublishTime => {
-                    let at = ctx.state(|s| s.publish_at);
-                    match wait_for_time_or_command(ctx, Some(at)).await? {
+                    let wake_at = arm_at(ctx).unwrap_or(ctx.state(|s| s.publish_at));
+                    match wait_for_time_or_command(ctx, Some(wake_at)).await? {
+                        Wake::Time if arm_at(ctx).is_some() => Phase::Armed,
                         Wake::Time => Phase::Run { preflight: true, creator_retry: false },
                         Wake::Command(command) => apply(ctx, command).await?,
                         Wake::EngineCancelled => cancelled_by_operator(ctx).await?,
@@ -163,6 +176,7 @@ impl PublishPostWorkflow {
                         Wake::EngineCancelled => cancelled_by_operator(ctx).await?,
                     }
                 }
+                Phase::Armed => armed(ctx).await?,
                 Phase::Run { preflight, creator_retry } => publish(ctx, preflight, creator_retry).await?,
                 Phase::Done(result) => return Ok(result),
             };
@@ -181,8 +195,8 @@ impl PublishPostWorkflow {
 
     /// See [`JobCommand::Retry`]. Returns the status the command was accepted in.
     #[update]
-    pub fn retry(&mut self, _ctx: &mut SyncWorkflowContext<Self>, _: ()) -> CommandAccepted {
-        self.accept(JobCommand::Retry)
+    pub async fn retry(ctx: &mut WorkflowContext<Self>, _: ()) -> Result<CommandAccepted, Refusal> {
+        accept(ctx, JobCommand::Retry).await
     }
 
     #[update_validator(reschedule)]
@@ -192,8 +206,8 @@ impl PublishPostWorkflow {
     }
 
     #[update]
-    pub fn reschedule(&mut self, _ctx: &mut SyncWorkflowContext<Self>, publish_at: DateTime<Utc>) -> CommandAccepted {
-        self.accept(JobCommand::Reschedule { publish_at })
+    pub async fn reschedule(ctx: &mut WorkflowContext<Self>, publish_at: DateTime<Utc>) -> Result<CommandAccepted, Refusal> {
+        accept(ctx, JobCommand::Reschedule { publish_at }).await
     }
 
     #[update_validator(cancel)]
@@ -202,8 +216,8 @@ impl PublishPostWorkflow {
     }
 
     #[update]
-    pub fn cancel(&mut self, _ctx: &mut SyncWorkflowContext<Self>, _: ()) -> CommandAccepted {
-        self.accept(JobCommand::Cancel)
+    pub async fn cancel(ctx: &mut WorkflowContext<Self>, _: ()) -> Result<CommandAccepted, Refusal> {
+        accept(ctx, JobCommand::Cancel).await
     }
 
     #[update_validator(publish_now)]
@@ -212,17 +226,20 @@ impl PublishPostWorkflow {
     }
 
     #[update]
-    pub fn publish_now(&mut self, _ctx: &mut SyncWorkflowContext<Self>, _: ()) -> CommandAccepted {
-        self.accept(JobCommand::PublishNow)
+    pub async fn publish_now(ctx: &mut WorkflowContext<Self>, _: ()) -> Result<CommandAccepted, Refusal> {
+        accept(ctx, JobCommand::PublishNow).await
     }
 }
 
 impl PublishPostWorkflow {
     /// One command at a time, and only in the states that allow it: two concurrent commands
     /// cannot both win, and none can slip in while an attempt talks to the platform.
-    fn validate(&self, command: &JobCommand) -> Result<(), Box<dyn Error + Send + Sync>> {
+    fn validate(&self, command: &JobCommand) -> Result<(), Refusal> {
         if let Some(pending) = &self.pending {
             return Err(format!("cannot {}: a {} command is being applied", command.name(), pending.name()).into());
+        }
+        if self.claiming {
+            return Err(format!("cannot {}: another command is being applied", command.name()).into());
         }
         if self.preflighting && matches!(command, JobCommand::Cancel | JobCommand::Reschedule { .. }) {
             return Ok(());
@@ -234,6 +251,41 @@ impl PublishPostWorkflow {
         self.pending = Some(command);
         CommandAccepted { status: self.status, version: self.version }
     }
+}
+
+/// Accepts a validated command. While the job is armed its activity fires on its own at the
+/// instant, so the command first claims the job's fence in Postgres: of the command and the
+/// publish, the first to claim wins, and a command that lost is refused with the truth.
+async fn accept(ctx: &mut WorkflowContext<PublishPostWorkflow>, command: JobCommand) -> Result<CommandAccepted, Refusal> {
+    // Validated again: updates of one workflow task pass their validators before any handler
+    // runs, so a second command's validator cannot yet see the first one's.
+    ctx.state(|s| s.validate(&command))?;
+    if ctx.state(|s| s.armed.is_some()) {
+        ctx.state_mut(|s| s.claiming = true);
+        let winner = claim_fence(ctx).await;
+        ctx.state_mut(|s| s.claiming = false);
+        match winner {
+            Ok(Claimant::Command) => {}
+            Ok(Claimant::Publish) => {
+                // The post is at the platform: the job is publishing, whatever the mirror says yet.
+                ctx.state_mut(|s| s.status = JobStatus::Publishing);
+                return Err(command.allowed_in(JobStatus::Publishing).err().unwrap_or_default().into());
+            }
+            Err(e) => return Err(format!("cannot {} now: the job's fence could not be taken ({e}); try again", command.name()).into()),
+        }
+    }
+    Ok(ctx.state_mut(|s| s.accept(command)))
+}
+
+/// Claims the fence of the current arming for a command (or an operator's cancel).
+async fn claim_fence(ctx: &mut WorkflowContext<PublishPostWorkflow>) -> Result<Claimant, temporalio_sdk::ActivityExecutionError> {
+    let claim = ctx.state(|s| FenceClaim {
+        job_id: s.input.job_id,
+        epoch: s.epoch,
+        version: s.armed.unwrap_or(s.version),
+        claimant: Claimant::Command,
+    });
+    ctx.execute_local_activity(PublishActivities::claim_fence, claim, fence_claim_options()).await
 }
 
 /// What ended a wait.
@@ -362,7 +414,7 @@ async fn apply(ctx: &mut WorkflowContext<PublishPostWorkflow>, command: JobComma
                 s.retries_used = 0;
             });
             mirror(ctx, Change { publish_at: Some(publish_at), ..Change::to(JobStatus::Scheduled) }).await?;
-            check_readiness(ctx).await;
+            check_readiness_unless_arming(ctx).await?;
             Phase::AwaitPublishTime
         }
         JobCommand::Retry | JobCommand::PublishNow if status == JobStatus::NeedsAttention => {
@@ -418,12 +470,32 @@ async fn publish(ctx: &mut WorkflowContext<PublishPostWorkflow>, preflight: bool
     if !preflight {
         mirror(ctx, Change::to(JobStatus::Publishing)).await?;
     }
-    let outcome = run_attempt(ctx, PublishRequest { job_id, attempt, creator_retry, epoch }).await;
+    let version = ctx.state(|s| s.version);
+    let outcome = run_attempt(ctx, PublishRequest { job_id, attempt, creator_retry, epoch, version }).await;
+    attempt_ended(ctx, outcome, Mirrored::No).await
+}
+
+/// Whether the attempt's activity already mirrored a publish it made (the armed one does).
+#[derive(PartialEq)]
+enum Mirrored {
+    No,
+    Published,
+}
+
+/// After an attempt: done when it published, else the retry schedule or the creator.
+async fn attempt_ended(
+    ctx: &mut WorkflowContext<PublishPostWorkflow>,
+    outcome: AttemptOutcome,
+    mirrored: Mirrored,
+) -> WorkflowResult<Phase> {
     match outcome {
         // A publish that went through wins over a cancel that arrived while it was in flight.
         AttemptOutcome::Published { platform_post_id, published_at } => {
             let change =
                 Change { published_at: Some(published_at), platform_post_id: Some(platform_post_id), ..Change::to(JobStatus::Published) };
+            if mirrored == Mirrored::Published {
+                return Ok(Phase::Done(finished_by_activity(ctx, change)));
+            }
             Ok(Phase::Done(finish(ctx, change).await?))
         }
         AttemptOutcome::Failed { .. } if engine_cancelled(ctx) => cancelled_by_operator(ctx).await,
@@ -460,6 +532,111 @@ async fn run_attempt(ctx: &mut WorkflowContext<PublishPostWorkflow>, request: Pu
             retryable: true,
             retry_after_ms: None,
         })
+}
+
+/// When the job arms (`None`: runs from before arming wake at `publish_at` itself).
+fn arm_at(ctx: &WorkflowContext<PublishPostWorkflow>) -> Option<DateTime<Utc>> {
+    ctx.state(|s| s.input.arm.map(|arm| arm.arm_at(s.input.job_id, s.publish_at)))
+}
+
+/// The early readiness check, unless the job arms at once (the armed activity's preflight
+/// stores readiness itself).
+async fn check_readiness_unless_arming(ctx: &mut WorkflowContext<PublishPostWorkflow>) -> WorkflowResult<()> {
+    if arm_at(ctx).is_some_and(|at| at <= now(ctx).unwrap_or(at)) {
+        return Ok(());
+    }
+    check_readiness(ctx).await;
+    Ok(())
+}
+
+/// Armed: one activity prepares the publish and fires it at the instant on its own, while the
+/// run waits for its outcome or a command (which claims the fence before it is accepted).
+async fn armed(ctx: &mut WorkflowContext<PublishPostWorkflow>) -> WorkflowResult<Phase> {
+    // A command accepted as the arming time came was accepted unarmed: it goes first.
+    if let Some(command) = ctx.state_mut(|s| s.pending.take()) {
+        return apply(ctx, command).await;
+    }
+    if engine_cancelled(ctx) {
+        return cancelled_by_operator(ctx).await;
+    }
+    let request = ctx.state_mut(|s| {
+        s.armed = Some(s.version);
+        ArmRequest { job_id: s.input.job_id, epoch: s.epoch, version: s.version, attempt: s.attempt_count + 1, publish_at: s.publish_at }
+    });
+    let until_instant = (request.publish_at - now(ctx)?).to_std().unwrap_or_default();
+    let options = arm_activity_options(heartbeat_timeout(ctx), until_instant);
+    // Its own handle on the context: the run goes on using `ctx` while the activity is pending.
+    let activity_ctx = ctx.clone();
+    let mut activity = std::pin::pin!(activity_ctx.execute_activity(PublishActivities::arm, request, options));
+    let finished = temporalio_sdk::workflows::select! {
+        outcome = activity.as_mut() => Some(outcome),
+        // A command that won the fence, or an operator's cancel (which ends every wait at once).
+        _ = ctx.wait_condition(|s| s.pending.is_some()) => None,
+    };
+    let outcome = match finished {
+        Some(outcome) => outcome,
+        None if !engine_cancelled(ctx) => {
+            // The command holds the fence: this arming can never publish. Its activity is told to
+            // stop only to free its slot; correctness does not wait for that.
+            activity.cancel();
+            ctx.state_mut(|s| s.armed = None);
+            let command = ctx.state_mut(|s| s.pending.take()).ok_or_else(|| ApplicationFailure::new("woken without a command"))?;
+            return apply(ctx, command).await;
+        }
+        None => match claim_fence(ctx).await {
+            // The operator's cancel took the fence first: nothing is published.
+            Ok(Claimant::Command) => {
+                activity.cancel();
+                ctx.state_mut(|s| s.armed = None);
+                return cancelled_by_operator(ctx).await;
+            }
+            // The publish is at the platform (or the fence cannot be read): its outcome decides.
+            _ => activity.await,
+        },
+    };
+    ctx.state_mut(|s| s.armed = None);
+    match outcome {
+        Ok(ArmOutcome::NotReady { report }) => {
+            if engine_cancelled(ctx) {
+                return cancelled_by_operator(ctx).await;
+            }
+            if let Some(command) = ctx.state_mut(|s| s.pending.take()) {
+                return apply(ctx, command).await;
+            }
+            let error = report.error.unwrap_or_else(|| JobError::new("preflight.failed", "preflight failed without naming a cause"));
+            mirror(ctx, Change { last_error: Some(error), ..Change::to(JobStatus::NeedsAttention) }).await?;
+            Ok(Phase::AwaitCreator)
+        }
+        // A command claimed the fence; its handler accepts it in the same step.
+        Ok(ArmOutcome::Disarmed) => {
+            if ctx.wait_condition(|s| s.pending.is_some()).await.is_err() || engine_cancelled(ctx) {
+                return cancelled_by_operator(ctx).await;
+            }
+            let command = ctx.state_mut(|s| s.pending.take()).ok_or_else(|| ApplicationFailure::new("disarmed without a command"))?;
+            apply(ctx, command).await
+        }
+        Ok(ArmOutcome::Fired { outcome }) => {
+            fired(ctx);
+            let mirrored = if matches!(outcome, AttemptOutcome::Published { .. }) { Mirrored::Published } else { Mirrored::No };
+            attempt_ended(ctx, outcome, mirrored).await
+        }
+        // Our own infrastructure failed every try; it may have fired. The next attempt resolves
+        // whatever it left at the platform before it calls again.
+        Err(e) => {
+            fired(ctx);
+            let error = JobError::new("worker.attempt_failed", format!("the attempt could not run: {e}"));
+            attempt_ended(ctx, AttemptOutcome::Failed { error, retryable: true, retry_after_ms: None }, Mirrored::No).await
+        }
+    }
+}
+
+/// The armed activity fired: it counted the attempt and mirrored `publishing` itself.
+fn fired(ctx: &mut WorkflowContext<PublishPostWorkflow>) {
+    ctx.state_mut(|s| {
+        s.attempt_count += 1;
+        s.version += 1;
+        s.status = JobStatus::Publishing;
+    });
 }
 
 /// Readiness for the UI long before the publish time (the activity stores it). Only
@@ -504,6 +681,20 @@ impl Change {
 /// Records the transition in the workflow's state at once (commands are validated against it),
 /// then mirrors it into Postgres.
 async fn mirror(ctx: &mut WorkflowContext<PublishPostWorkflow>, change: Change) -> WorkflowResult<()> {
+    let transition = record(ctx, change);
+    // Runs that arm write their own mirror as local activities: no round trip through the server
+    // for a write that only touches Postgres.
+    if ctx.state(|s| s.input.arm.is_some()) {
+        ctx.execute_local_activity(PublishActivities::mirror_transition, transition, mirror_local_activity_options()).await?;
+    } else {
+        let options = mirror_activity_options(heartbeat_timeout(ctx));
+        ctx.execute_activity(PublishActivities::mirror_transition, transition, options).await?;
+    }
+    Ok(())
+}
+
+/// The transition in the workflow's state and search attributes, and as the mirror writes it.
+fn record(ctx: &mut WorkflowContext<PublishPostWorkflow>, change: Change) -> JobTransition {
     let (job_id, epoch, version, attempt_count) = ctx.state_mut(|s| {
         s.version += 1;
         s.status = change.status;
@@ -515,8 +706,8 @@ async fn mirror(ctx: &mut WorkflowContext<PublishPostWorkflow>, change: Change) 
         }
         (s.input.job_id, s.epoch, s.version, s.attempt_count)
     });
-    publish_search_attributes(ctx);
-    let transition = JobTransition {
+    publish_search_attributes_for(ctx, change.publish_at.is_some());
+    JobTransition {
         job_id,
         epoch,
         version,
@@ -528,23 +719,65 @@ async fn mirror(ctx: &mut WorkflowContext<PublishPostWorkflow>, change: Change) 
         platform_post_id: change.platform_post_id,
         publish_at: change.publish_at,
         closes_workflow: change.closes_workflow,
-    };
-    let options = mirror_activity_options(heartbeat_timeout(ctx));
-    ctx.execute_activity(PublishActivities::mirror_transition, transition, options).await?;
-    Ok(())
+    }
 }
 
-/// Keeps the Web UI's view current: search attributes to filter on, and a sentence per job.
+/// Keeps the Web UI's view current at the start of a run. Runs that arm were started with every
+/// search attribute set ([`search_attributes_at_start`]; a continued run inherits them), so
+/// they upsert nothing here.
 fn publish_search_attributes(ctx: &mut WorkflowContext<PublishPostWorkflow>) {
+    if ctx.state(|s| s.input.arm.is_some()) {
+        set_details(ctx);
+    } else {
+        publish_search_attributes_for(ctx, true);
+    }
+}
+
+/// After a transition: search attributes to filter on, and a sentence per job. Runs that arm
+/// write only what changed: the status, and the publish time when it moved.
+fn publish_search_attributes_for(ctx: &mut WorkflowContext<PublishPostWorkflow>, publish_at_changed: bool) {
+    let (status, publish_at, channel, creator, arms) =
+        ctx.state(|s| (s.status, s.publish_at, s.input.channel, s.input.creator_id.clone(), s.input.arm.is_some()));
+    let publish_at_value = PUBLISH_AT.value_set(timestamp(publish_at));
+    if !arms {
+        ctx.upsert_search_attributes([
+            PUBLISH_STATUS.value_set(status.to_string()),
+            CHANNEL.value_set(channel.to_string()),
+            CREATOR_ID.value_set(creator),
+            publish_at_value,
+        ]);
+    } else if publish_at_changed {
+        ctx.upsert_search_attributes([PUBLISH_STATUS.value_set(status.to_string()), publish_at_value]);
+    } else {
+        ctx.upsert_search_attributes([PUBLISH_STATUS.value_set(status.to_string())]);
+    }
+    set_details(ctx);
+}
+
+fn set_details(ctx: &mut WorkflowContext<PublishPostWorkflow>) {
     let (status, publish_at, channel, creator, attempts) =
         ctx.state(|s| (s.status, s.publish_at, s.input.channel, s.input.creator_id.clone(), s.attempt_count));
-    ctx.upsert_search_attributes([
-        PUBLISH_STATUS.value_set(status.to_string()),
-        CHANNEL.value_set(channel.to_string()),
-        CREATOR_ID.value_set(creator.clone()),
-        PUBLISH_AT.value_set(Timestamp::new(publish_at.timestamp(), publish_at.timestamp_subsec_nanos() as i32)),
-    ]);
     ctx.set_current_details(format!("{channel} post by creator {creator}, due {publish_at}: {status} after {attempts} attempt(s)"));
+}
+
+fn timestamp(at: DateTime<Utc>) -> Timestamp {
+    Timestamp::new(at.timestamp(), at.timestamp_subsec_nanos() as i32)
+}
+
+/// Every search attribute of a run started with `input`, as its start options carry them: the
+/// status it starts in, its channel, creator and publish time.
+pub fn search_attributes_at_start(input: &PublishJobInput) -> SearchAttributes {
+    let status = match &input.resume {
+        Some(Resume { lost: Some(_), .. }) => JobStatus::NeedsAttention,
+        Some(Resume { carried: Some(carried), .. }) => carried.status,
+        _ => JobStatus::Scheduled,
+    };
+    SearchAttributes::new([
+        PUBLISH_STATUS.value_set(status.to_string()),
+        CHANNEL.value_set(input.channel.to_string()),
+        CREATOR_ID.value_set(input.creator_id.clone()),
+        PUBLISH_AT.value_set(timestamp(input.publish_at)),
+    ])
 }
 
 /// Mirrors the run's last transition and returns the workflow's result.
@@ -558,6 +791,20 @@ async fn finish(ctx: &mut WorkflowContext<PublishPostWorkflow>, mut change: Chan
     };
     mirror(ctx, change).await?;
     Ok(result)
+}
+
+/// The run's last transition, which the armed activity mirrored itself (`published`, closing):
+/// recorded in the workflow's state, not written again.
+fn finished_by_activity(ctx: &mut WorkflowContext<PublishPostWorkflow>, mut change: Change) -> PublishJobResult {
+    change.closes_workflow = true;
+    let result = PublishJobResult {
+        status: change.status,
+        attempt_count: ctx.state(|s| s.attempt_count),
+        platform_post_id: change.platform_post_id.clone(),
+        last_error: change.last_error.clone(),
+    };
+    record(ctx, change);
+    result
 }
 
 /// Every activity runs detached from the workflow's cancellation: a Temporal cancel must not
@@ -582,6 +829,49 @@ fn mirror_activity_options(heartbeat_timeout: Duration) -> ActivityOptions {
         .cancellation_token(detached())
         .build()
 }
+
+/// The same write as a local activity, in the worker that runs the workflow task.
+fn mirror_local_activity_options() -> LocalActivityOptions {
+    LocalActivityOptions::builder()
+        .start_to_close_timeout(Duration::from_secs(30))
+        .retry_policy(RetryPolicy::builder().initial_interval(Duration::from_secs(1)).maximum_interval(Duration::from_secs(60)).build())
+        .cancellation_token(detached())
+        .build()
+}
+
+/// A command's claim of the fence is one insert; it is retried briefly, then the command is
+/// refused (the creator may try again) rather than left hanging.
+fn fence_claim_options() -> LocalActivityOptions {
+    LocalActivityOptions::builder()
+        .start_to_close_timeout(Duration::from_secs(10))
+        .schedule_to_close_timeout(Duration::from_secs(30))
+        .retry_policy(RetryPolicy::builder().initial_interval(Duration::from_millis(200)).maximum_interval(Duration::from_secs(2)).build())
+        .cancellation_token(detached())
+        .build()
+}
+
+/// The armed activity runs from arming until after the instant: its timeout counts the wait. A
+/// worker that dies while it is armed is noticed within the heartbeat timeout; the activity is
+/// then run again on another worker, which re-arms and fires at once if the instant has passed
+/// (the fence and the recorded references make that safe). Short waits between tries, as for
+/// the publish activity.
+fn arm_activity_options(heartbeat_timeout: Duration, until_instant: Duration) -> ActivityOptions {
+    ActivityOptions::with_start_to_close_timeout(until_instant + PREFLIGHT_DEADLINE_BOUND + PUBLISH_ATTEMPT_TIMEOUT)
+        .heartbeat_timeout(heartbeat_timeout)
+        .retry_policy(
+            RetryPolicy::builder()
+                .initial_interval(Duration::from_secs(1))
+                .maximum_interval(Duration::from_secs(5))
+                .maximum_attempts(10)
+                .build(),
+        )
+        .cancellation_token(detached())
+        .build()
+}
+
+/// The longest preflight the armed activity runs before it prepares (the preflight activity's
+/// own timeout).
+const PREFLIGHT_DEADLINE_BOUND: Duration = Duration::from_secs(120);
 
 /// Preflight at publish time: a few tries, then the job says why it cannot go on.
 const PREFLIGHT_TRIES: u32 = 5;

@@ -164,6 +164,38 @@ pub struct PublishJobInput {
     /// replacement of a lost run, a continue-as-new, or a command after the attention TTL.
     #[serde(default)]
     pub resume: Option<Resume>,
+    /// How the run arms early for its publish (see [`ArmSettings`]). `None`: a run started before
+    /// arming existed, which replays the old way: woken at `publish_at`, every step after it an
+    /// activity of its own.
+    #[serde(default)]
+    pub arm: Option<ArmSettings>,
+}
+
+/// Arming: the run wakes `lead_ms` plus a per-job share of `spread_ms` before `publish_at`, and
+/// one activity does everything that can be done early, waits on the worker's clock and makes
+/// the publishing call at the instant. Fixed when the run starts, like the retry schedule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArmSettings {
+    pub lead_ms: u64,
+    /// Jobs due at one instant arm over this window rather than all at once.
+    pub spread_ms: u64,
+}
+
+impl ArmSettings {
+    /// This job's share of the spread: fixed by its id, so every replay and every worker agree.
+    pub fn offset_ms(&self, job_id: Uuid) -> u64 {
+        if self.spread_ms == 0 {
+            return 0;
+        }
+        // The low bits of a v4 UUID are random: an even spread without a clock or an RNG.
+        (job_id.as_u128() as u64) % self.spread_ms
+    }
+
+    /// When the job arms: `publish_at` minus the lead and its share of the spread.
+    pub fn arm_at(&self, job_id: Uuid, publish_at: DateTime<Utc>) -> DateTime<Utc> {
+        let before = self.lead_ms.saturating_add(self.offset_ms(job_id)).min(i64::MAX as u64);
+        publish_at - chrono::Duration::milliseconds(before as i64)
+    }
 }
 
 /// How a restarted workflow picks up a job that already has a history in Postgres.
@@ -242,6 +274,67 @@ pub struct PublishRequest {
     pub creator_retry: bool,
     /// The run's fencing epoch (see [`Resume::epoch`]).
     pub epoch: i64,
+    /// The mirror's version when the attempt started: a later attempt of the same number (after
+    /// an arming a command disarmed) holds a newer lease than the disarmed one. 0 in runs from
+    /// before arming.
+    #[serde(default)]
+    pub version: i64,
+}
+
+/// Input of the armed activity: the job's attempt `attempt` at `publish_at`, fenced in Postgres
+/// by (`epoch`, `version`): the key a command racing the instant claims too.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ArmRequest {
+    pub job_id: Uuid,
+    pub epoch: i64,
+    /// The mirror's version when the job armed. The activity writes `publishing` at `version + 1`
+    /// when it fires and, on success, `published` at `version + 2`.
+    pub version: i64,
+    /// The attempt number the publish uses if it fires.
+    pub attempt: i32,
+    pub publish_at: DateTime<Utc>,
+}
+
+/// What the armed activity did.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "armed", rename_all = "snake_case")]
+pub enum ArmOutcome {
+    /// Preflight at arm time failed: no attempt was made.
+    NotReady { report: PreflightReport },
+    /// A command claimed the job's fence first: nothing was published.
+    Disarmed,
+    /// The fence was the publish's: the attempt ran (and is mirrored up to `publishing`, and
+    /// `published` when it succeeded).
+    Fired { outcome: AttemptOutcome },
+}
+
+/// Who takes a job's fence for one arming: the first claim wins, and every later claim learns
+/// the winner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Claimant {
+    /// The armed activity, at the instant.
+    Publish,
+    /// A creator's command or an operator's cancel, before it is acknowledged.
+    Command,
+}
+
+impl Claimant {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Claimant::Publish => "publish",
+            Claimant::Command => "command",
+        }
+    }
+}
+
+/// A claim of the fence of the arming at (`epoch`, `version`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FenceClaim {
+    pub job_id: Uuid,
+    pub epoch: i64,
+    pub version: i64,
+    pub claimant: Claimant,
 }
 
 /// What one attempt achieved. Failures are values, not activity errors, so the workflow (not
