@@ -10,6 +10,7 @@
 
 mod baseline;
 pub mod chaos;
+mod floor;
 mod report;
 mod scenarios;
 mod sleeping;
@@ -54,6 +55,17 @@ pub struct BenchArgs {
     /// worker's memory with them asleep, and how soon each job's readiness was known.
     #[arg(long, value_name = "N")]
     pub sleeping: Option<usize>,
+    /// How long before its instant a job arms (`AUTOPOST_ARM_LEAD`). Shorter than production's
+    /// 2 minutes so the burst, created seconds before its instant, sleeps first and then arms
+    /// spread out, as jobs created long before do.
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    pub arm_lead: Duration,
+    /// The window the burst's arming is spread over (`AUTOPOST_ARM_SPREAD`).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub arm_spread: Duration,
+    /// Creators (one account each) the jobs are spread over; default N/10.
+    #[arg(long)]
+    pub creators: Option<usize>,
     /// With `--sleeping`: how long to keep watching the worker's memory once every readiness
     /// is known.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]

@@ -44,7 +44,7 @@ pub(crate) struct WorkerRss {
 }
 
 pub(crate) async fn run(system: &System, args: &BenchArgs, n: usize) -> anyhow::Result<SleepingReport> {
-    let accounts = system.link_accounts(args.channel).await?;
+    let accounts = system.link_accounts(args.channel, args.creators.unwrap_or(n / 10).max(1)).await?;
     progress(format!("sleeping: {n} jobs due in a day, {} clients", args.concurrency));
     let far = Utc::now() + chrono::Duration::days(1);
     let started = Instant::now();

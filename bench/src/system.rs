@@ -49,7 +49,7 @@ pub(crate) struct System {
 const BENCH_CREATOR: &str = "bench-creator";
 
 impl System {
-    pub(crate) async fn start(postgres: &PostgresSettings, temporal: &TemporalSettings) -> anyhow::Result<Self> {
+    pub(crate) async fn start(postgres: &PostgresSettings, temporal: &TemporalSettings, arm: ArmTiming) -> anyhow::Result<Self> {
         let id = Uuid::new_v4().simple().to_string();
         let mut config = Config::with_defaults();
         config.temporal = temporal.clone();
@@ -64,6 +64,12 @@ impl System {
         config.worker.platform_poll_interval = Duration::from_millis(50);
         // A retry must not stall the bench for the production 5 minutes; retries are counted.
         config.schedule.retry_backoff = autopost_app::config::Backoff(vec![Duration::from_secs(1); 3]);
+        // The burst is created seconds before its instant: a short lead (and a spread over
+        // most of it) lets its jobs sleep, then arm spread out, as jobs created long before do.
+        config.schedule.arm_lead = arm.lead;
+        config.schedule.arm_spread = arm.spread;
+        // Every armed job's fire is a transaction at the instant: room for many at once.
+        config.postgres.db_pool_size = config.postgres.db_pool_size.max(40);
         // Never the default metrics port: a `dev` stack may be running beside the bench.
         config.worker.worker_metrics_listen = "127.0.0.1:0".parse()?;
 
@@ -134,16 +140,22 @@ impl System {
         }
     }
 
-    /// One account per platform used, linked through the API as a creator would.
-    pub(crate) async fn link_accounts(&self, channel: BenchChannel) -> anyhow::Result<Vec<Account>> {
+    /// `count` accounts, each of its own creator, spread over the platforms used and linked
+    /// through the API as a creator would: a burst is many creators posting at once, not one
+    /// account posting hundreds of times (which the platforms forbid).
+    pub(crate) async fn link_accounts(&self, channel: BenchChannel, count: usize) -> anyhow::Result<Vec<Account>> {
         let channels: &[&str] = match channel {
             BenchChannel::Tiktok => &["tiktok"],
             BenchChannel::Instagram => &["instagram"],
             BenchChannel::Mixed => &["tiktok", "instagram"],
         };
+        let count = count.max(channels.len());
         let mut accounts = Vec::new();
-        for &channel in channels {
-            let token = format!("bench-{channel}-token");
+        for i in 0..count {
+            let channel = channels[i % channels.len()];
+            let creator = format!("bench-creator-{i}");
+            let bearer = autopost_api::auth::issue_token(&self.config.auth.verifier(), &creator, Duration::from_secs(24 * 3600))?;
+            let token = format!("bench-{channel}-token-{i}");
             // The sandbox derives identities from the token: link the one it will answer with.
             let platform_user_id = match channel {
                 "tiktok" => autopost_sandbox::tiktok_open_id(&token),
@@ -155,7 +167,9 @@ impl System {
                 "access_token": token,
                 "token_expires_at": Utc::now() + chrono::Duration::days(60),
             });
-            let (status, reply) = self.post("/v1/accounts", &body).await?;
+            let response = self.http.post(format!("{}/v1/accounts", self.api)).bearer_auth(&bearer).json(&body).send().await?;
+            let status = response.status().as_u16();
+            let reply: Value = response.json().await.unwrap_or(Value::Null);
             ensure!(status == 201, "linking the {channel} account answered {status}: {reply}");
             let id = reply["id"].as_str().context("no account id")?.to_owned();
             // TikTok takes a video, Instagram an image: the common case of each.
@@ -163,7 +177,7 @@ impl System {
                 "tiktok" => json!([{ "url": format!("{}/media/sample.mp4", self.sandbox), "kind": "video" }]),
                 _ => json!([{ "url": format!("{}/media/sample.jpg", self.sandbox), "kind": "image" }]),
             };
-            accounts.push(Account { id, media });
+            accounts.push(Account { id, media, bearer, channel, token: SecretString::from(token), platform_user_id });
         }
         Ok(accounts)
     }
@@ -195,11 +209,13 @@ impl System {
         caption: &str,
     ) -> anyhow::Result<Vec<Created>> {
         let next = Arc::new(AtomicUsize::new(0));
-        let requests: Arc<Vec<Value>> = Arc::new(
+        // Each request as its account's creator.
+        let requests: Arc<Vec<(String, Value)>> = Arc::new(
             (0..n)
                 .map(|i| {
                     let account = &accounts[i % accounts.len()];
-                    json!({ "account_id": account.id, "publish_at": publish_at, "caption": format!("{caption} {i}"), "media": account.media })
+                    let body = json!({ "account_id": account.id, "publish_at": publish_at, "caption": format!("{caption} {i}"), "media": account.media });
+                    (account.bearer.clone(), body)
                 })
                 .collect(),
         );
@@ -210,9 +226,9 @@ impl System {
                 let mut created = Vec::new();
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(body) = requests.get(i) else { return anyhow::Ok(created) };
+                    let Some((bearer, body)) = requests.get(i) else { return anyhow::Ok(created) };
                     let started = Instant::now();
-                    let response = http.post(&url).json(body).send().await.context("POST /v1/publish-jobs")?;
+                    let response = http.post(&url).bearer_auth(bearer).json(body).send().await.context("POST /v1/publish-jobs")?;
                     let status = response.status();
                     let reply: Value = response.json().await.unwrap_or(Value::Null);
                     let latency = started.elapsed();
@@ -242,15 +258,7 @@ impl System {
                 .fetch_one(&self.db)
                 .await?;
 
-        let posts: Value = self.http.get(format!("{}/_sandbox/posts", self.sandbox)).send().await?.error_for_status()?.json().await?;
-        let mut lags = Vec::new();
-        for post in posts["posts"].as_array().context("no posts in the sandbox's answer")? {
-            if !post["caption"].as_str().unwrap_or("").starts_with(BURST_CAPTION) {
-                continue;
-            }
-            let received_at: DateTime<Utc> = post["received_at"].as_str().context("a post without received_at")?.parse()?;
-            lags.push(millis(received_at - instant));
-        }
+        let lags = self.received_lags(instant, BURST_CAPTION).await?;
         ensure!(lags.len() == jobs.len(), "{} jobs published but the sandbox received {} posts", jobs.len(), lags.len());
         Ok(BurstReport {
             count: lags.len(),
@@ -335,10 +343,23 @@ impl System {
         })
     }
 
-    async fn post(&self, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
-        let response = self.http.post(format!("{}{path}", self.api)).json(body).send().await.with_context(|| format!("POST {path}"))?;
-        let status = response.status().as_u16();
-        Ok((status, response.json().await.unwrap_or(Value::Null)))
+    pub(crate) fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Every post the sandbox received whose caption starts with `prefix`, as the lag of its
+    /// `received_at` after `instant`.
+    pub(crate) async fn received_lags(&self, instant: DateTime<Utc>, prefix: &str) -> anyhow::Result<Vec<f64>> {
+        let posts: Value = self.http.get(format!("{}/_sandbox/posts", self.sandbox)).send().await?.error_for_status()?.json().await?;
+        let mut lags = Vec::new();
+        for post in posts["posts"].as_array().context("no posts in the sandbox's answer")? {
+            if !post["caption"].as_str().unwrap_or("").starts_with(prefix) {
+                continue;
+            }
+            let received_at: DateTime<Utc> = post["received_at"].as_str().context("a post without received_at")?.parse()?;
+            lags.push(millis(received_at - instant));
+        }
+        Ok(lags)
     }
 
     pub(crate) fn db(&self) -> &PgPool {
@@ -440,6 +461,25 @@ async fn drop_database(config: &Config) {
 pub(crate) struct Account {
     id: String,
     media: Value,
+    /// The API bearer token of the account's creator.
+    bearer: String,
+    pub(crate) channel: &'static str,
+    /// The platform token (the sandbox's), for the floor's direct calls.
+    pub(crate) token: SecretString,
+    pub(crate) platform_user_id: String,
+}
+
+impl Account {
+    pub(crate) fn media_url(&self) -> &str {
+        self.media[0]["url"].as_str().unwrap_or_default()
+    }
+}
+
+/// The arming lead and spread of the bench's jobs.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ArmTiming {
+    pub(crate) lead: Duration,
+    pub(crate) spread: Duration,
 }
 
 pub(crate) struct Created {
@@ -453,7 +493,7 @@ fn free_port() -> anyhow::Result<std::net::SocketAddr> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
-async fn sleep_until(at: DateTime<Utc>) {
+pub(crate) async fn sleep_until(at: DateTime<Utc>) {
     if let Ok(wait) = (at - Utc::now()).to_std() {
         tokio::time::sleep(wait).await;
     }
