@@ -782,27 +782,26 @@ pub fn search_attributes_at_start(input: &PublishJobInput) -> SearchAttributes {
 
 /// Mirrors the run's last transition and returns the workflow's result.
 async fn finish(ctx: &mut WorkflowContext<PublishPostWorkflow>, mut change: Change) -> WorkflowResult<PublishJobResult> {
+    let result = closing(ctx, &mut change);
+    mirror(ctx, change).await?;
+    Ok(result)
+}
+
+/// Marks `change` as the run's last and returns the workflow's result it makes.
+fn closing(ctx: &WorkflowContext<PublishPostWorkflow>, change: &mut Change) -> PublishJobResult {
     change.closes_workflow = true;
-    let result = PublishJobResult {
+    PublishJobResult {
         status: change.status,
         attempt_count: ctx.state(|s| s.attempt_count),
         platform_post_id: change.platform_post_id.clone(),
         last_error: change.last_error.clone(),
-    };
-    mirror(ctx, change).await?;
-    Ok(result)
+    }
 }
 
 /// The run's last transition, which the armed activity mirrored itself (`published`, closing):
 /// recorded in the workflow's state, not written again.
 fn finished_by_activity(ctx: &mut WorkflowContext<PublishPostWorkflow>, mut change: Change) -> PublishJobResult {
-    change.closes_workflow = true;
-    let result = PublishJobResult {
-        status: change.status,
-        attempt_count: ctx.state(|s| s.attempt_count),
-        platform_post_id: change.platform_post_id.clone(),
-        last_error: change.last_error.clone(),
-    };
+    let result = closing(ctx, &mut change);
     record(ctx, change);
     result
 }
@@ -825,7 +824,7 @@ fn heartbeat_timeout(ctx: &WorkflowContext<PublishPostWorkflow>) -> Duration {
 fn mirror_activity_options(heartbeat_timeout: Duration) -> ActivityOptions {
     ActivityOptions::with_start_to_close_timeout(Duration::from_secs(30))
         .heartbeat_timeout(heartbeat_timeout)
-        .retry_policy(RetryPolicy::builder().initial_interval(Duration::from_secs(1)).maximum_interval(Duration::from_secs(60)).build())
+        .retry_policy(mirror_retry_policy())
         .cancellation_token(detached())
         .build()
 }
@@ -834,9 +833,14 @@ fn mirror_activity_options(heartbeat_timeout: Duration) -> ActivityOptions {
 fn mirror_local_activity_options() -> LocalActivityOptions {
     LocalActivityOptions::builder()
         .start_to_close_timeout(Duration::from_secs(30))
-        .retry_policy(RetryPolicy::builder().initial_interval(Duration::from_secs(1)).maximum_interval(Duration::from_secs(60)).build())
+        .retry_policy(mirror_retry_policy())
         .cancellation_token(detached())
         .build()
+}
+
+/// Without a limit on tries: a mirror write that gave up would lose the job's state.
+fn mirror_retry_policy() -> RetryPolicy {
+    RetryPolicy::builder().initial_interval(Duration::from_secs(1)).maximum_interval(Duration::from_secs(60)).build()
 }
 
 /// A command's claim of the fence is one insert; it is retried briefly, then the command is
