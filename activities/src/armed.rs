@@ -13,7 +13,7 @@
 
 use std::time::Instant;
 
-use autopost_workflows::{ArmOutcome, ArmRequest, Channel, Claimant, JobStatus, JobTransition};
+use autopost_workflows::{ArmOutcome, ArmRequest, Channel, Claimant, JobStatus};
 use chrono::Utc;
 use temporalio_sdk::activities::ActivityContext;
 use tracing::instrument;
@@ -88,8 +88,7 @@ impl WorkerActivities {
             // tell): that is the attempt's outcome, and the creator hears it now, before the
             // instant rather than at it.
             Err(AttemptError::Platform(error)) if !error.retryable() => {
-                let publishing = publishing_transition(&request);
-                match db::fire(&self.db, &fence, &publishing, PublishIntent::None).await? {
+                match db::fire(&self.db, &fence, PublishIntent::None).await? {
                     Fired::Go => {}
                     Fired::Disarmed => return Ok(ArmOutcome::Disarmed),
                     Fired::Superseded => return Err(ArmError::Superseded),
@@ -116,8 +115,7 @@ impl WorkerActivities {
             Ready::TiktokInit { .. } => PublishIntent::TiktokInit,
             Ready::AlreadyLive(_) | Ready::FullAttempt => PublishIntent::None,
         };
-        let publishing = publishing_transition(&request);
-        match db::fire(&self.db, &fence, &publishing, intent).await? {
+        match db::fire(&self.db, &fence, intent).await? {
             Fired::Go => tracing::info!(job_id = %job.id, status = %JobStatus::Publishing, attempt = fence.attempt, "job transition"),
             Fired::Disarmed => return Ok(ArmOutcome::Disarmed),
             Fired::Superseded => return Err(ArmError::Superseded),
@@ -173,22 +171,5 @@ impl WorkerActivities {
             Some(outcome) => Ok(ArmOutcome::Fired { outcome }),
             None => Err(ArmError::Superseded),
         }
-    }
-}
-
-/// The `publishing` transition the fire writes at the arming's version + 1.
-fn publishing_transition(request: &ArmRequest) -> JobTransition {
-    JobTransition {
-        job_id: request.job_id,
-        epoch: request.epoch,
-        version: request.version + 1,
-        status: JobStatus::Publishing,
-        attempt_count: request.attempt,
-        last_error: None,
-        next_attempt_at: None,
-        published_at: None,
-        platform_post_id: None,
-        publish_at: None,
-        closes_workflow: false,
     }
 }

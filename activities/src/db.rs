@@ -244,32 +244,20 @@ pub async fn take_lease<'e>(db: impl PgExecutor<'e>, fence: &Fence) -> Result<bo
 /// it: the first claim wins, and a claim by the side that won (a re-executed activity, a
 /// repeated command) learns that it holds it.
 #[instrument(skip(db))]
-pub async fn claim_fence(db: &mut sqlx::PgConnection, claim: &FenceClaim) -> Result<Claimant, DbError> {
-    let inserted = sqlx::query_scalar!(
+pub async fn claim_fence<'e>(db: impl PgExecutor<'e>, claim: &FenceClaim) -> Result<Claimant, DbError> {
+    let winner = sqlx::query_scalar!(
         r#"INSERT INTO publish_fences (job_id, epoch, version, claimed_by) VALUES ($1, $2, $3, $4)
-           ON CONFLICT (job_id, epoch, version) DO NOTHING RETURNING claimed_by"#,
+           -- The no-op update returns the winner, even one whose claim committed after this
+           -- statement's snapshot was taken.
+           ON CONFLICT (job_id, epoch, version) DO UPDATE SET claimed_by = publish_fences.claimed_by
+           RETURNING claimed_by"#,
         claim.job_id,
         claim.epoch,
         claim.version,
         claim.claimant.as_str()
     )
-    .fetch_optional(&mut *db)
+    .fetch_one(db)
     .await?;
-    // A conflicting claim may have committed after this statement's snapshot was taken: read
-    // the winner in a statement of its own.
-    let winner = match inserted {
-        Some(winner) => winner,
-        None => {
-            sqlx::query_scalar!(
-                "SELECT claimed_by FROM publish_fences WHERE job_id = $1 AND epoch = $2 AND version = $3",
-                claim.job_id,
-                claim.epoch,
-                claim.version
-            )
-            .fetch_one(&mut *db)
-            .await?
-        }
-    };
     claimant(claim.job_id, &winner)
 }
 
@@ -305,9 +293,7 @@ pub enum PublishIntent<'a> {
     TiktokInit,
 }
 
-/// Whether the armed publish may go out: the arming's fence claimed for it, then in the same
-/// transaction (one commit at the instant) the execution's lease, the `publishing` mirror at
-/// `version + 1`, the attempt's row and the note of the call about to be sent.
+/// Whether the armed publish may go out.
 pub enum Fired {
     /// Go: the call may be sent.
     Go,
@@ -317,26 +303,68 @@ pub enum Fired {
     Superseded,
 }
 
-#[instrument(skip(db, publishing, intent))]
-pub async fn fire(db: &PgPool, fence: &Fence, publishing: &JobTransition, intent: PublishIntent<'_>) -> Result<Fired, DbError> {
-    let mut tx = db.begin().await?;
-    let claim = FenceClaim { job_id: fence.job_id, epoch: fence.epoch, version: fence.version, claimant: Claimant::Publish };
-    if claim_fence(&mut tx, &claim).await? != Claimant::Publish {
-        return Ok(Fired::Disarmed);
-    }
-    if !take_lease(&mut *tx, fence).await? {
-        return Ok(Fired::Superseded);
-    }
-    // Stale when a re-execution finds a later state already mirrored: fine.
-    write_transition(&mut *tx, publishing).await?;
-    begin_attempt(&mut *tx, fence.job_id, fence.attempt).await?;
-    match intent {
-        PublishIntent::None => {}
-        PublishIntent::InstagramContainer(container) => mark_reference_publish_requested(&mut *tx, fence.job_id, container).await?,
-        PublishIntent::TiktokInit => mark_publish_requested(&mut *tx, fence.job_id, fence.attempt).await?,
-    }
-    tx.commit().await?;
-    Ok(Fired::Go)
+/// The fire at the instant, in one statement (one round trip and one commit, so a burst of
+/// fires queues as little as it can on the pool): it claims the arming's fence for the publish
+/// and, only if that claim wins, writes the `publishing` mirror at `version + 1`, opens the
+/// attempt's row and notes the call about to be sent. The lease was taken at arm time; here it
+/// is only checked, with the job's row locked so that it cannot pass to a newer execution
+/// before the statement commits. Nothing is written unless the publish may go.
+#[instrument(skip(db, intent))]
+pub async fn fire(db: &PgPool, fence: &Fence, intent: PublishIntent<'_>) -> Result<Fired, DbError> {
+    let (container, tiktok_init) = match intent {
+        PublishIntent::None => (None, false),
+        PublishIntent::InstagramContainer(container) => (Some(container), false),
+        PublishIntent::TiktokInit => (None, true),
+    };
+    let row = sqlx::query!(
+        r#"WITH job AS (
+               SELECT (lease_epoch, lease_attempt, lease_version, lease_execution) = ($2, $3, $4, $5) AS lease_held
+               FROM publish_jobs WHERE id = $1 FOR UPDATE
+           ),
+           claim AS (
+               INSERT INTO publish_fences (job_id, epoch, version, claimed_by)
+               SELECT $1, $2, $4, 'publish' FROM job WHERE lease_held
+               -- The no-op update returns the winner, even one whose claim committed after this
+               -- statement's snapshot was taken.
+               ON CONFLICT (job_id, epoch, version) DO UPDATE SET claimed_by = publish_fences.claimed_by
+               RETURNING claimed_by = 'publish' AS won
+           ),
+           mirror AS (
+               -- Stale when a re-execution finds a later state already mirrored: fine.
+               UPDATE publish_jobs
+               SET status = 'publishing', attempt_count = $3, last_error_code = NULL, last_error_message = NULL,
+                   next_attempt_at = NULL, published_at = NULL, platform_post_id = NULL,
+                   version = $4 + 1, epoch = $2, updated_at = now(), workflow_closed_at = NULL
+               WHERE id = $1 AND (epoch, version) < ($2, $4 + 1) AND EXISTS (SELECT 1 FROM claim WHERE won)
+           ),
+           attempt AS (
+               INSERT INTO publish_attempts (job_id, attempt_number, publish_requested_at)
+               SELECT $1, $3, CASE WHEN $7 THEN now() END FROM claim WHERE won
+               ON CONFLICT (job_id, attempt_number) DO UPDATE
+                   SET publish_requested_at = COALESCE(EXCLUDED.publish_requested_at, publish_attempts.publish_requested_at)
+           ),
+           reference AS (
+               UPDATE platform_references SET publish_requested_at = now()
+               WHERE job_id = $1 AND reference = $6 AND EXISTS (SELECT 1 FROM claim WHERE won)
+           )
+           SELECT (SELECT lease_held FROM job) AS "lease_held?", (SELECT won FROM claim) AS "won?""#,
+        fence.job_id,
+        fence.epoch,
+        fence.attempt,
+        fence.version,
+        fence.execution,
+        container,
+        tiktok_init,
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(match (row.lease_held, row.won) {
+        (None, _) => return Err(DbError::JobMissing(fence.job_id)),
+        (Some(false), _) => Fired::Superseded,
+        (Some(true), Some(true)) => Fired::Go,
+        (Some(true), Some(false)) => Fired::Disarmed,
+        (Some(true), None) => return Err(DbError::Corrupt(fence.job_id, "the fence claim returned no winner".into())),
+    })
 }
 
 /// Ends an armed attempt that published: its row and the `published` mirror, in one commit.

@@ -147,8 +147,7 @@ impl WorkerActivities {
 
     #[activity(definition = contract::ClaimFence)]
     pub async fn claim_fence(self: Arc<Self>, _ctx: ActivityContext, claim: FenceClaim) -> Result<Claimant, ActivityError> {
-        let mut conn = self.db.acquire().await.map_err(retry_later)?;
-        let holder = db::claim_fence(&mut conn, &claim).await.map_err(retry_later)?;
+        let holder = db::claim_fence(&self.db, &claim).await.map_err(retry_later)?;
         tracing::info!(job_id = %claim.job_id, version = claim.version, claimant = claim.claimant.as_str(), holder = holder.as_str(), "fence claimed");
         Ok(holder)
     }
