@@ -43,8 +43,8 @@ enum Ready {
     AlreadyLive(crate::publish::Published),
     /// Instagram `media_publish` of this `FINISHED` container.
     InstagramContainer(String),
-    /// TikTok's init with this privacy level.
-    TiktokInit { privacy: String },
+    /// TikTok's init, with the post's options.
+    TiktokInit,
     /// Nothing could be prepared (a platform error at arm time, or a TikTok publish still under
     /// way): at the instant the full attempt runs, as an unarmed attempt would.
     FullAttempt,
@@ -112,7 +112,7 @@ impl WorkerActivities {
 
         let intent = match &ready {
             Ready::InstagramContainer(container) => PublishIntent::InstagramContainer(container),
-            Ready::TiktokInit { .. } => PublishIntent::TiktokInit,
+            Ready::TiktokInit => PublishIntent::TiktokInit,
             Ready::AlreadyLive(_) | Ready::FullAttempt => PublishIntent::None,
         };
         match db::fire(&self.db, &fence, intent).await? {
@@ -124,7 +124,7 @@ impl WorkerActivities {
         let result = match ready {
             Ready::AlreadyLive(live) => Ok(live),
             Ready::InstagramContainer(container) => self.instagram_publish(&job, &container).await,
-            Ready::TiktokInit { privacy } => match self.tiktok_init(&job, fence.attempt, &privacy).await {
+            Ready::TiktokInit => match self.tiktok_init(&job, fence.attempt).await {
                 Ok(Initiated::Found(live)) => Ok(live),
                 Ok(Initiated::Started(publish_id)) => self.tiktok_await(&job, &publish_id).await,
                 Err(e) => Err(e),
@@ -145,7 +145,7 @@ impl WorkerActivities {
                 TiktokPrepared::Published(live) => Ready::AlreadyLive(live),
                 // Under way since an earlier attempt: followed from the instant on.
                 TiktokPrepared::InFlight(_) => Ready::FullAttempt,
-                TiktokPrepared::Ready { privacy } => Ready::TiktokInit { privacy },
+                TiktokPrepared::Ready => Ready::TiktokInit,
             },
         })
     }

@@ -1,7 +1,7 @@
 //! The worker's reads and writes of Postgres: the job mirror, the attempt log and the accounts'
 //! encrypted tokens.
 
-use autopost_workflows::{Channel, Claimant, FenceClaim, JobTransition, MediaItem};
+use autopost_workflows::{Channel, Claimant, FenceClaim, JobTransition, MediaItem, MediaKind, PostOptions};
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 use sqlx::{PgExecutor, PgPool};
@@ -19,7 +19,14 @@ pub struct JobForPublish {
     pub publish_at: DateTime<Utc>,
     pub caption: String,
     pub media: Vec<MediaItem>,
+    pub options: Option<PostOptions>,
     pub account: Account,
+}
+
+impl JobForPublish {
+    pub fn is_video(&self) -> bool {
+        self.media.iter().any(|m| m.kind == MediaKind::Video)
+    }
 }
 
 /// A linked account with its tokens opened, for the platform calls about to be made.
@@ -88,7 +95,7 @@ fn refresh_failed(status: &str, detail: Option<String>) -> Option<String> {
 #[instrument(skip(db, keys))]
 pub async fn load_job(db: &PgPool, keys: &TokenKeys, job_id: Uuid) -> Result<JobForPublish, DbError> {
     let row = sqlx::query!(
-        r#"SELECT j.id, j.last_request_id, j.channel, j.publish_at, j.caption, j.media,
+        r#"SELECT j.id, j.last_request_id, j.channel, j.publish_at, j.caption, j.media, j.options,
                   a.id AS account_id, a.platform_user_id, a.token_expires_at, a.access_token_ciphertext,
                   a.refresh_token_ciphertext, a.token_key_id, a.token_status, a.token_status_detail
            FROM publish_jobs j JOIN social_accounts a ON a.id = j.account_id
@@ -100,6 +107,7 @@ pub async fn load_job(db: &PgPool, keys: &TokenKeys, job_id: Uuid) -> Result<Job
     .ok_or(DbError::JobMissing(job_id))?;
     let channel = row.channel.parse().map_err(|e| DbError::Corrupt(job_id, format!("channel: {e}")))?;
     let media = serde_json::from_value(row.media).map_err(|e| DbError::Corrupt(job_id, format!("media: {e}")))?;
+    let options = row.options.map(serde_json::from_value).transpose().map_err(|e| DbError::Corrupt(job_id, format!("options: {e}")))?;
     let stored = StoredTokens {
         account_id: row.account_id,
         access: row.access_token_ciphertext,
@@ -114,6 +122,7 @@ pub async fn load_job(db: &PgPool, keys: &TokenKeys, job_id: Uuid) -> Result<Job
         publish_at: row.publish_at,
         caption: row.caption,
         media,
+        options,
         account: Account {
             id: row.account_id,
             channel,

@@ -1,7 +1,7 @@
 //! Preflight: is the job publishable? Checks the account, its token (expiry and the platform's
 //! cheap probe) and every media item, and makes no publish call.
 
-use autopost_workflows::{Channel, JobError, MediaItem, PreflightReport, ReadinessCheck, rules};
+use autopost_workflows::{Channel, JobError, MediaItem, PostOptions, PreflightReport, ReadinessCheck, rules};
 use chrono::Utc;
 use futures::StreamExt;
 use reqwest::{Method, StatusCode, header};
@@ -12,7 +12,7 @@ use crate::{
     WorkerActivities,
     db::{self, DbError, JobForPublish},
     media_guard::FetchError,
-    platforms::{ErrorClass, PlatformError},
+    platforms::{ErrorClass, PlatformError, tiktok::CreatorInfo},
     refresh::Refreshed,
 };
 
@@ -40,6 +40,23 @@ impl Check {
     fn failed(name: &str, code: &str, detail: impl Into<String>) -> Self {
         let detail = detail.into();
         Check { check: ReadinessCheck { name: name.into(), ok: false, detail: detail.clone() }, error: Some(JobError::new(code, detail)) }
+    }
+}
+
+/// The post's TikTok options against the account as `creator_info` describes it now.
+fn check_tiktok_options(job: &JobForPublish, creator: Option<&CreatorInfo>) -> Check {
+    let Some(options) = job.options.as_ref().and_then(PostOptions::tiktok) else {
+        return Check::failed("options", "preflight.options_missing", "the post has no TikTok options: choose its privacy_level");
+    };
+    // The token check said why creator_info could not be read; the attempt reads it again.
+    let Some(creator) = creator else {
+        return Check::ok("options", "could not be checked now; the publish attempt checks them against TikTok");
+    };
+    match creator.refuses(options, job.is_video()) {
+        Some(refused) => {
+            Check::failed("options", &format!("preflight.{}", refused.code()), refused.message(&creator.privacy_level_options))
+        }
+        None => Check::ok("options", format!("TikTok offers {} to this account", options.privacy_level.as_str())),
     }
 }
 
@@ -83,7 +100,14 @@ impl WorkerActivities {
         Ok(report)
     }
 
-    async fn check_token(&self, job: &mut JobForPublish) -> Check {
+    /// The token's check and, for TikTok, the `creator_info` its probe read.
+    async fn check_token(&self, job: &mut JobForPublish) -> (Check, Option<CreatorInfo>) {
+        let mut creator = None;
+        let check = self.check_token_reading(job, &mut creator).await;
+        (check, creator)
+    }
+
+    async fn check_token_reading(&self, job: &mut JobForPublish, creator: &mut Option<CreatorInfo>) -> Check {
         let now = Utc::now();
         let expires_at = job.account.token_expires_at;
         // TikTok tokens live hours: preflight refreshes one about to expire. Instagram's live 60
@@ -111,7 +135,7 @@ impl WorkerActivities {
         let token = &job.account.access_token;
         let probe: Result<(), PlatformError> = match job.channel {
             Channel::Instagram => self.instagram.probe(token).await.map(drop),
-            Channel::Tiktok => self.tiktok.creator_info(token).await.map(drop),
+            Channel::Tiktok => self.tiktok.creator_info(token).await.map(|info| *creator = Some(info.value)),
         };
         match probe {
             Ok(()) if job.account.token_expires_at <= job.publish_at => {
@@ -163,7 +187,11 @@ impl WorkerActivities {
 
     async fn check_job(&self, job: &mut JobForPublish) -> Vec<Check> {
         let mut checks = vec![Check::ok("account", format!("{} account {} is linked", job.channel, job.account.platform_user_id))];
-        checks.push(self.check_token(job).await);
+        let (token, creator) = self.check_token(job).await;
+        checks.push(token);
+        if job.channel == Channel::Tiktok {
+            checks.push(check_tiktok_options(job, creator.as_ref()));
+        }
         checks.push(self.check_media(job).await);
         checks
     }

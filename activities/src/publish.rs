@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use autopost_workflows::{AttemptOutcome, Channel, JobStatus, JobTransition, MediaKind, PublishRequest};
+use autopost_workflows::{AttemptOutcome, Channel, JobStatus, JobTransition, MediaKind, PostOptions, PublishRequest, TiktokOptions};
 use chrono::{DateTime, Utc};
 use temporalio_sdk::activities::ActivityContext;
 use tracing::instrument;
@@ -35,8 +35,8 @@ pub(crate) enum TiktokPrepared {
     Published(Published),
     /// An earlier attempt's publish is still under way at TikTok: wait for it, start nothing.
     InFlight(String),
-    /// Nothing is under way: init with this privacy level.
-    Ready { privacy: String },
+    /// Nothing is under way, and the account takes the post's options: init.
+    Ready,
 }
 
 /// What a TikTok init led to.
@@ -426,12 +426,12 @@ impl WorkerActivities {
         let publish_id = match self.tiktok_prepare(job, fence.attempt).await? {
             TiktokPrepared::Published(published) => return Ok(published),
             TiktokPrepared::InFlight(publish_id) => publish_id,
-            TiktokPrepared::Ready { privacy } => {
+            TiktokPrepared::Ready => {
                 // TikTok starts publishing as soon as it accepts the init, and only the answer
                 // carries the publish_id to ask about it later: note the request before sending.
                 self.fenced(fence).await?;
                 db::mark_publish_requested(&self.db, job.id, fence.attempt).await?;
-                match self.tiktok_init(job, fence.attempt, &privacy).await? {
+                match self.tiktok_init(job, fence.attempt).await? {
                     Initiated::Found(published) => return Ok(published),
                     Initiated::Started(publish_id) => publish_id,
                 }
@@ -441,7 +441,7 @@ impl WorkerActivities {
     }
 
     /// Everything of a TikTok attempt before the init: earlier attempts' publishes resolved,
-    /// then the privacy level to post with (`creator_info`), or a publish already under way.
+    /// then the post's options checked against `creator_info`, or a publish already under way.
     pub(crate) async fn tiktok_prepare(&self, job: &JobForPublish, attempt: i32) -> Result<TiktokPrepared, AttemptError> {
         let token = &job.account.access_token;
         let mut publish_id = None;
@@ -471,22 +471,27 @@ impl WorkerActivities {
             }
             return Err(tiktok_outcome_unknown("an earlier attempt stopped while TikTok was starting the post").into());
         }
-        let info = self.tiktok.creator_info(token).await?;
-        let privacy = choose_privacy(&info.value.privacy_level_options)
-            .ok_or_else(|| permanent("tiktok.no_privacy_level", "TikTok offers this account no privacy level to post with"))?;
-        Ok(TiktokPrepared::Ready { privacy: privacy.to_owned() })
+        let options = tiktok_options(job)?;
+        // TikTok asks for creator_info before every post; a scheduled retry has no preflight
+        // of its own, so the options are checked here as well.
+        let info = self.tiktok.creator_info(token).await?.value;
+        if let Some(refused) = info.refuses(options, job.is_video()) {
+            return Err(permanent(&format!("tiktok.{}", refused.code()), refused.message(&info.privacy_level_options)).into());
+        }
+        Ok(TiktokPrepared::Ready)
     }
 
     /// The init (its request already noted), and the reference it created recorded; or the post
     /// found on the creator's profile when the answer was lost.
-    pub(crate) async fn tiktok_init(&self, job: &JobForPublish, attempt: i32, privacy: &str) -> Result<Initiated, AttemptError> {
+    pub(crate) async fn tiktok_init(&self, job: &JobForPublish, attempt: i32) -> Result<Initiated, AttemptError> {
         let token = &job.account.access_token;
+        let options = tiktok_options(job)?;
         let requested_at = Utc::now();
         let init = match job.media.as_slice() {
-            [video] if video.kind == MediaKind::Video => self.tiktok.init_video(token, &job.caption, privacy, &video.url).await,
+            [video] if video.kind == MediaKind::Video => self.tiktok.init_video(token, &job.caption, options, &video.url).await,
             photos if !photos.is_empty() && photos.iter().all(|m| m.kind == MediaKind::Image) => {
                 let urls: Vec<&str> = photos.iter().map(|m| m.url.as_str()).collect();
-                self.tiktok.init_photos(token, &job.caption, privacy, &urls).await
+                self.tiktok.init_photos(token, &job.caption, options, &urls).await
             }
             _ => Err(permanent("tiktok.unsupported_post", "a TikTok post is one video or 1-35 photos")),
         };
@@ -601,21 +606,10 @@ fn tiktok_published(publish_id: &str, status: &PublishStatus, request_id: Option
     Published { platform_post_id: status.public_post_id().unwrap_or_else(|| publish_id.to_owned()), request_id }
 }
 
-/// Public if the creator may post publicly, else the most open level TikTok offers.
-fn choose_privacy(options: &[String]) -> Option<&str> {
-    const PREFERENCE: [&str; 4] = ["PUBLIC_TO_EVERYONE", "FOLLOWER_OF_CREATOR", "MUTUAL_FOLLOW_FRIENDS", "SELF_ONLY"];
-    PREFERENCE.into_iter().find(|p| options.iter().any(|o| o == p))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn privacy_prefers_public_then_the_most_open_offered() {
-        let all = ["SELF_ONLY", "PUBLIC_TO_EVERYONE"].map(String::from);
-        assert_eq!(choose_privacy(&all), Some("PUBLIC_TO_EVERYONE"));
-        assert_eq!(choose_privacy(&["SELF_ONLY".into(), "MUTUAL_FOLLOW_FRIENDS".into()]), Some("MUTUAL_FOLLOW_FRIENDS"));
-        assert_eq!(choose_privacy(&[]), None);
-    }
+/// The TikTok options the job was created with (the API refuses a TikTok job without them).
+fn tiktok_options(job: &JobForPublish) -> Result<&TiktokOptions, PlatformError> {
+    job.options
+        .as_ref()
+        .and_then(PostOptions::tiktok)
+        .ok_or_else(|| permanent("tiktok.options_missing", "the job has no TikTok options (privacy_level); edit the post and choose them"))
 }

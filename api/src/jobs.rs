@@ -1,7 +1,7 @@
 //! `/v1/publish-jobs`: scheduling posts and reading where they stand. A job is created here and
 //! handed to its workflow; after that only the workflow changes it.
 
-use autopost_workflows::{Channel, JobStatus, MediaItem, workflow_id};
+use autopost_workflows::{Channel, JobStatus, MediaItem, PostOptions, workflow_id};
 use axum::{
     Json, Router,
     extract::{Query, State},
@@ -37,6 +37,10 @@ pub struct CreateJob {
     publish_at: DateTime<Utc>,
     caption: String,
     media: Vec<MediaItem>,
+    /// The creator's choices for the post; `channel` must be the account's. Required for
+    /// TikTok (its `privacy_level`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    options: Option<PostOptions>,
 }
 
 /// Validates the post, writes the job and starts its workflow. If the workflow cannot be
@@ -52,7 +56,7 @@ pub struct CreateJob {
         (status = 200, description = "A replay: this Idempotency-Key already created this job", body = JobView),
         (status = 400, description = "The body cannot be read (`invalid_body`) or the Idempotency-Key header is malformed (`invalid_idempotency_key`)", body = ErrorBody),
         (status = 415, response = responses::UnsupportedMediaType),
-        (status = 422, description = "The post breaks a rule: `unknown_account`, `publish_at_in_past`, `caption_too_long`, `too_many_hashtags`, `too_many_mentions`, `media_missing`, `media_mixed`, `too_many_media`, `media_url_invalid`, `media_url_not_https`, `media_kind_mismatch`, `media_unsupported`; or `idempotency_key_reused` (field `Idempotency-Key`)", body = ErrorBody),
+        (status = 422, description = "The post breaks a rule: `unknown_account`, `publish_at_in_past`, `caption_too_long`, `too_many_hashtags`, `too_many_mentions`, `media_missing`, `media_mixed`, `too_many_media`, `media_url_invalid`, `media_url_not_https`, `media_kind_mismatch`, `media_unsupported`; for the options: `privacy_level_required`, `options_channel_mismatch`, `branded_content_private`, `option_not_applicable`, `title_too_long`, `photo_cover_index_out_of_range`; or `idempotency_key_reused` (field `Idempotency-Key`)", body = ErrorBody),
         (status = 503, response = responses::Unavailable),
         (status = 500, response = responses::Internal),
     )
@@ -76,7 +80,7 @@ async fn create_job(
     let channel: Channel = account.channel.parse().map_err(|e| anyhow::anyhow!("account {}: {e}", body.account_id))?;
     let idempotency_key = idempotency_key(&headers)?;
     // Validated before anything is read or written with it (Postgres refuses NUL in text).
-    validate::post(channel, &body.caption, &body.media, &state.settings.media_policy)?;
+    validate::post(channel, &body.caption, &body.media, body.options.as_ref(), &state.settings.media_policy)?;
     let request = serde_json::to_value(&body).map_err(anyhow::Error::from)?;
     if let Some(key) = &idempotency_key
         && let Some(job) = replay(&state, &account.creator_id, key, &request).await?
@@ -90,6 +94,7 @@ async fn create_job(
     let job_id = Uuid::new_v4();
     let workflow_id = workflow_id(job_id);
     let media = serde_json::to_value(&body.media).map_err(anyhow::Error::from)?;
+    let options = body.options.as_ref().map(serde_json::to_value).transpose().map_err(anyhow::Error::from)?;
     let mut tx = state.db.begin().await?;
     // Held until commit: an unlink of the account waits for this job and then cancels it too,
     // or came first and this create is refused.
@@ -98,8 +103,8 @@ async fn create_job(
         .await?
         .ok_or_else(|| ApiError::unprocessable("unknown_account", "account_id", "you have no linked account with this id"))?;
     sqlx::query!(
-        r#"INSERT INTO publish_jobs (id, creator_id, account_id, channel, publish_at, caption, media, workflow_id, last_request_id)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"#,
+        r#"INSERT INTO publish_jobs (id, creator_id, account_id, channel, publish_at, caption, media, options, workflow_id, last_request_id)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"#,
         job_id,
         account.creator_id,
         body.account_id,
@@ -107,6 +112,7 @@ async fn create_job(
         body.publish_at,
         body.caption,
         media,
+        options,
         workflow_id,
         observability::request_id(&headers),
     )
@@ -181,7 +187,7 @@ async fn get_job(State(state): State<ApiState>, creator: Creator, ApiPath(id): A
 pub(crate) async fn load(state: &ApiState, creator: &Creator, id: Uuid) -> Result<JobView, ApiError> {
     let row = sqlx::query_as!(
         JobRow,
-        r#"SELECT id, account_id, creator_id, channel, status, publish_at, caption, media, attempt_count,
+        r#"SELECT id, account_id, creator_id, channel, status, publish_at, caption, media, options, attempt_count,
                   last_error_code, last_error_message, next_attempt_at, published_at, platform_post_id,
                   workflow_id, readiness, version, created_at, updated_at
            FROM publish_jobs WHERE id = $1 AND creator_id = $2"#,
@@ -248,7 +254,7 @@ async fn list_jobs(
     let after = q.cursor.as_deref().map(decode_cursor).transpose()?;
     let rows = sqlx::query_as!(
         JobRow,
-        r#"SELECT id, account_id, creator_id, channel, status, publish_at, caption, media, attempt_count,
+        r#"SELECT id, account_id, creator_id, channel, status, publish_at, caption, media, options, attempt_count,
                   last_error_code, last_error_message, next_attempt_at, published_at, platform_post_id,
                   workflow_id, readiness, version, created_at, updated_at
            FROM publish_jobs

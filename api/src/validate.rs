@@ -3,7 +3,7 @@
 //! with preflight); this module adds what only the API decides: which URLs it accepts.
 
 use autopost_workflows::{
-    Channel, MediaItem,
+    Channel, MediaItem, PostOptions, options,
     rules::{self, Violation},
 };
 use url::Url;
@@ -44,13 +44,20 @@ pub fn bounded(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
 }
 
 /// Every rule a post must meet for `channel`; the first one broken is the error.
-pub fn post(channel: Channel, caption: &str, media: &[MediaItem], policy: &MediaPolicy) -> Result<(), ApiError> {
+pub fn post(
+    channel: Channel,
+    caption: &str,
+    media: &[MediaItem],
+    post_options: Option<&PostOptions>,
+    policy: &MediaPolicy,
+) -> Result<(), ApiError> {
     no_control_text("caption", caption)?;
     rules::check_media_count(channel, media)?;
     for (i, item) in media.iter().enumerate() {
         media_item(channel, item, &format!("media[{i}]"), policy)?;
     }
     rules::check_caption(channel, caption, media)?;
+    options::check_options(channel, media, post_options)?;
     Ok(())
 }
 
@@ -93,27 +100,27 @@ mod tests {
         let policy = MediaPolicy { http_allowed_origins: vec![Url::parse("http://127.0.0.1:8090/instagram").unwrap().origin()] };
         // Only the exact origin: another host name for it or another port is not the sandbox.
         for url in ["http://cdn.example.com/a.jpg", "http://127.0.0.1:8091/media/a.jpg", "http://localhost:8090/media/a.jpg"] {
-            assert_eq!(field_of(post(Channel::Instagram, "", &[item(url, MediaKind::Image)], &policy)), "media[0].url", "{url}");
+            assert_eq!(field_of(post(Channel::Instagram, "", &[item(url, MediaKind::Image)], None, &policy)), "media[0].url", "{url}");
         }
         let sandbox = [item("http://127.0.0.1:8090/media/a.jpg", MediaKind::Image)];
-        assert!(post(Channel::Instagram, "", &sandbox, &policy).is_ok());
+        assert!(post(Channel::Instagram, "", &sandbox, None, &policy).is_ok());
     }
 
     #[test]
     fn the_platform_rules_are_applied_with_their_field_paths() {
         let reel = [item("https://cdn.example.com/a.jpg", MediaKind::Video)];
-        assert_eq!(field_of(post(Channel::Instagram, "", &reel, &MediaPolicy::default())), "media[0].kind");
+        assert_eq!(field_of(post(Channel::Instagram, "", &reel, None, &MediaPolicy::default())), "media[0].kind");
         let png = [item("https://x.test/a.png", MediaKind::Image)];
-        assert_eq!(field_of(post(Channel::Instagram, "", &png, &MediaPolicy::default())), "media[0].url");
+        assert_eq!(field_of(post(Channel::Instagram, "", &png, None, &MediaPolicy::default())), "media[0].url");
         let two = [item("https://x.test/a.jpg", MediaKind::Image), item("https://x.test/b.jpg", MediaKind::Image)];
-        assert_eq!(field_of(post(Channel::Instagram, "", &two, &MediaPolicy::default())), "media");
+        assert_eq!(field_of(post(Channel::Instagram, "", &two, None, &MediaPolicy::default())), "media");
         let photo = [item("https://x.test/a.jpg", MediaKind::Image)];
-        assert_eq!(field_of(post(Channel::Instagram, &"a".repeat(2201), &photo, &MediaPolicy::default())), "caption");
+        assert_eq!(field_of(post(Channel::Instagram, &"a".repeat(2201), &photo, None, &MediaPolicy::default())), "caption");
     }
 
     #[test]
     fn a_url_that_is_not_one_names_the_item() {
         let broken = [item("https://x.test/a.jpg", MediaKind::Image), item("not a url", MediaKind::Image)];
-        assert_eq!(field_of(post(Channel::Tiktok, "", &broken, &MediaPolicy::default())), "media[1].url");
+        assert_eq!(field_of(post(Channel::Tiktok, "", &broken, None, &MediaPolicy::default())), "media[1].url");
     }
 }

@@ -2,7 +2,7 @@
 //! their rows. Statuses, channels and media are typed here, so a row the code cannot read is an
 //! internal error (logged) rather than a string passed through unchecked.
 
-use autopost_workflows::{Channel, JobError, JobStatus, MediaItem};
+use autopost_workflows::{Channel, JobError, JobStatus, MediaItem, PostOptions};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
@@ -21,6 +21,9 @@ pub struct JobView {
     pub publish_at: DateTime<Utc>,
     pub caption: String,
     pub media: Vec<MediaItem>,
+    /// The creator's choices for the post, as sent (null when none were sent).
+    #[schema(required)]
+    pub options: Option<PostOptions>,
     pub attempt_count: i32,
     #[schema(required)]
     pub last_error: Option<JobError>,
@@ -51,6 +54,7 @@ pub struct JobRow {
     pub publish_at: DateTime<Utc>,
     pub caption: String,
     pub media: serde_json::Value,
+    pub options: Option<serde_json::Value>,
     pub attempt_count: i32,
     pub last_error_code: Option<String>,
     pub last_error_message: Option<String>,
@@ -78,6 +82,7 @@ impl TryFrom<JobRow> for JobView {
             channel: r.channel.parse().map_err(|e| unreadable("channel", &e))?,
             status: r.status.parse().map_err(|e| unreadable("status", &e))?,
             media: serde_json::from_value(r.media).map_err(|e| unreadable("media", &e))?,
+            options: r.options.map(serde_json::from_value).transpose().map_err(|e| unreadable("options", &e))?,
             id: r.id,
             account_id: r.account_id,
             creator_id: r.creator_id,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use autopost_activities::platforms::{instagram::InstagramClient, tiktok::TiktokClient};
-use autopost_workflows::{MediaItem, MediaKind};
+use autopost_workflows::{MediaItem, MediaKind, TiktokOptions};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 
@@ -64,6 +64,8 @@ pub(crate) async fn run(system: &System, accounts: &[Account], n: usize, instant
         .collect::<anyhow::Result<_>>()
         .context("preparing the floor's calls")?;
 
+    // What the engine sends for the bench's jobs (bench/src/system.rs).
+    let options: TiktokOptions = serde_json::from_value(serde_json::json!({ "privacy_level": "PUBLIC_TO_EVERYONE" }))?;
     sleep_until(instant).await;
     let results = futures::future::join_all(calls.iter().map(|call| async {
         match call {
@@ -71,7 +73,7 @@ pub(crate) async fn run(system: &System, accounts: &[Account], n: usize, instant
                 instagram.publish_container(&account.platform_user_id, &account.token, container).await.map(drop)
             }
             Call::TiktokInit { account, caption } => {
-                tiktok.init_video(&account.token, caption, "SELF_ONLY", account.media_url()).await.map(drop)
+                tiktok.init_video(&account.token, caption, &options, account.media_url()).await.map(drop)
             }
         }
     }))

@@ -214,7 +214,10 @@ impl System {
             (0..n)
                 .map(|i| {
                     let account = &accounts[i % accounts.len()];
-                    let body = json!({ "account_id": account.id, "publish_at": publish_at, "caption": format!("{caption} {i}"), "media": account.media });
+                    let mut body = json!({ "account_id": account.id, "publish_at": publish_at, "caption": format!("{caption} {i}"), "media": account.media });
+                    if account.channel == "tiktok" {
+                        body["options"] = json!({ "channel": "tiktok", "privacy_level": "PUBLIC_TO_EVERYONE" });
+                    }
                     (account.bearer.clone(), body)
                 })
                 .collect(),

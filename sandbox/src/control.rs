@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use crate::faults::{Fault, FaultSpec};
-use crate::state::Shared;
+use crate::state::{CreatorSettings, Shared};
 use crate::tokens::Platform;
 use crate::{instagram, tiktok};
 
@@ -29,6 +29,7 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
         .route("/tokens/revoke", post(revoke))
         .route("/tokens/expire", post(expire))
         .route("/accounts", post(create_account))
+        .route("/tiktok/creators", post(set_tiktok_creator))
         .route("/reset", post(reset))
         .route("/consistency", post(consistency))
 }
@@ -166,6 +167,40 @@ async fn create_account(State(shared): State<Arc<Shared>>, body: Bytes) -> Respo
         "platform_user_id": user_id,
     }))
     .into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TiktokCreatorBody {
+    open_id: String,
+    privacy_level_options: Vec<String>,
+    #[serde(default)]
+    comment_disabled: bool,
+    #[serde(default)]
+    duet_disabled: bool,
+    #[serde(default)]
+    stitch_disabled: bool,
+}
+
+/// Sets what a TikTok creator's `creator_info` reports (privacy levels offered, interactions
+/// disabled), as the creator changing their account's settings in the app would.
+async fn set_tiktok_creator(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let request: TiktokCreatorBody = match parse(&body) {
+        Ok(request) => request,
+        Err(message) => return bad_request(message),
+    };
+    if let Some(unknown) = request.privacy_level_options.iter().find(|l| !tiktok::PRIVACY_LEVELS.contains(&l.as_str())) {
+        return bad_request(format!("privacy_level_options: unknown level {unknown}"));
+    }
+    let settings = CreatorSettings {
+        privacy_level_options: request.privacy_level_options,
+        comment_disabled: request.comment_disabled,
+        duet_disabled: request.duet_disabled,
+        stitch_disabled: request.stitch_disabled,
+    };
+    tracing::info!(open_id = %request.open_id, ?settings, "tiktok creator settings changed");
+    shared.lock().tiktok_creators.insert(request.open_id, settings);
+    ok()
 }
 
 #[derive(Deserialize)]

@@ -585,6 +585,7 @@ fn publish_container(shared: &Shared, call: &IgCall, ig_user_id: &str) -> Result
         media: vec![container.media_url.clone()],
         platform_post_id: media_id.clone(),
         received_at: Utc::now(),
+        options: None,
     });
     tracing::info!(%ig_user_id, container = %container_id, media = %media_id, "instagram post published");
     Ok(json!({ "id": media_id }))

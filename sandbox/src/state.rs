@@ -63,9 +63,37 @@ pub(crate) struct State {
     /// /_sandbox/consistency`): the Graph API's reads are eventually consistent, and a client
     /// must not take a lagging status for "not published".
     pub instagram_status_lag: Duration,
+    /// TikTok creators' settings as `creator_info` reports them, by `open_id` (`POST
+    /// /_sandbox/tiktok/creators`); a creator not here has the defaults.
+    pub tiktok_creators: HashMap<String, CreatorSettings>,
+}
+
+/// What a TikTok creator offers and allows: every privacy level and every interaction unless
+/// a test says otherwise.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct CreatorSettings {
+    pub privacy_level_options: Vec<String>,
+    pub comment_disabled: bool,
+    pub duet_disabled: bool,
+    pub stitch_disabled: bool,
+}
+
+impl Default for CreatorSettings {
+    fn default() -> Self {
+        CreatorSettings {
+            privacy_level_options: crate::tiktok::PRIVACY_LEVELS.map(String::from).to_vec(),
+            comment_disabled: false,
+            duet_disabled: false,
+            stitch_disabled: false,
+        }
+    }
 }
 
 impl State {
+    pub fn tiktok_creator(&self, open_id: &str) -> CreatorSettings {
+        self.tiktok_creators.get(open_id).cloned().unwrap_or_default()
+    }
+
     pub fn is_revoked(&self, token: &str) -> bool {
         self.revoked.contains(token)
     }
@@ -86,6 +114,7 @@ impl State {
                 media: publish.media.clone(),
                 platform_post_id: publish.post_id.to_string(),
                 received_at: publish.accepted_at,
+                options: Some(publish.options.clone()),
             });
         }
     }
@@ -112,6 +141,11 @@ pub(crate) struct PostRecord {
     pub platform_post_id: String,
     #[serde(serialize_with = "rfc3339_millis")]
     pub received_at: DateTime<Utc>,
+    /// What the post was published with beyond caption and media (TikTok: `privacy_level`,
+    /// the interaction and disclosure settings, a photo post's `title` and
+    /// `photo_cover_index`), exactly as sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub options: Option<serde_json::Value>,
 }
 
 fn rfc3339_millis<S: Serializer>(at: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
@@ -205,6 +239,8 @@ pub(crate) struct Publish {
     pub kind: PublishKind,
     /// The `post_info.privacy_level` it was posted with (`PUBLIC_TO_EVERYONE`, `SELF_ONLY`, ...).
     pub privacy_level: &'static str,
+    /// `post_info`'s settings (and `photo_cover_index`) as the init sent them.
+    pub options: serde_json::Value,
     pub caption: String,
     pub media: Vec<String>,
     pub accepted_at: DateTime<Utc>,

@@ -20,11 +20,11 @@ use serde_json::{Map, Value, json};
 use crate::faults::{Endpoint, with_faults};
 use crate::ids;
 use crate::media::{self, MediaSource};
-use crate::state::{MediaObject, Publish, PublishKind, PublishStatus, Shared, State as World};
+use crate::state::{CreatorSettings, MediaObject, Publish, PublishKind, PublishStatus, Shared, State as World};
 use crate::tokens::{Platform, TokenKind};
 
-/// The privacy levels every sandbox creator offers.
-const PRIVACY_LEVELS: [&str; 4] = ["PUBLIC_TO_EVERYONE", "MUTUAL_FOLLOW_FRIENDS", "FOLLOWER_OF_CREATOR", "SELF_ONLY"];
+/// The privacy levels a sandbox creator offers unless a test changes them.
+pub(crate) const PRIVACY_LEVELS: [&str; 4] = ["PUBLIC_TO_EVERYONE", "MUTUAL_FOLLOW_FRIENDS", "FOLLOWER_OF_CREATOR", "SELF_ONLY"];
 /// Limits in UTF-16 code units ("runes" in TikTok's docs).
 const VIDEO_TITLE_MAX: usize = 2200;
 const PHOTO_TITLE_MAX: usize = 90;
@@ -208,16 +208,21 @@ fn creator_username(open_id: &str) -> String {
 async fn creator_info(State(shared): State<Arc<Shared>>, Extension(log_id): Extension<LogId>, headers: HeaderMap) -> Response {
     run(&shared, &log_id, Endpoint::TiktokCreatorInfo, || {
         let token = authenticate(&shared, &headers)?;
-        let open_id = shared.lock().token_user(Platform::Tiktok, &token);
+        let (open_id, creator) = {
+            let state = shared.lock();
+            let open_id = state.token_user(Platform::Tiktok, &token);
+            let creator = state.tiktok_creator(&open_id);
+            (open_id, creator)
+        };
         let host = host(&headers).unwrap_or("localhost");
         Ok(json!({
             "creator_avatar_url": format!("http://{host}/media/sample.jpg"),
             "creator_username": creator_username(&open_id),
             "creator_nickname": "Sandbox Creator",
-            "privacy_level_options": PRIVACY_LEVELS,
-            "comment_disabled": false,
-            "duet_disabled": false,
-            "stitch_disabled": false,
+            "privacy_level_options": creator.privacy_level_options,
+            "comment_disabled": creator.comment_disabled,
+            "duet_disabled": creator.duet_disabled,
+            "stitch_disabled": creator.stitch_disabled,
             "max_video_post_duration_sec": 600,
         }))
     })
@@ -229,6 +234,14 @@ struct PostInfo {
     title: Option<String>,
     description: Option<String>,
     privacy_level: Option<String>,
+    disable_comment: Option<bool>,
+    disable_duet: Option<bool>,
+    disable_stitch: Option<bool>,
+    video_cover_timestamp_ms: Option<u64>,
+    brand_content_toggle: Option<bool>,
+    brand_organic_toggle: Option<bool>,
+    is_aigc: Option<bool>,
+    auto_add_music: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -261,18 +274,63 @@ impl InitBody {
 }
 
 impl PostInfo {
-    /// The requested privacy level, if it is one the creator offers.
-    fn check_privacy(&self) -> Result<&'static str, TtError> {
+    /// The requested privacy level, if it is one the creator offers, and the settings the
+    /// creator's own choices allow: TikTok refuses a post that turns on an interaction the
+    /// creator disabled, and branded content that is private.
+    fn check(&self, creator: &CreatorSettings, kind: PublishKind) -> Result<&'static str, TtError> {
         let level = self.privacy_level.as_deref().ok_or_else(|| TtError::invalid_param("post_info.privacy_level is required"))?;
-        if let Some(level) = PRIVACY_LEVELS.into_iter().find(|known| *known == level) {
-            Ok(level)
-        } else {
-            Err(TtError::new(
+        let offered = creator.privacy_level_options.iter().any(|o| o == level);
+        let Some(level) = PRIVACY_LEVELS.into_iter().find(|known| *known == level && offered) else {
+            return Err(TtError::new(
                 StatusCode::FORBIDDEN,
                 "privacy_level_option_mismatch",
                 "privacy_level is not one of the creator's privacy_level_options.",
-            ))
+            ));
+        };
+        let video_only = [
+            ("disable_duet", self.disable_duet.is_some()),
+            ("disable_stitch", self.disable_stitch.is_some()),
+            ("video_cover_timestamp_ms", self.video_cover_timestamp_ms.is_some()),
+            ("is_aigc", self.is_aigc.is_some()),
+        ];
+        let photo_only = [("auto_add_music", self.auto_add_music.is_some())];
+        let (misplaced, kind_name) = match kind {
+            PublishKind::Video => (photo_only.as_slice(), "video"),
+            PublishKind::Photo => (video_only.as_slice(), "photo"),
+        };
+        if let Some((field, _)) = misplaced.iter().find(|(_, set)| *set) {
+            return Err(TtError::invalid_param(format!("post_info.{field} is not a field of a {kind_name} post")));
         }
+        let enabled_but_disabled = [
+            ("comment", creator.comment_disabled && !self.disable_comment.unwrap_or(false)),
+            ("duet", kind == PublishKind::Video && creator.duet_disabled && !self.disable_duet.unwrap_or(false)),
+            ("stitch", kind == PublishKind::Video && creator.stitch_disabled && !self.disable_stitch.unwrap_or(false)),
+        ];
+        if let Some((what, _)) = enabled_but_disabled.iter().find(|(_, refused)| *refused) {
+            return Err(TtError::invalid_param(format!("the creator has disabled {what}s: post_info.disable_{what} must be true")));
+        }
+        if self.brand_content_toggle == Some(true) && level == "SELF_ONLY" {
+            return Err(TtError::invalid_param("branded content (brand_content_toggle) cannot be posted with privacy_level SELF_ONLY"));
+        }
+        Ok(level)
+    }
+
+    /// The settings as sent, for `/_sandbox/posts` (title and description are the caption).
+    fn recorded(&self, level: &str) -> Map<String, Value> {
+        let mut options = Map::new();
+        options.insert("privacy_level".into(), json!(level));
+        let settings = [
+            ("disable_comment", self.disable_comment.map(Value::from)),
+            ("disable_duet", self.disable_duet.map(Value::from)),
+            ("disable_stitch", self.disable_stitch.map(Value::from)),
+            ("video_cover_timestamp_ms", self.video_cover_timestamp_ms.map(Value::from)),
+            ("brand_content_toggle", self.brand_content_toggle.map(Value::from)),
+            ("brand_organic_toggle", self.brand_organic_toggle.map(Value::from)),
+            ("is_aigc", self.is_aigc.map(Value::from)),
+            ("auto_add_music", self.auto_add_music.map(Value::from)),
+        ];
+        options.extend(settings.into_iter().filter_map(|(name, value)| Some((name.to_owned(), value?))));
+        options
     }
 }
 
@@ -290,9 +348,10 @@ async fn video_init(State(shared): State<Arc<Shared>>, Extension(log_id): Extens
         if utf16_len(&title) > VIDEO_TITLE_MAX {
             return Err(TtError::invalid_param(format!("post_info.title exceeds {VIDEO_TITLE_MAX} runes")));
         }
-        let privacy_level = init.post_info.check_privacy()?;
-
         let mut state = shared.lock();
+        let open_id = state.token_user(Platform::Tiktok, &token);
+        let privacy_level = init.post_info.check(&state.tiktok_creator(&open_id), PublishKind::Video)?;
+        let options = Value::Object(init.post_info.recorded(privacy_level));
         let (failure, media_bytes) = match media::resolve(&state, host(&headers), video_url) {
             MediaSource::Invalid => {
                 return Err(TtError::invalid_param("source_info.video_url is not a valid URL"));
@@ -305,8 +364,7 @@ async fn video_init(State(shared): State<Arc<Shared>>, Extension(log_id): Extens
         let publish_id = format!("v_pub_url~v2-1.{}", PUBLISH_ID_BASE + shared.next_id());
         let media = vec![video_url.to_owned()];
         let download = Download { failure, media_bytes };
-        let open_id = state.token_user(Platform::Tiktok, &token);
-        let publish = new_publish(&shared, open_id, PublishKind::Video, privacy_level, title, media, download);
+        let publish = new_publish(&shared, open_id, PublishKind::Video, (privacy_level, options), title, media, download);
         state.publishes.insert(publish_id.clone(), publish);
         tracing::debug!(%publish_id, "tiktok video publish accepted");
         Ok(json!({ "publish_id": publish_id }))
@@ -347,9 +405,12 @@ async fn content_init(State(shared): State<Arc<Shared>>, Extension(log_id): Exte
         if utf16_len(&description) > PHOTO_DESCRIPTION_MAX {
             return Err(TtError::invalid_param(format!("post_info.description exceeds {PHOTO_DESCRIPTION_MAX} runes")));
         }
-        let privacy_level = init.post_info.check_privacy()?;
-
         let mut state = shared.lock();
+        let open_id = state.token_user(Platform::Tiktok, &token);
+        let privacy_level = init.post_info.check(&state.tiktok_creator(&open_id), PublishKind::Photo)?;
+        let mut options = init.post_info.recorded(privacy_level);
+        options.insert("title".into(), json!(title));
+        options.insert("photo_cover_index".into(), json!(cover));
         let mut failure = None;
         let mut media_bytes = 0;
         for url in &images {
@@ -371,8 +432,8 @@ async fn content_init(State(shared): State<Arc<Shared>>, Extension(log_id): Exte
         let caption = if description.is_empty() { title } else { description };
         let publish_id = format!("p_pub_url~v2.{}", PUBLISH_ID_BASE + shared.next_id());
         let download = Download { failure, media_bytes };
-        let open_id = state.token_user(Platform::Tiktok, &token);
-        let publish = new_publish(&shared, open_id, PublishKind::Photo, privacy_level, caption, images, download);
+        let options = (privacy_level, Value::Object(options));
+        let publish = new_publish(&shared, open_id, PublishKind::Photo, options, caption, images, download);
         state.publishes.insert(publish_id.clone(), publish);
         tracing::debug!(%publish_id, "tiktok photo publish accepted");
         Ok(json!({ "publish_id": publish_id }))
@@ -401,7 +462,7 @@ fn new_publish(
     shared: &Shared,
     open_id: String,
     kind: PublishKind,
-    privacy_level: &'static str,
+    (privacy_level, options): (&'static str, Value),
     caption: String,
     media: Vec<String>,
     download: Download,
@@ -411,6 +472,7 @@ fn new_publish(
         open_id,
         kind,
         privacy_level,
+        options,
         caption,
         media,
         // The post's received_at is when TikTok accepted it, even though it
@@ -762,6 +824,7 @@ mod tests {
             open_id: ids::tiktok_open_id("alice"),
             kind,
             privacy_level,
+            options: json!({ "privacy_level": privacy_level }),
             caption: format!("post {post_id}"),
             media: vec![],
             accepted_at,

@@ -368,3 +368,44 @@ async fn video_list_is_counted_and_faultable() {
     assert_eq!(fine.body["data"], json!({ "videos": [], "cursor": 0, "has_more": false }));
     assert_eq!(sandbox.calls("tiktok.video_list").await, 2);
 }
+
+#[tokio::test]
+async fn the_creators_settings_decide_what_a_post_may_choose() {
+    let sandbox = start(SandboxOptions::instant()).await;
+    let settings = json!({ "open_id": tiktok_open_id(TOKEN), "privacy_level_options": ["FOLLOWER_OF_CREATOR", "SELF_ONLY"],
+                           "comment_disabled": true, "duet_disabled": true });
+    let response = sandbox.client.post(sandbox.url("/_sandbox/tiktok/creators")).json(&settings).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let info = sandbox.tiktok(TOKEN, "/v2/post/publish/creator_info/query/", json!({})).await;
+    assert_eq!(info.body["data"]["privacy_level_options"], json!(["FOLLOWER_OF_CREATOR", "SELF_ONLY"]));
+    assert_eq!((info.body["data"]["comment_disabled"].clone(), info.body["data"]["duet_disabled"].clone()), (json!(true), json!(true)));
+    let init = |privacy: &str, post_info: Value| {
+        let mut body = video_init(&sandbox.media("sample.mp4"), privacy);
+        for (name, value) in post_info.as_object().unwrap() {
+            body["post_info"][name] = value.clone();
+        }
+        sandbox.tiktok(TOKEN, "/v2/post/publish/video/init/", body)
+    };
+    let allowed = json!({ "disable_comment": true, "disable_duet": true });
+    // A level TikTok knows but this creator no longer offers.
+    tt_error(&init("PUBLIC_TO_EVERYONE", allowed.clone()).await, StatusCode::FORBIDDEN, "privacy_level_option_mismatch");
+    tt_error(&init("SELF_ONLY", json!({ "disable_duet": true })).await, StatusCode::BAD_REQUEST, "invalid_param");
+    tt_error(&init("SELF_ONLY", json!({ "disable_comment": true })).await, StatusCode::BAD_REQUEST, "invalid_param");
+    let branded = json!({ "disable_comment": true, "disable_duet": true, "brand_content_toggle": true });
+    tt_error(&init("SELF_ONLY", branded.clone()).await, StatusCode::BAD_REQUEST, "invalid_param");
+    tt_error(
+        &init("SELF_ONLY", json!({ "disable_comment": true, "disable_duet": true, "auto_add_music": true })).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_param",
+    );
+    assert!(sandbox.posts().await.is_empty(), "nothing refused was posted");
+
+    let reply = init("FOLLOWER_OF_CREATOR", branded).await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    sandbox.tt_wait(TOKEN, reply.body["data"]["publish_id"].as_str().unwrap()).await;
+    let posts = sandbox.posts().await;
+    assert_eq!(
+        posts[0]["options"],
+        json!({ "privacy_level": "FOLLOWER_OF_CREATOR", "disable_comment": true, "disable_duet": true, "brand_content_toggle": true })
+    );
+}

@@ -114,6 +114,37 @@ async fn bad_job_input_is_refused_with_the_field_named_and_nothing_written() {
             "too_many_media",
             "media",
         ),
+        (
+            json!({ "account_id": tiktok, "publish_at": Utc::now() + Duration::hours(1), "caption": "c",
+                 "media": [{ "url": mp4, "kind": "video" }] }),
+            422,
+            "privacy_level_required",
+            "options.privacy_level",
+        ),
+        (
+            json!({ "account_id": tiktok, "publish_at": Utc::now() + Duration::hours(1), "caption": "c",
+                 "media": [{ "url": mp4, "kind": "video" }], "options": { "channel": "tiktok" } }),
+            400,
+            "invalid_body",
+            "options",
+        ),
+        (
+            json!({ "account_id": tiktok, "publish_at": Utc::now() + Duration::hours(1), "caption": "c",
+                 "media": [{ "url": mp4, "kind": "video" }],
+                 "options": { "channel": "tiktok", "privacy_level": "SELF_ONLY", "brand_content_toggle": true } }),
+            422,
+            "branded_content_private",
+            "options.privacy_level",
+        ),
+        (
+            json!({ "account_id": tiktok, "publish_at": Utc::now() + Duration::hours(1), "caption": "c",
+                 "media": [{ "url": jpg, "kind": "image" }],
+                 "options": { "channel": "tiktok", "privacy_level": "SELF_ONLY", "photo_cover_index": 1 } }),
+            422,
+            "photo_cover_index_out_of_range",
+            "options.photo_cover_index",
+        ),
+        (with("options", json!({ "channel": "tiktok", "privacy_level": "SELF_ONLY" })), 422, "options_channel_mismatch", "options.channel"),
     ];
     for (body, status, code, field) in cases {
         let (actual, error) = app.post("/v1/publish-jobs", &body).await;

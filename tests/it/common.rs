@@ -379,8 +379,17 @@ impl TestApp {
     }
 
     /// [`Self::schedule`] through the API at `api`.
+    /// TikTok posts go out public (`PUBLIC_TO_EVERYONE`), the level whose videos TikTok lists.
     pub async fn schedule_via(&self, api: &str, account_id: &str, publish_at: DateTime<Utc>, caption: &str, media: Value) -> Value {
-        let body = json!({ "account_id": account_id, "publish_at": publish_at, "caption": caption, "media": media });
+        let mut body = json!({ "account_id": account_id, "publish_at": publish_at, "caption": caption, "media": media });
+        let channel: Option<String> = sqlx::query_scalar("SELECT channel FROM social_accounts WHERE id = $1::uuid")
+            .bind(account_id)
+            .fetch_optional(&self.db)
+            .await
+            .expect("reading the account's channel");
+        if channel.as_deref() == Some("tiktok") {
+            body["options"] = tiktok_options("PUBLIC_TO_EVERYONE");
+        }
         let (status, body) = self.post_to(api, "/v1/publish-jobs", &body).await;
         assert_eq!(status, 201, "scheduling failed: {body}");
         body
@@ -473,6 +482,11 @@ pub fn platform_user_id(channel: &str, token: &str) -> String {
 }
 
 /// The body that links the account owning `token` on `channel`, valid for 60 days.
+/// TikTok options with `privacy_level` and nothing else set.
+pub fn tiktok_options(privacy_level: &str) -> Value {
+    json!({ "channel": "tiktok", "privacy_level": privacy_level })
+}
+
 pub fn link_body(channel: &str, token: &str) -> Value {
     json!({
         "channel": channel,

@@ -13,6 +13,7 @@ mod failures;
 mod fuzz;
 mod many_processes;
 mod observability;
+mod post_options;
 mod postgres;
 mod publish_end_to_end;
 mod replay;

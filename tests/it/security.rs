@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use temporalio_client::{WorkflowDescribeOptions, WorkflowExecutionStatus};
 use uuid::Uuid;
 
-use crate::common::{Options, TestApp, link_body};
+use crate::common::{Options, TestApp, link_body, tiktok_options};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -120,9 +120,13 @@ async fn two_creators_never_see_or_touch_each_others_accounts_and_jobs() {
     let alice_account = alice_account["id"].as_str().unwrap().to_owned();
     let bob_account = bob_account["id"].as_str().unwrap().to_owned();
     let create = |account: &str| {
-        json!({ "account_id": account, "publish_at": Utc::now() + chrono::Duration::days(1), "caption": "mine",
+        let mut body = json!({ "account_id": account, "publish_at": Utc::now() + chrono::Duration::days(1), "caption": "mine",
                 "media": [{ "url": app.media_url(if account == alice_account { "sample.jpg" } else { "sample.mp4" }),
-                            "kind": if account == alice_account { "image" } else { "video" } }] })
+                            "kind": if account == alice_account { "image" } else { "video" } }] });
+        if account == bob_account {
+            body["options"] = tiktok_options("SELF_ONLY");
+        }
+        body
     };
     let (status, alice_job) = post(&alice, "/v1/publish-jobs", create(&alice_account), Some("launch")).await;
     assert_eq!(status, 201, "{alice_job}");

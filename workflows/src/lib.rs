@@ -6,9 +6,11 @@
 //! platforms accept, shared by the API's validation and the worker's preflight.
 
 pub mod activities;
+pub mod options;
 pub mod publish;
 pub mod rules;
 pub mod types;
 
+pub use options::{PostOptions, TiktokOptions, TiktokPrivacyLevel};
 pub use publish::PublishPostWorkflow;
 pub use types::*;

@@ -12,6 +12,8 @@ pub const INSTAGRAM_MENTIONS: usize = 20;
 /// TikTok: 2,200 characters for a video's title, 4,000 for a photo post's description.
 pub const TIKTOK_VIDEO_CAPTION_CHARS: usize = 2200;
 pub const TIKTOK_PHOTO_CAPTION_CHARS: usize = 4000;
+/// TikTok: a photo post's title (`post_info.title`), 90 characters.
+pub const TIKTOK_PHOTO_TITLE_CHARS: usize = 90;
 pub const TIKTOK_MAX_PHOTOS: usize = 35;
 
 const MB: u64 = 1024 * 1024;
@@ -27,7 +29,7 @@ pub struct Violation {
 }
 
 impl Violation {
-    fn new(code: &'static str, field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: &'static str, field: impl Into<String>, message: impl Into<String>) -> Self {
         Violation { code, field: field.into(), message: message.into() }
     }
 }

@@ -11,11 +11,11 @@ use serde::{Deserialize, de::DeserializeOwned};
 use serde_json::json;
 use tracing::instrument;
 
+use autopost_workflows::TiktokOptions;
+
 use super::{ErrorClass, PlatformError, PlatformUser, Reply};
 
 const PLATFORM: &str = "tiktok";
-/// TikTok's limits on photo posts (platforms.md).
-pub const MAX_PHOTO_TITLE_CHARS: usize = 90;
 
 #[derive(Clone, Debug)]
 pub struct TiktokClient {
@@ -32,6 +32,60 @@ pub struct CreatorInfo {
     pub privacy_level_options: Vec<String>,
     #[serde(default)]
     pub max_video_post_duration_sec: Option<u64>,
+    /// Interactions the creator turned off in the app: a post cannot turn them on.
+    #[serde(default)]
+    pub comment_disabled: bool,
+    #[serde(default)]
+    pub duet_disabled: bool,
+    #[serde(default)]
+    pub stitch_disabled: bool,
+}
+
+/// Why a post's options cannot go out as the creator's account stands, by `creator_info`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OptionsRefused {
+    /// The chosen privacy level is not among the account's `privacy_level_options`.
+    PrivacyLevelNotOffered(String),
+    /// The post allows an interaction (`comment`, `duet`, `stitch`) the creator disabled.
+    InteractionDisabled(&'static str),
+}
+
+impl OptionsRefused {
+    /// The error code's last part (`privacy_level_not_offered`, `interaction_disabled`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            OptionsRefused::PrivacyLevelNotOffered(_) => "privacy_level_not_offered",
+            OptionsRefused::InteractionDisabled(_) => "interaction_disabled",
+        }
+    }
+
+    pub fn message(&self, offered: &[String]) -> String {
+        match self {
+            OptionsRefused::PrivacyLevelNotOffered(level) => format!(
+                "the creator's TikTok account no longer offers the privacy level {level} (it offers {}); choose one of those",
+                if offered.is_empty() { "none".to_owned() } else { offered.join(", ") }
+            ),
+            OptionsRefused::InteractionDisabled(what) => {
+                format!("the creator disabled {what}s on TikTok, and the post allows them; set disable_{what} to true")
+            }
+        }
+    }
+}
+
+impl CreatorInfo {
+    /// The post's options against what the account offers now: the first refusal.
+    pub fn refuses(&self, options: &TiktokOptions, is_video: bool) -> Option<OptionsRefused> {
+        let level = options.privacy_level.as_str();
+        if !self.privacy_level_options.iter().any(|offered| offered == level) {
+            return Some(OptionsRefused::PrivacyLevelNotOffered(level.to_owned()));
+        }
+        let allowed_but_disabled = [
+            ("comment", self.comment_disabled && !options.disable_comment),
+            ("duet", is_video && self.duet_disabled && !options.disable_duet),
+            ("stitch", is_video && self.stitch_disabled && !options.disable_stitch),
+        ];
+        allowed_but_disabled.into_iter().find(|(_, refused)| *refused).map(|(what, _)| OptionsRefused::InteractionDisabled(what))
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -186,37 +240,59 @@ impl TiktokClient {
         self.send(request).await
     }
 
-    #[instrument(skip(self, token, title, video_url), err(Display))]
+    #[instrument(skip(self, token, title, options, video_url), err(Display))]
     pub async fn init_video(
         &self,
         token: &SecretString,
         title: &str,
-        privacy_level: &str,
+        options: &TiktokOptions,
         video_url: &str,
     ) -> Result<Reply<String>, PlatformError> {
+        let mut post_info = json!({
+            "title": title,
+            "privacy_level": options.privacy_level.as_str(),
+            "disable_comment": options.disable_comment,
+            "disable_duet": options.disable_duet,
+            "disable_stitch": options.disable_stitch,
+            "brand_content_toggle": options.brand_content_toggle,
+            "brand_organic_toggle": options.brand_organic_toggle,
+            "is_aigc": options.is_aigc,
+        });
+        if let Some(ms) = options.video_cover_timestamp_ms {
+            post_info["video_cover_timestamp_ms"] = json!(ms);
+        }
         let body = json!({
-            "post_info": { "title": title, "privacy_level": privacy_level },
+            "post_info": post_info,
             "source_info": { "source": "PULL_FROM_URL", "video_url": video_url },
         });
         let reply: Reply<PublishIdData> = self.send(self.post("/v2/post/publish/video/init/", token).json(&body)).await?;
         Ok(Reply { value: reply.value.publish_id, request_id: reply.request_id })
     }
 
-    #[instrument(skip(self, token, caption, photo_urls), err(Display))]
+    #[instrument(skip(self, token, caption, options, photo_urls), err(Display))]
     pub async fn init_photos(
         &self,
         token: &SecretString,
         caption: &str,
-        privacy_level: &str,
+        options: &TiktokOptions,
         photo_urls: &[&str],
     ) -> Result<Reply<String>, PlatformError> {
+        let title = options.title.clone().unwrap_or_else(|| photo_title(caption));
         let body = json!({
             "post_info": {
-                "title": photo_title(caption),
+                "title": title,
                 "description": caption,
-                "privacy_level": privacy_level,
+                "privacy_level": options.privacy_level.as_str(),
+                "disable_comment": options.disable_comment,
+                "auto_add_music": options.auto_add_music,
+                "brand_content_toggle": options.brand_content_toggle,
+                "brand_organic_toggle": options.brand_organic_toggle,
             },
-            "source_info": { "source": "PULL_FROM_URL", "photo_cover_index": 0, "photo_images": photo_urls },
+            "source_info": {
+                "source": "PULL_FROM_URL",
+                "photo_cover_index": options.photo_cover_index.unwrap_or(0),
+                "photo_images": photo_urls,
+            },
             "post_mode": "DIRECT_POST",
             "media_type": "PHOTO",
         });
@@ -331,7 +407,7 @@ impl TiktokClient {
 
 /// Photo titles are capped at 90 characters; the full caption goes into the description.
 pub fn photo_title(caption: &str) -> String {
-    caption.lines().next().unwrap_or_default().chars().take(MAX_PHOTO_TITLE_CHARS).collect()
+    caption.lines().next().unwrap_or_default().chars().take(autopost_workflows::rules::TIKTOK_PHOTO_TITLE_CHARS).collect()
 }
 
 fn log_id(response: &Response) -> Option<String> {

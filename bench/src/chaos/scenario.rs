@@ -99,8 +99,11 @@ pub(crate) async fn run_once(stack: &mut Stack, seed: u64, run: usize) -> anyhow
         let due_in = Duration::from_millis(rng.random_range(3000..7000));
         let caption = format!("chaos {seed} job {i}");
         let media_url = format!("{sandbox}/media/{file}");
-        let body = json!({ "account_id": account, "publish_at": Utc::now() + chrono::Duration::from_std(due_in)?, "caption": caption,
+        let mut body = json!({ "account_id": account, "publish_at": Utc::now() + chrono::Duration::from_std(due_in)?, "caption": caption,
             "media": [{ "url": media_url, "kind": kind }] });
+        if channel == "tiktok" {
+            body["options"] = json!({ "channel": "tiktok", "privacy_level": "PUBLIC_TO_EVERYONE" });
+        }
         let key = format!("chaos-{seed}-{i}");
         let id = if kill_api_at == Some(i) {
             faults.push(format!("api_killed_during_create job {i}"));
