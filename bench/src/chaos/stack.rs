@@ -128,7 +128,20 @@ impl Temporal {
         Ok(temporal)
     }
 
+    /// Starts the server. Its HTTP and metrics ports are found free and released before it binds
+    /// them, so another process (a test's ephemeral port) can take one first; the server then
+    /// exits at once, and it is started again on other ports.
     async fn spawn(&mut self) -> anyhow::Result<()> {
+        for _ in 0..3 {
+            if self.spawn_once().await? {
+                return Ok(());
+            }
+        }
+        anyhow::bail!("the Temporal dev server exited at start three times; see {}", self.log.display())
+    }
+
+    /// `false` when the server exited before it listened.
+    async fn spawn_once(&mut self) -> anyhow::Result<bool> {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
         let mut command = Command::new(&self.bin);
         command
@@ -147,7 +160,13 @@ impl Temporal {
             if tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
                 // The frontend accepts connections a moment before it serves.
                 tokio::time::sleep(Duration::from_millis(500)).await;
-                return Ok(());
+                return Ok(true);
+            }
+            if let Some(child) = self.child.as_mut()
+                && child.try_wait()?.is_some()
+            {
+                self.child = None;
+                return Ok(false);
             }
             ensure!(Instant::now() < deadline, "the Temporal dev server did not start; see {}", self.log.display());
             tokio::time::sleep(Duration::from_millis(200)).await;
