@@ -100,14 +100,8 @@ impl WorkerActivities {
         Ok(report)
     }
 
-    /// The token's check and, for TikTok, the `creator_info` its probe read.
-    async fn check_token(&self, job: &mut JobForPublish) -> (Check, Option<CreatorInfo>) {
-        let mut creator = None;
-        let check = self.check_token_reading(job, &mut creator).await;
-        (check, creator)
-    }
-
-    async fn check_token_reading(&self, job: &mut JobForPublish, creator: &mut Option<CreatorInfo>) -> Check {
+    /// The token's check; for TikTok, `creator` receives the `creator_info` its probe read.
+    async fn check_token(&self, job: &mut JobForPublish, creator: &mut Option<CreatorInfo>) -> Check {
         let now = Utc::now();
         let expires_at = job.account.token_expires_at;
         // TikTok tokens live hours: preflight refreshes one about to expire. Instagram's live 60
@@ -187,8 +181,8 @@ impl WorkerActivities {
 
     async fn check_job(&self, job: &mut JobForPublish) -> Vec<Check> {
         let mut checks = vec![Check::ok("account", format!("{} account {} is linked", job.channel, job.account.platform_user_id))];
-        let (token, creator) = self.check_token(job).await;
-        checks.push(token);
+        let mut creator = None;
+        checks.push(self.check_token(job, &mut creator).await);
         if job.channel == Channel::Tiktok {
             checks.push(check_tiktok_options(job, creator.as_ref()));
         }
