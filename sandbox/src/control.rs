@@ -30,6 +30,10 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
         .route("/tokens/expire", post(expire))
         .route("/accounts", post(create_account))
         .route("/tiktok/creators", post(set_tiktok_creator))
+        .route("/tiktok/verified-domains", post(set_tiktok_verified_domains))
+        .route("/instagram/users", post(add_instagram_users))
+        .route("/instagram/processing-errors", post(add_instagram_processing_error))
+        .route("/instagram/quota", post(set_instagram_quota))
         .route("/reset", post(reset))
         .route("/consistency", post(consistency))
 }
@@ -180,6 +184,12 @@ struct TiktokCreatorBody {
     duet_disabled: bool,
     #[serde(default)]
     stitch_disabled: bool,
+    #[serde(default = "tiktok_max_video_post_duration_sec")]
+    max_video_post_duration_sec: u64,
+}
+
+fn tiktok_max_video_post_duration_sec() -> u64 {
+    tiktok::MAX_VIDEO_POST_DURATION_SEC
 }
 
 /// Sets what a TikTok creator's `creator_info` reports (privacy levels offered, interactions
@@ -192,14 +202,99 @@ async fn set_tiktok_creator(State(shared): State<Arc<Shared>>, body: Bytes) -> R
     if let Some(unknown) = request.privacy_level_options.iter().find(|l| !tiktok::PRIVACY_LEVELS.contains(&l.as_str())) {
         return bad_request(format!("privacy_level_options: unknown level {unknown}"));
     }
+    if request.max_video_post_duration_sec == 0 {
+        return bad_request("max_video_post_duration_sec: must be at least 1");
+    }
     let settings = CreatorSettings {
         privacy_level_options: request.privacy_level_options,
         comment_disabled: request.comment_disabled,
         duet_disabled: request.duet_disabled,
         stitch_disabled: request.stitch_disabled,
+        max_video_post_duration_sec: request.max_video_post_duration_sec,
     };
     tracing::info!(open_id = %request.open_id, ?settings, "tiktok creator settings changed");
     shared.lock().tiktok_creators.insert(request.open_id, settings);
+    ok()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InstagramUsersBody {
+    usernames: Vec<String>,
+}
+
+/// Makes Instagram accounts exist, so posts may tag them or invite them as collaborators.
+async fn add_instagram_users(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let request: InstagramUsersBody = match parse(&body) {
+        Ok(request) => request,
+        Err(message) => return bad_request(message),
+    };
+    if let Some(invalid) = request.usernames.iter().find(|name| !instagram::valid_username(name)) {
+        return bad_request(format!("usernames: {invalid:?} is not an Instagram username (1 to 30 of a-z 0-9 . _)"));
+    }
+    tracing::info!(usernames = ?request.usernames, "instagram users added");
+    shared.lock().instagram_usernames.extend(request.usernames.iter().map(|name| name.to_ascii_lowercase()));
+    ok()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProcessingErrorBody {
+    media_url_contains: String,
+}
+
+/// Makes every Instagram container created from now on whose media URL contains the string end
+/// its processing in `ERROR`.
+async fn add_instagram_processing_error(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let request: ProcessingErrorBody = match parse(&body) {
+        Ok(request) => request,
+        Err(message) => return bad_request(message),
+    };
+    if request.media_url_contains.is_empty() {
+        return bad_request("media_url_contains: must not be empty (it would fail every container)");
+    }
+    tracing::info!(media_url_contains = %request.media_url_contains, "instagram processing error armed");
+    shared.lock().instagram_processing_errors.push(request.media_url_contains);
+    ok()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QuotaBody {
+    ig_user_id: String,
+    quota_total: u32,
+}
+
+/// Sets one account's publishing quota (posts per 24 h), so a test can use it up.
+async fn set_instagram_quota(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let request: QuotaBody = match parse(&body) {
+        Ok(request) => request,
+        Err(message) => return bad_request(message),
+    };
+    shared.lock().instagram_quota_totals.insert(request.ig_user_id, request.quota_total);
+    ok()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VerifiedDomainsBody {
+    /// `null` (or absent): every domain counts as verified again, the default.
+    domains: Option<Vec<String>>,
+}
+
+/// Sets the domains the app has verified with TikTok: `PULL_FROM_URL` from any other host
+/// answers 403 `url_ownership_unverified`, as on TikTok.
+async fn set_tiktok_verified_domains(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let request: VerifiedDomainsBody = match parse(&body) {
+        Ok(request) => request,
+        Err(message) => return bad_request(message),
+    };
+    let domains = match request.domains.map(tiktok::verified_domains).transpose() {
+        Ok(domains) => domains,
+        Err(message) => return bad_request(message),
+    };
+    tracing::info!(?domains, "tiktok verified domains set");
+    shared.lock().tiktok_verified_domains = domains;
     ok()
 }
 

@@ -24,9 +24,12 @@ pub(crate) enum Endpoint {
     InstagramMediaPublish,
     InstagramPublishingLimit,
     InstagramRefreshToken,
+    InstagramCommentCreate,
+    InstagramCommentList,
     TiktokCreatorInfo,
     TiktokUserInfo,
     TiktokVideoInit,
+    TiktokUpload,
     TiktokContentInit,
     TiktokStatusFetch,
     TiktokVideoList,
@@ -35,7 +38,7 @@ pub(crate) enum Endpoint {
 }
 
 impl Endpoint {
-    const ALL: [Endpoint; 15] = [
+    const ALL: &[Endpoint] = &[
         Self::InstagramMe,
         Self::InstagramUser,
         Self::InstagramMedia,
@@ -43,9 +46,12 @@ impl Endpoint {
         Self::InstagramMediaPublish,
         Self::InstagramPublishingLimit,
         Self::InstagramRefreshToken,
+        Self::InstagramCommentCreate,
+        Self::InstagramCommentList,
         Self::TiktokCreatorInfo,
         Self::TiktokUserInfo,
         Self::TiktokVideoInit,
+        Self::TiktokUpload,
         Self::TiktokContentInit,
         Self::TiktokStatusFetch,
         Self::TiktokVideoList,
@@ -62,9 +68,12 @@ impl Endpoint {
             Self::InstagramMediaPublish => "instagram.media_publish",
             Self::InstagramPublishingLimit => "instagram.content_publishing_limit",
             Self::InstagramRefreshToken => "instagram.refresh_access_token",
+            Self::InstagramCommentCreate => "instagram.comment_create",
+            Self::InstagramCommentList => "instagram.comment_list",
             Self::TiktokCreatorInfo => "tiktok.creator_info",
             Self::TiktokUserInfo => "tiktok.user_info",
             Self::TiktokVideoInit => "tiktok.video_init",
+            Self::TiktokUpload => "tiktok.upload",
             Self::TiktokContentInit => "tiktok.content_init",
             Self::TiktokStatusFetch => "tiktok.status_fetch",
             Self::TiktokVideoList => "tiktok.video_list",
@@ -74,7 +83,7 @@ impl Endpoint {
     }
 
     pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|endpoint| endpoint.name() == name)
+        Self::ALL.iter().copied().find(|endpoint| endpoint.name() == name)
     }
 
     pub fn names() -> Vec<&'static str> {

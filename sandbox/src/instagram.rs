@@ -3,8 +3,15 @@
 //! Paths are relative to the client's base URL `http://HOST:PORT/instagram/vNN.N`.
 //! Parameters may come in the query string, a form body or a JSON body; the
 //! access token as `access_token` parameter or `Authorization: Bearer`.
+//!
+//! `POST /{ig-user-id}/media` creates feed images, reels, stories, carousel items and carousel
+//! parents; the parameters each takes and the choices made where the platform's behaviour is
+//! undocumented are listed in the crate docs ("Instagram content publishing"). Every refusal
+//! is a Graph API error envelope whose message names the parameter. `POST
+//! /{ig-media-id}/comments` and `GET /{ig-media-id}/comments` comment on published media.
 
 use std::collections::HashMap;
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,10 +28,15 @@ use serde_json::{Map, Value, json};
 use crate::faults::{Endpoint, with_faults};
 use crate::ids;
 use crate::media::{self, MediaSource};
-use crate::state::{Container, ContainerStatus, PostRecord, Shared};
+use crate::state::{CommentRecord, Container, ContainerKind, ContainerStatus, PostRecord, Shared, State as World};
 use crate::tokens::{Platform, TokenKind, TokenProblem};
 
 const CAPTION_MAX_CHARS: usize = 2200;
+const ALT_TEXT_MAX_CHARS: usize = 1000;
+const USER_TAGS_MAX: usize = 20;
+const COLLABORATORS_MAX: usize = 3;
+const CAROUSEL_CHILDREN: RangeInclusive<usize> = 2..=10;
+const COMMENT_MAX_CHARS: usize = 2200;
 /// Image containers accept JPEGs up to 8 MB (platforms.md).
 const IMAGE_MAX_BYTES: u64 = 8 * 1024 * 1024;
 /// Window of the content publishing quota.
@@ -33,6 +45,7 @@ const QUOTA_DURATION_SECS: u64 = 24 * 60 * 60;
 /// containers and published media apart.
 const CONTAINER_ID_BASE: u64 = 17_900_000_000_000_000;
 const MEDIA_ID_BASE: u64 = 17_950_000_000_000_000;
+const COMMENT_ID_BASE: u64 = 17_980_000_000_000_000;
 /// Long-lived tokens last 60 days, from issue or from their last refresh.
 pub(crate) const LONG_LIVED_TOKEN_LIFETIME: Duration = Duration::from_secs(60 * 24 * 60 * 60);
 
@@ -47,6 +60,7 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
         .route("/{version}/{node}/media", post(create_media))
         .route("/{version}/{node}/media_publish", post(publish_media))
         .route("/{version}/{node}/content_publishing_limit", get(publishing_limit))
+        .route("/{version}/{node}/comments", get(list_comments).post(create_comment))
         .fallback(unknown_path)
         .layer(middleware::from_fn(trace_header))
 }
@@ -370,12 +384,17 @@ fn user_body(id: &str, call: &IgCall) -> Value {
     let mut body = json!({ "id": id });
     for field in call.fields() {
         if matches!(field, "username" | "name") {
-            // The last six characters (ids from paths need not be ASCII).
-            let suffix = id.char_indices().rev().nth(5).map_or(id, |(at, _)| &id[at..]);
-            body[field] = json!(format!("sandbox_user_{suffix}"));
+            body[field] = json!(username_of(id));
         }
     }
     body
+}
+
+/// A sandbox user's username: `sandbox_user_` and the last six characters of the id (ids from
+/// paths need not be ASCII).
+fn username_of(id: &str) -> String {
+    let suffix = id.char_indices().rev().nth(5).map_or(id, |(at, _)| &id[at..]);
+    format!("sandbox_user_{suffix}")
 }
 
 /// `GET refresh_access_token?grant_type=ig_refresh_token&access_token=...`:
@@ -432,16 +451,366 @@ async fn create_media(
     .await
 }
 
+/// What a `POST /{ig-user-id}/media` call creates: the kind, its media URL (none for a
+/// carousel parent) and whether that media is a video.
+struct MediaSpec<'a> {
+    kind: ContainerKind,
+    url: Option<&'a str>,
+    video: bool,
+}
+
+/// Tells the container kinds apart by `is_carousel_item`, `media_type` and the media URL given.
+fn media_spec(call: &IgCall) -> Result<MediaSpec<'_>, IgError> {
+    let carousel_item = call.param("is_carousel_item").map(|value| parse_bool("is_carousel_item", value)).transpose()?.unwrap_or(false);
+    let media_type = call.param("media_type").map(str::to_ascii_uppercase);
+    let (image, video) = (call.param("image_url"), call.param("video_url"));
+    let spec = |kind, url, video| Ok(MediaSpec { kind, url: Some(url), video });
+    let required = |name: &str| IgError::param(format!("(#100) The parameter {name} is required."));
+    match (carousel_item, media_type.as_deref()) {
+        (true, None | Some("IMAGE")) => spec(ContainerKind::CarouselImage, image.ok_or_else(|| required("image_url"))?, false),
+        (true, Some("VIDEO")) => spec(ContainerKind::CarouselVideo, video.ok_or_else(|| required("video_url"))?, true),
+        (true, Some(other @ ("REELS" | "STORIES" | "CAROUSEL"))) => Err(IgError::param(format!(
+            "(#100) Param is_carousel_item cannot be used with media_type={other}: carousel items are images or media_type=VIDEO."
+        ))),
+        (false, None | Some("IMAGE")) => match (image, video) {
+            (Some(url), _) => spec(ContainerKind::Image, url, false),
+            (None, Some(_)) if media_type.is_none() => {
+                Err(IgError::new(100, Some(2207023), "(#100) The media type VIDEO is not supported; use media_type=REELS."))
+            }
+            (None, _) => Err(required("image_url")),
+        },
+        (false, Some("REELS")) => spec(ContainerKind::Reel, video.ok_or_else(|| required("video_url"))?, true),
+        (false, Some("STORIES")) => match (image, video) {
+            (Some(url), None) => spec(ContainerKind::Story, url, false),
+            (None, Some(url)) => spec(ContainerKind::Story, url, true),
+            (Some(_), Some(_)) => Err(IgError::param("(#100) A story takes either image_url or video_url, not both.")),
+            (None, None) => Err(required("image_url or video_url")),
+        },
+        (false, Some("CAROUSEL")) => Ok(MediaSpec { kind: ContainerKind::Carousel, url: None, video: false }),
+        (false, Some("VIDEO")) => Err(IgError::new(
+            100,
+            Some(2207023),
+            "(#100) The media type VIDEO is only for carousel items (is_carousel_item=true); use media_type=REELS.",
+        )),
+        (_, Some(other)) => {
+            Err(IgError::new(100, Some(2207023), format!("(#100) The media type {other} is not supported by this sandbox.")))
+        }
+    }
+}
+
+/// The `media_type` a post (or a carousel child) is shown with.
+fn media_type_name(kind: ContainerKind) -> &'static str {
+    match kind {
+        ContainerKind::Image | ContainerKind::CarouselImage => "IMAGE",
+        ContainerKind::CarouselVideo => "VIDEO",
+        ContainerKind::Reel => "REELS",
+        ContainerKind::Story => "STORIES",
+        ContainerKind::Carousel => "CAROUSEL",
+    }
+}
+
+/// The parameters beyond the media that only some kinds take. A kind refuses those it does
+/// not take, even where the platform may silently drop them: a client learns of its mistake.
+const OPTION_PARAMS: [&str; 9] =
+    ["alt_text", "user_tags", "collaborators", "location_id", "share_to_feed", "cover_url", "thumb_offset", "audio_name", "children"];
+
+fn option_supported(kind: ContainerKind, name: &str) -> bool {
+    use ContainerKind::{Carousel, CarouselImage, Image, Reel};
+    match name {
+        "alt_text" => matches!(kind, Image | CarouselImage),
+        // On a carousel, users are tagged on its items.
+        "user_tags" => kind != Carousel,
+        "collaborators" | "location_id" => matches!(kind, Image | Reel | Carousel),
+        "share_to_feed" | "cover_url" | "thumb_offset" | "audio_name" => kind == Reel,
+        "children" => kind == Carousel,
+        _ => true,
+    }
+}
+
+/// Where user tags sit: photos need a position, videos take none, stories may have one.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum ContainerKind {
-    Image,
-    Reel,
+enum TagPosition {
+    Required,
+    Optional,
+    Forbidden,
+}
+
+/// Graph API booleans: `true`/`false` (also `1`/`0`).
+fn parse_bool(name: &str, value: &str) -> Result<bool, IgError> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(IgError::param(format!("(#100) Param {name} must be a boolean (true or false)."))),
+    }
+}
+
+/// `user_tags`: a JSON array of `{"username", "x", "y"}`. Returns the tags as sent and the
+/// usernames, which are checked against the accounts under the state lock.
+fn parse_user_tags(raw: &str, position: TagPosition) -> Result<(Value, Vec<String>), IgError> {
+    let malformed =
+        || IgError::param("(#100) Param user_tags must be a JSON array of objects like {\"username\": \"name\", \"x\": 0.5, \"y\": 0.5}.");
+    let value: Value = serde_json::from_str(raw).map_err(|_| malformed())?;
+    let tags = value.as_array().ok_or_else(malformed)?;
+    if tags.len() > USER_TAGS_MAX {
+        return Err(IgError::new(
+            100,
+            Some(2207040),
+            format!("(#100) Param user_tags: cannot use more than {USER_TAGS_MAX} tags per created media ({} given).", tags.len()),
+        ));
+    }
+    let mut usernames = Vec::with_capacity(tags.len());
+    for (i, tag) in tags.iter().enumerate() {
+        let tag = tag.as_object().ok_or_else(malformed)?;
+        let username = tag
+            .get("username")
+            .and_then(Value::as_str)
+            .filter(|name| !name.is_empty())
+            .ok_or_else(|| IgError::param(format!("(#100) Param user_tags[{i}]['username'] is required and must be a string.")))?;
+        let axes = [("x", tag.get("x")), ("y", tag.get("y"))];
+        for (axis, coordinate) in axes {
+            match (coordinate, position) {
+                (None, TagPosition::Required) => {
+                    return Err(IgError::param(format!("(#100) Param user_tags[{i}]['{axis}'] is required for images.")));
+                }
+                (Some(_), TagPosition::Forbidden) => {
+                    return Err(IgError::param(format!(
+                        "(#100) Param user_tags[{i}]['{axis}'] is not supported for videos: tag them by username only."
+                    )));
+                }
+                (Some(number), _) if !number.as_f64().is_some_and(|n| (0.0..=1.0).contains(&n)) => {
+                    return Err(IgError::param(format!("(#100) Param user_tags[{i}]['{axis}'] must be a number from 0 to 1.")));
+                }
+                _ => {}
+            }
+        }
+        if axes[0].1.is_some() != axes[1].1.is_some() {
+            return Err(IgError::param(format!("(#100) Param user_tags[{i}] needs both x and y, or neither.")));
+        }
+        usernames.push(username.to_owned());
+    }
+    Ok((value, usernames))
+}
+
+/// `collaborators`: a JSON array of usernames, or usernames separated by commas.
+fn parse_collaborators(raw: &str) -> Result<Vec<String>, IgError> {
+    let names: Vec<String> = if raw.trim_start().starts_with('[') {
+        serde_json::from_str(raw).map_err(|_| {
+            IgError::param("(#100) Param collaborators must be a JSON array of usernames, or usernames separated by commas.")
+        })?
+    } else {
+        raw.split(',').map(str::trim).filter(|name| !name.is_empty()).map(str::to_owned).collect()
+    };
+    if names.len() > COLLABORATORS_MAX {
+        return Err(IgError::param(format!(
+            "(#100) Param collaborators: at most {COLLABORATORS_MAX} collaborators are allowed per media ({} given).",
+            names.len()
+        )));
+    }
+    Ok(names)
+}
+
+/// `children`: container ids separated by commas, or (JSON bodies) an array of them.
+fn parse_children(raw: &str) -> Result<Vec<String>, IgError> {
+    let malformed = || IgError::param("(#100) Param children must be container ids separated by commas, or a JSON array of them.");
+    let ids: Vec<String> = if raw.trim_start().starts_with('[') {
+        let values: Vec<Value> = serde_json::from_str(raw).map_err(|_| malformed())?;
+        values
+            .into_iter()
+            .map(|value| match value {
+                Value::String(id) => Ok(id.trim().to_owned()),
+                Value::Number(id) => Ok(id.to_string()),
+                _ => Err(malformed()),
+            })
+            .collect::<Result<_, _>>()?
+    } else {
+        raw.split(',').map(|id| id.trim().to_owned()).collect()
+    };
+    if ids.iter().any(String::is_empty) {
+        return Err(malformed());
+    }
+    if !CAROUSEL_CHILDREN.contains(&ids.len()) {
+        return Err(IgError::new(
+            100,
+            Some(2207028),
+            format!(
+                "(#100) Your post won't be shared as a carousel. Carousels need at least 2 photos/videos and no more than 10 \
+                 photos/videos (children has {}).",
+                ids.len()
+            ),
+        ));
+    }
+    if let Some((at, id)) = ids.iter().enumerate().find(|(at, id)| ids[..*at].contains(id)) {
+        return Err(IgError::param(format!("(#100) Invalid children: {id} is listed twice (children[{at}]).")));
+    }
+    Ok(ids)
+}
+
+/// A container's options, checked as far as they can be without the state.
+struct Options {
+    /// `media_type` and the options sent, as the post will show them.
+    shown: Map<String, Value>,
+    /// Usernames to check against the accounts: tagged ones, then collaborators.
+    tagged: Vec<String>,
+    collaborators: Vec<String>,
+    /// A carousel parent's child container ids.
+    children: Vec<String>,
+}
+
+fn parse_options(call: &IgCall, spec: &MediaSpec) -> Result<Options, IgError> {
+    let kind = spec.kind;
+    if let Some(name) = OPTION_PARAMS.into_iter().find(|name| call.param(name).is_some() && !option_supported(kind, name)) {
+        let on = match kind {
+            ContainerKind::CarouselImage | ContainerKind::CarouselVideo => "carousel items",
+            other => media_type_name(other),
+        };
+        return Err(IgError::param(format!("(#100) Param {name} is not supported for {on}.")));
+    }
+    let mut options = Options { shown: Map::new(), tagged: Vec::new(), collaborators: Vec::new(), children: Vec::new() };
+    let shown = &mut options.shown;
+    shown.insert("media_type".into(), json!(media_type_name(kind)));
+    if let (true, Some(url)) = (kind.is_carousel_item(), spec.url) {
+        shown.insert("media_url".into(), json!(url));
+    }
+    if let Some(alt_text) = call.param("alt_text") {
+        if alt_text.chars().count() > ALT_TEXT_MAX_CHARS {
+            return Err(IgError::param(format!("(#100) Param alt_text must be at most {ALT_TEXT_MAX_CHARS} characters.")));
+        }
+        shown.insert("alt_text".into(), json!(alt_text));
+    }
+    if let Some(raw) = call.param("user_tags") {
+        let position = match kind {
+            ContainerKind::Story => TagPosition::Optional,
+            _ if spec.video => TagPosition::Forbidden,
+            _ => TagPosition::Required,
+        };
+        let (tags, usernames) = parse_user_tags(raw, position)?;
+        shown.insert("user_tags".into(), tags);
+        options.tagged = usernames;
+    }
+    if let Some(raw) = call.param("collaborators") {
+        options.collaborators = parse_collaborators(raw)?;
+        shown.insert("collaborators".into(), json!(options.collaborators));
+    }
+    if let Some(location) = call.param("location_id") {
+        if location.len() > 32 || !location.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(IgError::param("(#100) Param location_id must be the numeric id of a Facebook Page with a location."));
+        }
+        shown.insert("location_id".into(), json!(location));
+    }
+    if let Some(value) = call.param("share_to_feed") {
+        shown.insert("share_to_feed".into(), json!(parse_bool("share_to_feed", value)?));
+    }
+    if let Some(cover) = call.param("cover_url") {
+        shown.insert("cover_url".into(), json!(cover));
+    }
+    if let Some(value) = call.param("thumb_offset") {
+        let offset: u64 =
+            value.parse().map_err(|_| IgError::param("(#100) Param thumb_offset must be a whole number of milliseconds, 0 or more."))?;
+        shown.insert("thumb_offset".into(), json!(offset));
+    }
+    if let Some(audio) = call.param("audio_name") {
+        shown.insert("audio_name".into(), json!(audio));
+    }
+    match (kind, call.param("children")) {
+        (ContainerKind::Carousel, Some(raw)) => options.children = parse_children(raw)?,
+        (ContainerKind::Carousel, None) => return Err(IgError::param("(#100) The parameter children is required.")),
+        _ => {}
+    }
+    Ok(options)
+}
+
+/// Whether `name` has the shape of an Instagram username: 1 to 30 letters (any case: usernames
+/// are case-insensitive), digits, `.` or `_`.
+pub(crate) fn valid_username(name: &str) -> bool {
+    (1..=30).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_'))
+}
+
+/// Whether an Instagram account has this username: one added with `POST
+/// /_sandbox/instagram/users`, or the username of a user the sandbox knows (the caller, a
+/// token's user, a container's owner).
+fn username_exists(state: &World, ig_user_id: &str, name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    let is_user = |id: &str| username_of(id) == name;
+    state.instagram_usernames.contains(&name)
+        || is_user(ig_user_id)
+        || state
+            .tokens
+            .iter()
+            .any(|((platform, _), record)| *platform == Platform::Instagram && record.user_id.as_deref().is_some_and(is_user))
+        || state.containers.values().any(|container| is_user(&container.ig_user_id))
+}
+
+/// Tags and collaborators must name existing accounts. The Graph API's error for one that does
+/// not is undocumented: plain `100`, naming the user and the parameter.
+fn check_usernames(state: &World, ig_user_id: &str, options: &Options) -> Result<(), IgError> {
+    let named =
+        options.tagged.iter().map(|name| ("user_tags", name)).chain(options.collaborators.iter().map(|name| ("collaborators", name)));
+    for (param, name) in named {
+        if !valid_username(name) {
+            return Err(IgError::param(format!(
+                "(#100) Param {param}: {name:?} is not an Instagram username (1 to 30 letters, digits, '.' or '_', without '@')."
+            )));
+        }
+        if !username_exists(state, ig_user_id, name) {
+            let role = if param == "user_tags" { "tagged" } else { "invited as a collaborator" };
+            return Err(IgError::param(format!(
+                "(#100) The user @{name} cannot be {role} ({param}): no Instagram account has that username."
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A carousel parent's children must be this user's unused, processed carousel items. Refusals
+/// that no waiting can cure come first; then an unprocessed child is the "not ready" error, so
+/// a client polls the children and creates the carousel again.
+fn check_children(state: &World, ig_user_id: &str, children: &[String], now: Instant) -> Result<(), IgError> {
+    let invalid = |message: String| IgError::param(format!("(#100) Invalid children: {message}"));
+    let mut found = Vec::with_capacity(children.len());
+    for id in children {
+        let child = state
+            .containers
+            .get(id)
+            .filter(|child| child.ig_user_id == ig_user_id)
+            .ok_or_else(|| invalid(format!("{id} is not a media container of this Instagram user.")))?;
+        if !child.kind.is_carousel_item() {
+            return Err(invalid(format!("{id} is not a carousel item (create it with is_carousel_item=true).")));
+        }
+        if child.carousel_parent.is_some() {
+            return Err(invalid(format!("{id} is already part of another carousel.")));
+        }
+        match child.status(now) {
+            ContainerStatus::Error(_) => return Err(invalid(format!("the carousel item {id} failed processing (status_code ERROR)."))),
+            ContainerStatus::Expired => return Err(invalid(format!("the carousel item {id} has expired."))),
+            status => found.push((id, status)),
+        }
+    }
+    if let Some((id, _)) = found.iter().find(|(_, status)| *status != ContainerStatus::Finished) {
+        return Err(IgError::new(
+            9007,
+            Some(2207027),
+            format!("Media ID is not available: the carousel item {id} is still being processed (status_code IN_PROGRESS)."),
+        )
+        .titled("The media is not ready for publishing, please wait for a moment"));
+    }
+    Ok(())
+}
+
+/// The error code a container's processing fails with when a processing-error fault matches
+/// one of its media URLs (for a carousel parent: its children's).
+fn processing_error(state: &World, urls: &[(&str, bool)]) -> Option<u32> {
+    urls.iter()
+        .find(|(url, _)| state.instagram_processing_errors.iter().any(|part| url.contains(part.as_str())))
+        .map(|(_, video)| if *video { 2207026 } else { 2207052 })
 }
 
 /// `POST /{ig-user-id}/media`: validates like the platform would, without
 /// fetching anything except media hosted by this sandbox.
 fn create_container(shared: &Shared, call: &IgCall, ig_user_id: &str) -> Result<Value, IgError> {
-    let caption = call.param("caption").unwrap_or_default();
+    let spec = media_spec(call)?;
+    // Stories and carousel items take no caption: the platform ignores one.
+    let takes_caption = matches!(spec.kind, ContainerKind::Image | ContainerKind::Reel | ContainerKind::Carousel);
+    let caption = if takes_caption { call.param("caption").unwrap_or_default() } else { "" };
     if caption.chars().count() > CAPTION_MAX_CHARS {
         return Err(IgError::new(
             36004,
@@ -450,50 +819,67 @@ fn create_container(shared: &Shared, call: &IgCall, ig_user_id: &str) -> Result<
         )
         .titled("Caption too long"));
     }
-    let media_type = call.param("media_type").map(str::to_ascii_uppercase);
-    let (kind, media_url) = match (media_type.as_deref(), call.param("image_url"), call.param("video_url")) {
-        (None | Some("IMAGE"), Some(url), _) => (ContainerKind::Image, url),
-        (Some("REELS"), _, Some(url)) => (ContainerKind::Reel, url),
-        (Some("REELS"), _, None) => {
-            return Err(IgError::param("(#100) The parameter video_url is required."));
-        }
-        (None, None, Some(_)) => {
-            return Err(IgError::new(100, Some(2207023), "(#100) The media type VIDEO is not supported; use media_type=REELS."));
-        }
-        (None | Some("IMAGE"), None, _) => {
-            return Err(IgError::param("(#100) The parameter image_url is required."));
-        }
-        (Some(other), _, _) => {
-            return Err(IgError::new(100, Some(2207023), format!("(#100) The media type {other} is not supported by this sandbox.")));
-        }
-    };
+    let options = parse_options(call, &spec)?;
 
     let mut state = shared.lock();
-    check_media(media::resolve(&state, call.host.as_deref(), media_url), kind)?;
-    let id = (CONTAINER_ID_BASE + shared.next_id()).to_string();
-    let ready_after = match kind {
-        ContainerKind::Image => shared.options.container_ready_after,
-        ContainerKind::Reel => shared.options.video_ready_after,
+    let now = Instant::now();
+    if let Some(url) = spec.url {
+        check_media(media::resolve(&state, call.host.as_deref(), url), if spec.video { MediaCheck::Video } else { MediaCheck::Image })?;
+    }
+    if let Some(cover) = call.param("cover_url") {
+        check_media(media::resolve(&state, call.host.as_deref(), cover), MediaCheck::Image)?;
+    }
+    check_usernames(&state, ig_user_id, &options)?;
+    check_children(&state, ig_user_id, &options.children, now)?;
+
+    let media_urls: Vec<(&str, bool)> = match spec.url {
+        Some(url) => vec![(url, spec.video)],
+        None => options
+            .children
+            .iter()
+            .filter_map(|id| state.containers.get(id))
+            .map(|child| (child.media_url.as_str(), child.kind == ContainerKind::CarouselVideo))
+            .collect(),
     };
+    let processing_error = processing_error(&state, &media_urls);
+    let id = (CONTAINER_ID_BASE + shared.next_id()).to_string();
+    for child in &options.children {
+        if let Some(child) = state.containers.get_mut(child) {
+            child.carousel_parent = Some(id.clone());
+        }
+    }
+    let ready_after = if spec.video { shared.options.video_ready_after } else { shared.options.container_ready_after };
     state.containers.insert(
         id.clone(),
         Container {
             ig_user_id: ig_user_id.to_owned(),
+            kind: spec.kind,
             caption: caption.to_owned(),
-            media_url: media_url.to_owned(),
-            created: Instant::now(),
+            media_url: spec.url.unwrap_or_default().to_owned(),
+            options: options.shown,
+            children: options.children,
+            carousel_parent: None,
+            processing_error,
+            created: now,
             ready_after,
             published_media_id: None,
             published_at: None,
         },
     );
-    tracing::debug!(%ig_user_id, container = %id, "instagram container created");
+    tracing::debug!(%ig_user_id, container = %id, kind = ?spec.kind, "instagram container created");
     Ok(json!({ "id": id }))
+}
+
+/// What the platform expects at a media URL.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum MediaCheck {
+    Image,
+    Video,
 }
 
 /// Media checks the platform makes when it downloads the media. Only
 /// sandbox-hosted media can be checked; other hosts are trusted.
-fn check_media(source: MediaSource, kind: ContainerKind) -> Result<(), IgError> {
+fn check_media(source: MediaSource, expected: MediaCheck) -> Result<(), IgError> {
     let media = match source {
         MediaSource::Foreign => return Ok(()),
         MediaSource::Own(Some(media)) => media,
@@ -502,16 +888,16 @@ fn check_media(source: MediaSource, kind: ContainerKind) -> Result<(), IgError> 
                 .titled("Media download has failed"));
         }
     };
-    match kind {
-        ContainerKind::Image if media.mime() != "image/jpeg" => {
+    match expected {
+        MediaCheck::Image if media.mime() != "image/jpeg" => {
             Err(IgError::new(36001, Some(2207005), "The image format is not supported. Only JPEG images can be published.")
                 .titled("Unsupported image format"))
         }
-        ContainerKind::Image if media.len() > IMAGE_MAX_BYTES => {
+        MediaCheck::Image if media.len() > IMAGE_MAX_BYTES => {
             Err(IgError::new(36000, Some(2207004), "The image is too large to download: at most 8 MB is allowed.")
                 .titled("Image too large"))
         }
-        ContainerKind::Reel if !media.is_video() => {
+        MediaCheck::Video if !media.is_video() => {
             Err(IgError::new(352, Some(2207026), "The video format is not supported. Please check the spec for supported formats.")
                 .titled("Unsupported video format"))
         }
@@ -539,6 +925,7 @@ async fn publish_media(
 
 /// `POST /{ig-user-id}/media_publish?creation_id=...`. The check and the
 /// publication happen under one lock, so concurrent retries publish once.
+/// A carousel publishes one post of its children's media, in order.
 fn publish_container(shared: &Shared, call: &IgCall, ig_user_id: &str) -> Result<Value, IgError> {
     let container_id = call.param("creation_id").ok_or_else(|| IgError::param("(#100) The parameter creation_id is required."))?;
     let mut guard = shared.lock();
@@ -546,9 +933,14 @@ fn publish_container(shared: &Shared, call: &IgCall, ig_user_id: &str) -> Result
     let quota_usage = state.instagram_quota_usage(ig_user_id);
     let container = state
         .containers
-        .get_mut(container_id)
+        .get(container_id)
         .filter(|container| container.ig_user_id == ig_user_id)
         .ok_or_else(|| IgError::unknown_object("post", container_id))?;
+    if container.kind.is_carousel_item() {
+        return Err(IgError::param(
+            "(#100) A carousel item cannot be published on its own: publish the CAROUSEL container it is a child of.",
+        ));
+    }
     match container.status(Instant::now()) {
         ContainerStatus::Finished => {}
         ContainerStatus::InProgress => {
@@ -565,8 +957,11 @@ fn publish_container(shared: &Shared, call: &IgCall, ig_user_id: &str) -> Result
         ContainerStatus::Expired => {
             return Err(IgError::param("(#100) This media container has expired."));
         }
+        ContainerStatus::Error(_) => {
+            return Err(IgError::param("(#100) This media container failed processing (status_code ERROR): create a new one."));
+        }
     }
-    if quota_usage >= shared.options.instagram_quota_total as usize {
+    if quota_usage >= state.instagram_quota_total(ig_user_id, shared.options.instagram_quota_total) as usize {
         return Err(IgError::new(
             9,
             Some(2207042),
@@ -575,17 +970,29 @@ fn publish_container(shared: &Shared, call: &IgCall, ig_user_id: &str) -> Result
         )
         .titled("Publishing limit reached"));
     }
+    let mut options = container.options.clone();
+    let media = if container.kind == ContainerKind::Carousel {
+        let children: Vec<&Container> = container.children.iter().filter_map(|id| state.containers.get(id)).collect();
+        options.insert("children".into(), children.iter().map(|child| Value::Object(child.options.clone())).collect());
+        children.iter().map(|child| child.media_url.clone()).collect()
+    } else {
+        vec![container.media_url.clone()]
+    };
+    let caption = container.caption.clone();
     let media_id = (MEDIA_ID_BASE + shared.next_id()).to_string();
-    container.published_media_id = Some(media_id.clone());
-    container.published_at = Some(Instant::now());
+    if let Some(container) = state.containers.get_mut(container_id) {
+        container.published_media_id = Some(media_id.clone());
+        container.published_at = Some(Instant::now());
+    }
     state.posts.push(PostRecord {
         channel: "instagram",
         platform_user_id: ig_user_id.to_owned(),
-        caption: container.caption.clone(),
-        media: vec![container.media_url.clone()],
+        caption,
+        media,
         platform_post_id: media_id.clone(),
         received_at: Utc::now(),
-        options: None,
+        options: Some(Value::Object(options)),
+        comments: Some(Vec::new()),
     });
     tracing::info!(%ig_user_id, container = %container_id, media = %media_id, "instagram post published");
     Ok(json!({ "id": media_id }))
@@ -604,17 +1011,101 @@ async fn publishing_limit(
         let call = IgCall::parse(query.as_deref(), &headers, &[])?;
         let token = call.authenticate(&shared)?;
         check_owner(&shared, token, "get", &ig_user_id)?;
-        let usage = shared.lock().instagram_quota_usage(&ig_user_id);
+        let (usage, total) = {
+            let state = shared.lock();
+            (state.instagram_quota_usage(&ig_user_id), state.instagram_quota_total(&ig_user_id, shared.options.instagram_quota_total))
+        };
         let mut entry = json!({ "quota_usage": usage });
         if call.fields().contains(&"config") {
             entry["config"] = json!({
-                "quota_total": shared.options.instagram_quota_total,
+                "quota_total": total,
                 "quota_duration": QUOTA_DURATION_SECS,
             });
         }
         Ok(json!({ "data": [entry] }))
     })
     .await
+}
+
+async fn create_comment(
+    State(shared): State<Arc<Shared>>,
+    Extension(trace): Extension<Trace>,
+    Path((version, media_id)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    run(&shared, &trace, Endpoint::InstagramCommentCreate, || {
+        check_version(&version)?;
+        let call = IgCall::parse(query.as_deref(), &headers, &body)?;
+        let token = call.authenticate(&shared)?;
+        let message = call.param("message").ok_or_else(|| IgError::param("(#100) The parameter message is required."))?;
+        if message.chars().count() > COMMENT_MAX_CHARS {
+            return Err(IgError::param(format!("(#100) Param message must be at most {COMMENT_MAX_CHARS} characters.")));
+        }
+        let mut state = shared.lock();
+        let bound = state.bound_user(Platform::Instagram, token).map(str::to_owned);
+        let post = owned_post(&mut state, bound.as_deref(), "post", &media_id)?;
+        let id = (COMMENT_ID_BASE + shared.next_id()).to_string();
+        post.comments.get_or_insert_default().push(CommentRecord { id: id.clone(), text: message.to_owned(), created_at: Utc::now() });
+        tracing::info!(media = %media_id, comment = %id, "instagram comment created");
+        Ok(json!({ "id": id }))
+    })
+    .await
+}
+
+/// `GET /{ig-media-id}/comments?fields=id,text`: newest first, as the platform lists them.
+/// Without `fields`, each comment has `id`, `text` and `timestamp`, the Graph API's defaults.
+async fn list_comments(
+    State(shared): State<Arc<Shared>>,
+    Extension(trace): Extension<Trace>,
+    Path((version, media_id)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    run(&shared, &trace, Endpoint::InstagramCommentList, || {
+        check_version(&version)?;
+        let call = IgCall::parse(query.as_deref(), &headers, &[])?;
+        let token = call.authenticate(&shared)?;
+        let mut state = shared.lock();
+        let bound = state.bound_user(Platform::Instagram, token).map(str::to_owned);
+        let post = owned_post(&mut state, bound.as_deref(), "get", &media_id)?;
+        let asked = call.fields();
+        let wants = |field: &str| if asked.is_empty() { matches!(field, "text" | "timestamp") } else { asked.contains(&field) };
+        let username = username_of(&post.platform_user_id);
+        let data: Vec<Value> = post
+            .comments
+            .iter()
+            .flatten()
+            .rev()
+            .map(|comment| {
+                let mut entry = json!({ "id": comment.id });
+                if wants("text") {
+                    entry["text"] = json!(comment.text);
+                }
+                if wants("timestamp") {
+                    entry["timestamp"] = json!(comment.created_at.format("%Y-%m-%dT%H:%M:%S%z").to_string());
+                }
+                if wants("username") {
+                    entry["username"] = json!(username);
+                }
+                entry
+            })
+            .collect();
+        Ok(json!({ "data": data }))
+    })
+    .await
+}
+
+/// The published Instagram media `media_id`, which a token bound to another user may not see
+/// (an unbound made-up token may act for any user, as on the publishing paths).
+fn owned_post<'a>(state: &'a mut World, bound: Option<&str>, method: &str, media_id: &str) -> Result<&'a mut PostRecord, IgError> {
+    state
+        .posts
+        .iter_mut()
+        .find(|post| post.channel == "instagram" && post.platform_post_id == media_id)
+        .filter(|post| bound.is_none_or(|user| user == post.platform_user_id))
+        .ok_or_else(|| IgError::unknown_object(method, media_id))
 }
 
 #[cfg(test)]

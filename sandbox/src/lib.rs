@@ -81,6 +81,71 @@
 //! TikTok's refresh endpoint gets `invalid_grant`, and an issued refresh
 //! token used as a bearer token gets `access_token_invalid`.
 //!
+//! # Instagram content publishing
+//!
+//! `POST /{ig-user-id}/media` (form or JSON body) takes, by kind of container:
+//!
+//! | kind | parameters | also takes |
+//! |------|------------|------------|
+//! | feed image | `image_url` (`media_type` absent or `IMAGE`) | `caption`, `alt_text`, `user_tags` (x/y required), `collaborators`, `location_id` |
+//! | reel | `media_type=REELS`, `video_url` | `caption`, `share_to_feed`, `cover_url`, `thumb_offset`, `audio_name`, `user_tags` (username only), `collaborators`, `location_id` |
+//! | story | `media_type=STORIES`, `image_url` or `video_url` | `user_tags` (x/y optional, as since July 2025) |
+//! | carousel item | `is_carousel_item=true`, `image_url`, or `media_type=VIDEO` + `video_url` | images: `alt_text`, `user_tags` (x/y); videos: `user_tags` (username only) |
+//! | carousel | `media_type=CAROUSEL`, `children` | `caption`, `collaborators`, `location_id` |
+//!
+//! A parameter a kind does not take is refused (`100`, "Param X is not supported for
+//! STORIES" and the like); a `caption` on a story or a carousel item is ignored, as the
+//! platform does. Values: `alt_text` at most 1000 characters; `user_tags` a JSON array of
+//! `{"username", "x", "y"}` with x and y numbers from 0 to 1, at most 20 (more:
+//! `100/2207040`); `collaborators` a JSON array or a comma-separated list of at most 3
+//! usernames; `location_id` digits (a Facebook Page id); `share_to_feed` `true`/`false`;
+//! `thumb_offset` whole milliseconds, 0 or more; `cover_url` is checked like an `image_url`
+//! when the sandbox hosts it; `children` 2 to 10 container ids, comma-separated or (JSON
+//! bodies) an array (else `100/2207028`). Other `media_type`s, and `VIDEO` outside a
+//! carousel, are `100/2207023`. Each refusal is `100` without subcode unless said otherwise.
+//!
+//! **Usernames** in `user_tags` and `collaborators` must exist: 1 to 30 letters, digits, `.`
+//! or `_` (compared case-insensitively, no `@`), and either added with `POST
+//! /_sandbox/instagram/users {"usernames": ["alice", ...]}` or the username of a user the
+//! sandbox knows (`sandbox_user_` and the last six digits of the id, as the user node reports
+//! it: the caller, a user with an issued or bound token, a container's owner). The real
+//! error is undocumented: `100`, "The user @name cannot be tagged (user_tags): ..." or
+//! "... cannot be invited as a collaborator (collaborators): ...".
+//!
+//! **Carousels**: every child must be a carousel item of the same user, not yet given to
+//! another carousel, and `FINISHED`. A child still `IN_PROGRESS` refuses the parent with the
+//! not-ready error `9007/2207027` (poll the children, then create the parent again); an
+//! unknown, foreign, non-item, reused, expired or `ERROR` child refuses it with `100`
+//! ("Invalid children: ..."). A refused parent reserves nothing. The parent then processes
+//! like any container. Publishing a child is refused (`100`); publishing the parent makes one
+//! post of the children's media in order, counted once in the quota; the children stay
+//! `FINISHED` and can serve no other carousel.
+//!
+//! **Processing errors**: `POST /_sandbox/instagram/processing-errors {"media_url_contains":
+//! "..."}` makes every container created afterwards whose media URL (a carousel parent: one
+//! of its children's) contains the string end its processing in `status_code` `ERROR`, with
+//! `status` "Error: Media upload has failed with error code 2207026" (videos) or `2207052`
+//! (images). Such a container cannot be published (`100`). Reset clears these and the added
+//! usernames.
+//!
+//! **Quota**: `POST /_sandbox/instagram/quota {"ig_user_id": "...", "quota_total": n}` sets one
+//! account's publishing limit (posts per 24 h; `SandboxOptions::instagram_quota_total` for the
+//! others): `content_publishing_limit` reports it, and `media_publish` past it answers `9/2207042`.
+//!
+//! **`GET /_sandbox/posts`** shows each Instagram post's `options`: its `media_type`
+//! (`IMAGE`, `REELS`, `STORIES` or `CAROUSEL`) and, exactly as sent, whichever of
+//! `alt_text`, `user_tags` (parsed), `collaborators` (an array), `location_id` (a string),
+//! `share_to_feed` (a boolean), `cover_url`, `thumb_offset` (a number) and `audio_name` were
+//! given; a carousel's also has `children`, one `{"media_type": "IMAGE"|"VIDEO", "media_url",
+//! "alt_text"?, "user_tags"?}` per child in order. Each Instagram post also lists its
+//! `comments`, `[{"id", "text"}]`, oldest first.
+//!
+//! **Comments**: `POST /{ig-media-id}/comments` with `message` (1 to 2200 characters)
+//! answers `{"id"}`; `GET /{ig-media-id}/comments?fields=id,text` answers `{"data": [...]}`,
+//! newest first (`id` always; without `fields`, `text` and `timestamp`). The media id is the
+//! one `media_publish` answered; a token bound to another user, or an unknown id, gets
+//! `100/33`. Fault endpoints: `instagram.comment_create`, `instagram.comment_list`.
+//!
 //! # Media
 //!
 //! The sandbox never fetches over the network. Media URLs that point at its

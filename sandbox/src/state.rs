@@ -66,6 +66,25 @@ pub(crate) struct State {
     /// TikTok creators' settings as `creator_info` reports them, by `open_id` (`POST
     /// /_sandbox/tiktok/creators`); a creator not here has the defaults.
     pub tiktok_creators: HashMap<String, CreatorSettings>,
+    /// The domains TikTok pulls media from (`POST /_sandbox/tiktok/verified-domains`), each
+    /// also covering its subdomains. `None`, the default: every domain counts as verified.
+    pub tiktok_verified_domains: Option<Vec<String>>,
+    /// Instagram usernames that exist besides the sandbox's own users' (`POST
+    /// /_sandbox/instagram/users`), lower-cased: tags and collaborators must name one.
+    pub instagram_usernames: HashSet<String>,
+    /// Containers created while one of these is part of their media URL end in `ERROR`
+    /// (`POST /_sandbox/instagram/processing-errors`).
+    pub instagram_processing_errors: Vec<String>,
+    /// Publishing quotas of single accounts (`POST /_sandbox/instagram/quota`), instead of
+    /// [`crate::SandboxOptions::instagram_quota_total`].
+    pub instagram_quota_totals: HashMap<String, u32>,
+}
+
+impl State {
+    /// The posts `ig_user_id` may publish per 24 h.
+    pub fn instagram_quota_total(&self, ig_user_id: &str, default: u32) -> u32 {
+        self.instagram_quota_totals.get(ig_user_id).copied().unwrap_or(default)
+    }
 }
 
 /// What a TikTok creator offers and allows: every privacy level and every interaction unless
@@ -76,6 +95,8 @@ pub(crate) struct CreatorSettings {
     pub comment_disabled: bool,
     pub duet_disabled: bool,
     pub stitch_disabled: bool,
+    /// The longest video the creator may post, in seconds (TikTok's API allows 10 minutes).
+    pub max_video_post_duration_sec: u64,
 }
 
 impl Default for CreatorSettings {
@@ -85,6 +106,7 @@ impl Default for CreatorSettings {
             comment_disabled: false,
             duet_disabled: false,
             stitch_disabled: false,
+            max_video_post_duration_sec: crate::tiktok::MAX_VIDEO_POST_DURATION_SEC,
         }
     }
 }
@@ -115,6 +137,7 @@ impl State {
                 platform_post_id: publish.post_id.to_string(),
                 received_at: publish.accepted_at,
                 options: Some(publish.options.clone()),
+                comments: None,
             });
         }
     }
@@ -146,18 +169,63 @@ pub(crate) struct PostRecord {
     /// `photo_cover_index`), exactly as sent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub options: Option<serde_json::Value>,
+    /// Instagram: the comments made on the post through the API, oldest first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comments: Option<Vec<CommentRecord>>,
+}
+
+/// A comment on an Instagram post.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct CommentRecord {
+    pub id: String,
+    pub text: String,
+    #[serde(skip)]
+    pub created_at: DateTime<Utc>,
 }
 
 fn rfc3339_millis<S: Serializer>(at: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(&at.to_rfc3339_opts(SecondsFormat::Millis, true))
 }
 
+/// What an Instagram container publishes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ContainerKind {
+    /// A feed image (no `media_type`, or `IMAGE`).
+    Image,
+    Reel,
+    Story,
+    /// A carousel parent (`CAROUSEL`); its media are its children's.
+    Carousel,
+    /// A carousel child (`is_carousel_item=true`) image.
+    CarouselImage,
+    /// A carousel child video (`media_type=VIDEO`).
+    CarouselVideo,
+}
+
+impl ContainerKind {
+    pub fn is_carousel_item(self) -> bool {
+        matches!(self, Self::CarouselImage | Self::CarouselVideo)
+    }
+}
+
 /// An Instagram media container.
 #[derive(Clone)]
 pub(crate) struct Container {
     pub ig_user_id: String,
+    pub kind: ContainerKind,
+    /// Empty for stories and carousel children, which have none.
     pub caption: String,
+    /// Empty for a carousel parent.
     pub media_url: String,
+    /// What the post (or, for a child, its entry in the parent's `children`) is published with:
+    /// `media_type` and the options sent, as `GET /_sandbox/posts` shows them.
+    pub options: serde_json::Map<String, serde_json::Value>,
+    /// A carousel parent's child container ids, in order.
+    pub children: Vec<String>,
+    /// A child: the carousel parent it was given to (a child serves one carousel only).
+    pub carousel_parent: Option<String>,
+    /// Processing ends in `ERROR` with this error code (a processing-error fault matched).
+    pub processing_error: Option<u32>,
     pub created: Instant,
     /// How long processing takes (image and video containers differ).
     pub ready_after: Duration,
@@ -169,6 +237,8 @@ pub(crate) struct Container {
 pub(crate) enum ContainerStatus {
     InProgress,
     Finished,
+    /// Processing failed, with the error code the `status` text names.
+    Error(u32),
     Published,
     Expired,
 }
@@ -193,6 +263,8 @@ impl Container {
         let age = now.saturating_duration_since(self.created);
         if self.published_media_id.is_some() {
             ContainerStatus::Published
+        } else if let (Some(code), true) = (self.processing_error, age >= self.ready_after) {
+            ContainerStatus::Error(code)
         } else if age >= CONTAINER_LIFETIME {
             ContainerStatus::Expired
         } else if age >= self.ready_after {
@@ -208,18 +280,20 @@ impl ContainerStatus {
         match self {
             Self::InProgress => "IN_PROGRESS",
             Self::Finished => "FINISHED",
+            Self::Error(_) => "ERROR",
             Self::Published => "PUBLISHED",
             Self::Expired => "EXPIRED",
         }
     }
 
     /// The human-readable `status` field, worded like the Graph API's.
-    pub fn description(self) -> &'static str {
+    pub fn description(self) -> String {
         match self {
-            Self::InProgress => "In Progress: Media is still being processed.",
-            Self::Finished => "Finished: Media has been uploaded and it is complete.",
-            Self::Published => "Published: Media has been published.",
-            Self::Expired => "Expired: Media was not published within 24 hours.",
+            Self::InProgress => "In Progress: Media is still being processed.".into(),
+            Self::Finished => "Finished: Media has been uploaded and it is complete.".into(),
+            Self::Error(code) => format!("Error: Media upload has failed with error code {code}"),
+            Self::Published => "Published: Media has been published.".into(),
+            Self::Expired => "Expired: Media was not published within 24 hours.".into(),
         }
     }
 }
@@ -253,10 +327,40 @@ pub(crate) struct Publish {
     pub post_id: u64,
     /// Whether it has been copied into [`State::posts`].
     pub recorded: bool,
+    /// A `FILE_UPLOAD` video's transfer; `None` for media TikTok pulls.
+    pub upload: Option<Upload>,
+}
+
+/// The chunks of a `FILE_UPLOAD` video, as `video/init` announced them and `PUT upload_url`
+/// delivers them.
+pub(crate) struct Upload {
+    pub upload_id: String,
+    /// The `upload_token` of the upload URL: the URL is the only credential a chunk carries.
+    pub upload_token: String,
+    pub video_size: u64,
+    pub chunk_size: u64,
+    pub total_chunk_count: u64,
+    /// The chunks received, in order, concatenated.
+    pub bytes: Vec<u8>,
+    pub chunks_received: u64,
+    /// When the final chunk arrived: processing starts then.
+    pub completed: Option<Instant>,
+}
+
+impl Upload {
+    /// The byte range (inclusive) of chunk `index`: every chunk is `chunk_size` bytes but the
+    /// last, which carries the remainder.
+    pub fn chunk_range(&self, index: u64) -> (u64, u64) {
+        let first = index * self.chunk_size;
+        let last = if index + 1 == self.total_chunk_count { self.video_size - 1 } else { first + self.chunk_size - 1 };
+        (first, last)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum PublishStatus {
+    /// A `FILE_UPLOAD` video: chunks are missing, or the upload is being processed.
+    ProcessingUpload,
     ProcessingDownload,
     Complete,
     Failed(&'static str),
@@ -264,8 +368,14 @@ pub(crate) enum PublishStatus {
 
 impl Publish {
     pub fn status(&self, now: Instant, complete_after: Duration) -> PublishStatus {
-        if now.saturating_duration_since(self.accepted) < complete_after {
-            PublishStatus::ProcessingDownload
+        // An upload is processed from its final chunk on, in PROCESSING_UPLOAD all along.
+        let (processing_since, processing) = match &self.upload {
+            None => (self.accepted, PublishStatus::ProcessingDownload),
+            Some(Upload { completed: Some(at), .. }) => (*at, PublishStatus::ProcessingUpload),
+            Some(Upload { completed: None, .. }) => return PublishStatus::ProcessingUpload,
+        };
+        if now.saturating_duration_since(processing_since) < complete_after {
+            processing
         } else if let Some(reason) = self.failure {
             PublishStatus::Failed(reason)
         } else {

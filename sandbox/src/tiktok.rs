@@ -1,16 +1,44 @@
 //! TikTok Content Posting API (Direct Post), the Display API's List Videos and
 //! User Info, and token refresh, served under `/tiktok`, so the client's base
 //! URL is `http://HOST:PORT/tiktok`.
+//!
+//! # Video sources
+//!
+//! - `PULL_FROM_URL`: TikTok pulls `video_url`, which must be on a domain the app verified
+//!   with TikTok, else 403 `url_ownership_unverified` (photos alike). Every domain counts as
+//!   verified until `POST /_sandbox/tiktok/verified-domains {"domains": [...]}` names them
+//!   (a domain also covers its subdomains; `null` restores the default).
+//! - `FILE_UPLOAD` (the Media Transfer Guide): `source_info` gives `video_size`, `chunk_size`
+//!   and `total_chunk_count`, checked by TikTok's chunk rules (400 `invalid_param` naming the
+//!   field); the answer's `upload_url` is `http://HOST:PORT/tiktok/upload/?upload_id=..&upload_token=..`
+//!   (TikTok's is on `open-upload.tiktokapis.com`). Each chunk is a `PUT upload_url` with
+//!   `Content-Type` (`video/mp4`, `video/quicktime` or `video/webm`), `Content-Length` and
+//!   `Content-Range: bytes FIRST-LAST/TOTAL`, in order, each exactly its range: every chunk is
+//!   `chunk_size` bytes but the last, which carries the remainder. A chunk answers 206 Partial
+//!   Content, the final one 201 Created, both without a body; a chunk received before may be
+//!   sent again and answers as it did. A wrong header, range, length or total is refused with
+//!   HTTP 400 `invalid_param` in TikTok's envelope, its message naming the header (the sandbox's
+//!   choice: TikTok documents the statuses, not its codes); an unknown upload or a wrong
+//!   `upload_token` gets 404 `not_found`. Calls are counted and faulted as `tiktok.upload`.
+//!   `status/fetch` says `PROCESSING_UPLOAD` (with `uploaded_bytes`) until the final chunk is
+//!   in and while the upload is processed, then `PUBLISH_COMPLETE`; an upload never finished
+//!   stays `PROCESSING_UPLOAD` (TikTok's upload URL expires after an hour; the sandbox's does
+//!   not). The post's `media` in `/_sandbox/posts` is `upload:<FNV-1a-64 of the bytes, 16 hex>:<size>`.
+//!
+//! Own-hosted and uploaded videos are checked as TikTok would: an MP4/MOV needs a movie header
+//! (`moov`/`mvhd`) and, by its duration, at most the creator's `max_video_post_duration_sec`
+//! (`duration_check_failed`); a WebM is taken as it is; anything else is
+//! `file_format_check_failed`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::{Extension, RawQuery, Request, State};
+use axum::extract::{DefaultBodyLimit, Extension, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use chrono::Utc;
 use serde::Deserialize;
@@ -20,7 +48,7 @@ use serde_json::{Map, Value, json};
 use crate::faults::{Endpoint, with_faults};
 use crate::ids;
 use crate::media::{self, MediaSource};
-use crate::state::{CreatorSettings, MediaObject, Publish, PublishKind, PublishStatus, Shared, State as World};
+use crate::state::{CreatorSettings, MediaObject, Publish, PublishKind, PublishStatus, Shared, State as World, Upload};
 use crate::tokens::{Platform, TokenKind};
 
 /// The privacy levels a sandbox creator offers unless a test changes them.
@@ -78,11 +106,25 @@ const NO_VIDEO_LIST_MARKER: &str = "no-video-list";
 /// Number ranges for ids, shaped like TikTok's 19-digit ones.
 const PUBLISH_ID_BASE: u64 = 7_300_000_000_000_000_000;
 const POST_ID_BASE: u64 = 7_400_000_000_000_000_000;
+const UPLOAD_ID_BASE: u64 = 7_500_000_000_000_000_000;
+/// What `creator_info` reports unless a test says otherwise: the API's 10 minutes.
+pub(crate) const MAX_VIDEO_POST_DURATION_SEC: u64 = 600;
+/// The Media Transfer Guide's chunk rules.
+const MB: u64 = 1024 * 1024;
+const CHUNK_MIN: u64 = 5 * MB;
+const CHUNK_MAX: u64 = 64 * MB;
+/// The final chunk carries the remainder, so it may be up to twice the chunk size.
+const FINAL_CHUNK_MAX: u64 = 128 * MB;
+const VIDEO_MAX_BYTES: u64 = 4096 * MB;
+/// The types a chunk's `Content-Type` may name.
+const UPLOAD_TYPES: [&str; 3] = ["video/mp4", "video/quicktime", "video/webm"];
 
 pub(crate) fn router() -> Router<Arc<Shared>> {
     Router::new()
         .route("/v2/post/publish/creator_info/query/", post(creator_info))
         .route("/v2/post/publish/video/init/", post(video_init))
+        // Axum's default 2 MB body limit would refuse real chunks.
+        .route("/upload/", put(upload_chunk).layer(DefaultBodyLimit::max((FINAL_CHUNK_MAX + MB) as usize)))
         .route("/v2/post/publish/content/init/", post(content_init))
         .route("/v2/post/publish/status/fetch/", post(status_fetch))
         .route("/v2/video/list/", post(video_list))
@@ -223,7 +265,7 @@ async fn creator_info(State(shared): State<Arc<Shared>>, Extension(log_id): Exte
             "comment_disabled": creator.comment_disabled,
             "duet_disabled": creator.duet_disabled,
             "stitch_disabled": creator.stitch_disabled,
-            "max_video_post_duration_sec": 600,
+            "max_video_post_duration_sec": creator.max_video_post_duration_sec,
         }))
     })
     .await
@@ -250,6 +292,163 @@ struct SourceInfo {
     video_url: Option<String>,
     photo_images: Option<Vec<String>>,
     photo_cover_index: Option<i64>,
+    video_size: Option<i64>,
+    chunk_size: Option<i64>,
+    total_chunk_count: Option<i64>,
+}
+
+/// How a `FILE_UPLOAD` video arrives, as its init announced it.
+struct ChunkPlan {
+    video_size: u64,
+    chunk_size: u64,
+    total_chunk_count: u64,
+}
+
+impl SourceInfo {
+    /// The announced chunks, if they follow the Media Transfer Guide: `chunk_size` 5 to 64 MB,
+    /// except that a video under 5 MB is sent whole; `total_chunk_count` is `video_size /
+    /// chunk_size` rounded down (the last chunk carries the rest); a video over 64 MB comes in
+    /// several chunks. The guide's 1000-chunk cap needs no check of its own: 4 GB in chunks of
+    /// at least 5 MB are at most 819.
+    fn chunk_plan(&self) -> Result<ChunkPlan, TtError> {
+        let field = |name: &str, value: Option<i64>| {
+            let value = value.ok_or_else(|| TtError::invalid_param(format!("source_info.{name} is required for FILE_UPLOAD")))?;
+            u64::try_from(value)
+                .ok()
+                .filter(|value| *value > 0)
+                .ok_or_else(|| TtError::invalid_param(format!("source_info.{name} must be a positive number of bytes")))
+        };
+        let video_size = field("video_size", self.video_size)?;
+        let chunk_size = field("chunk_size", self.chunk_size)?;
+        let total_chunk_count = field("total_chunk_count", self.total_chunk_count)?;
+        if video_size > VIDEO_MAX_BYTES {
+            return Err(TtError::invalid_param("source_info.video_size exceeds 4 GB, the largest video TikTok takes"));
+        }
+        if video_size < CHUNK_MIN {
+            if chunk_size != video_size {
+                return Err(TtError::invalid_param(format!(
+                    "source_info.chunk_size must equal video_size ({video_size}): a video under 5 MB is sent whole"
+                )));
+            }
+            if total_chunk_count != 1 {
+                return Err(TtError::invalid_param("source_info.total_chunk_count must be 1: a video under 5 MB is sent whole"));
+            }
+            return Ok(ChunkPlan { video_size, chunk_size, total_chunk_count });
+        }
+        if !(CHUNK_MIN..=CHUNK_MAX).contains(&chunk_size) || chunk_size > video_size {
+            return Err(TtError::invalid_param(format!(
+                "source_info.chunk_size must be between 5 MB and 64 MB ({CHUNK_MIN} to {CHUNK_MAX} bytes), and at most video_size"
+            )));
+        }
+        if video_size > CHUNK_MAX && video_size / chunk_size < 2 {
+            return Err(TtError::invalid_param(
+                "source_info.chunk_size must be at most half of video_size: a video over 64 MB comes in several chunks",
+            ));
+        }
+        let expected = video_size / chunk_size;
+        if total_chunk_count != expected {
+            return Err(TtError::invalid_param(format!(
+                "source_info.total_chunk_count must be video_size / chunk_size rounded down: {expected}"
+            )));
+        }
+        Ok(ChunkPlan { video_size, chunk_size, total_chunk_count })
+    }
+}
+
+/// The domains of a `POST /_sandbox/tiktok/verified-domains`, normalised (lower case, no
+/// leading dot), or why one is not a domain.
+pub(crate) fn verified_domains(domains: Vec<String>) -> Result<Vec<String>, String> {
+    domains
+        .into_iter()
+        .enumerate()
+        .map(|(index, domain)| {
+            let normalised = domain.trim().trim_start_matches('.').to_ascii_lowercase();
+            let bare =
+                url::Url::parse(&format!("http://{normalised}/")).ok().is_some_and(|url| url.host_str() == Some(normalised.as_str()));
+            if normalised.is_empty() || !bare {
+                return Err(format!(
+                    "domains[{index}]: {domain:?} is not a domain: give a host such as media.example.com, without scheme, port or path"
+                ));
+            }
+            Ok(normalised)
+        })
+        .collect()
+}
+
+/// Whether TikTok may pull `url`: its host is a verified domain or under one.
+fn pull_allowed(world: &World, url: &str) -> bool {
+    let Some(domains) = &world.tiktok_verified_domains else {
+        return true;
+    };
+    let Some(host) = url::Url::parse(url).ok().and_then(|url| url.host_str().map(str::to_ascii_lowercase)) else {
+        return false;
+    };
+    domains.iter().any(|domain| host == *domain || host.strip_suffix(domain.as_str()).is_some_and(|rest| rest.ends_with('.')))
+}
+
+fn url_unverified(field: &str) -> TtError {
+    TtError::new(
+        StatusCode::FORBIDDEN,
+        "url_ownership_unverified",
+        format!("The domain of {field} is not verified for this app: verify it with TikTok, or send the file with FILE_UPLOAD."),
+    )
+}
+
+/// Why TikTok would refuse this video file, if it would: see the module docs.
+fn video_problem(bytes: &[u8], max_duration_sec: u64) -> Option<&'static str> {
+    const EBML_MAGIC: [u8; 4] = [0x1a, 0x45, 0xdf, 0xa3];
+    if bytes.get(4..8) == Some(b"ftyp".as_slice()) {
+        return match mp4_duration_ms(bytes) {
+            None => Some("file_format_check_failed"),
+            Some(ms) if ms > max_duration_sec.saturating_mul(1000) => Some("duration_check_failed"),
+            Some(_) => None,
+        };
+    }
+    if bytes.starts_with(&EBML_MAGIC) { None } else { Some("file_format_check_failed") }
+}
+
+/// An MP4/MOV's duration in milliseconds from its movie header (`moov`/`mvhd`, version 0 or 1),
+/// wherever `moov` is. Deliberately not the worker's parser: the sandbox checks it independently.
+fn mp4_duration_ms(bytes: &[u8]) -> Option<u64> {
+    let mvhd = find_box(find_box(bytes, b"moov")?, b"mvhd")?;
+    let be32 = |at: usize| Some(u32::from_be_bytes(mvhd.get(at..at + 4)?.try_into().ok()?));
+    let be64 = |at: usize| Some(u64::from_be_bytes(mvhd.get(at..at + 8)?.try_into().ok()?));
+    // version(1) flags(3), then creation and modification times, timescale and duration.
+    let (timescale, duration) = match mvhd.first()? {
+        0 => (be32(12)?, u64::from(be32(16)?)),
+        1 => (be32(20)?, be64(24)?),
+        _ => return None,
+    };
+    if timescale == 0 {
+        return None;
+    }
+    u64::try_from(u128::from(duration) * 1000 / u128::from(timescale)).ok()
+}
+
+/// The contents of the first box of type `kind` among the boxes laid end to end in `bytes`.
+fn find_box<'a>(mut bytes: &'a [u8], kind: &[u8; 4]) -> Option<&'a [u8]> {
+    while bytes.len() >= 8 {
+        let small = u64::from(u32::from_be_bytes(bytes[..4].try_into().ok()?));
+        let (header, size) = match small {
+            // To the end of the file.
+            0 => (8, bytes.len()),
+            1 => (16, usize::try_from(u64::from_be_bytes(bytes.get(8..16)?.try_into().ok()?)).ok()?),
+            _ => (8, usize::try_from(small).ok()?),
+        };
+        if size < header || size > bytes.len() {
+            return None;
+        }
+        if &bytes[4..8] == kind {
+            return Some(&bytes[header..size]);
+        }
+        bytes = &bytes[size..];
+    }
+    None
+}
+
+/// FNV-1a, 64 bit, of the uploaded bytes: a stable, documented name for them.
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3))
 }
 
 #[derive(Debug, Deserialize)]
@@ -262,13 +461,16 @@ struct InitBody {
 }
 
 impl InitBody {
-    /// The source, which the sandbox only supports as `PULL_FROM_URL`.
+    fn source(&self) -> Result<&SourceInfo, TtError> {
+        self.source_info.as_ref().ok_or_else(|| TtError::invalid_param("source_info is required"))
+    }
+
+    /// A photo post's source: TikTok pulls photos, it takes no upload of them.
     fn pull_source(&self) -> Result<&SourceInfo, TtError> {
-        let source = self.source_info.as_ref().ok_or_else(|| TtError::invalid_param("source_info is required"))?;
+        let source = self.source()?;
         match source.source.as_deref() {
             Some("PULL_FROM_URL") => Ok(source),
-            Some("FILE_UPLOAD") => Err(TtError::invalid_param("source FILE_UPLOAD is not supported by the sandbox; use PULL_FROM_URL")),
-            _ => Err(TtError::invalid_param("source_info.source must be PULL_FROM_URL or FILE_UPLOAD")),
+            _ => Err(TtError::invalid_param("source_info.source must be PULL_FROM_URL for photos")),
         }
     }
 }
@@ -338,38 +540,181 @@ async fn video_init(State(shared): State<Arc<Shared>>, Extension(log_id): Extens
     run(&shared, &log_id, Endpoint::TiktokVideoInit, || {
         let token = authenticate(&shared, &headers)?;
         let init: InitBody = parse_json(&body)?;
-        let source = init.pull_source()?;
-        let video_url = source
-            .video_url
-            .as_deref()
-            .filter(|url| !url.is_empty())
-            .ok_or_else(|| TtError::invalid_param("source_info.video_url is required"))?;
+        let source = init.source()?;
+        let (video_url, plan) = match source.source.as_deref() {
+            Some("PULL_FROM_URL") => {
+                let url = source
+                    .video_url
+                    .as_deref()
+                    .filter(|url| !url.is_empty())
+                    .ok_or_else(|| TtError::invalid_param("source_info.video_url is required"))?;
+                (Some(url), None)
+            }
+            Some("FILE_UPLOAD") => (None, Some(source.chunk_plan()?)),
+            _ => return Err(TtError::invalid_param("source_info.source must be PULL_FROM_URL or FILE_UPLOAD")),
+        };
         let title = init.post_info.title.clone().unwrap_or_default();
         if utf16_len(&title) > VIDEO_TITLE_MAX {
             return Err(TtError::invalid_param(format!("post_info.title exceeds {VIDEO_TITLE_MAX} runes")));
         }
         let mut state = shared.lock();
         let open_id = state.token_user(Platform::Tiktok, &token);
-        let privacy_level = init.post_info.check(&state.tiktok_creator(&open_id), PublishKind::Video)?;
-        let options = Value::Object(init.post_info.recorded(privacy_level));
-        let (failure, media_bytes) = match media::resolve(&state, host(&headers), video_url) {
-            MediaSource::Invalid => {
-                return Err(TtError::invalid_param("source_info.video_url is not a valid URL"));
-            }
-            MediaSource::Foreign => (None, 0),
+        let creator = state.tiktok_creator(&open_id);
+        let privacy_level = init.post_info.check(&creator, PublishKind::Video)?;
+        let options = (privacy_level, Value::Object(init.post_info.recorded(privacy_level)));
+        if let Some(plan) = plan {
+            let publish_id = format!("v_pub_file~v2-1.{}", PUBLISH_ID_BASE + shared.next_id());
+            let upload_id = (UPLOAD_ID_BASE + shared.next_id()).to_string();
+            let upload_token = ids::random_token_part();
+            let upload_url = format!(
+                "http://{}/tiktok/upload/?upload_id={upload_id}&upload_token={upload_token}",
+                host(&headers).unwrap_or("localhost")
+            );
+            // What is posted and whether it passes is known once the final chunk is in.
+            let mut publish =
+                new_publish(&shared, open_id, PublishKind::Video, options, title, vec![], Download { failure: None, media_bytes: 0 });
+            let ChunkPlan { video_size, chunk_size, total_chunk_count } = plan;
+            publish.upload = Some(Upload {
+                upload_id,
+                upload_token,
+                video_size,
+                chunk_size,
+                total_chunk_count,
+                bytes: Vec::new(),
+                chunks_received: 0,
+                completed: None,
+            });
+            state.publishes.insert(publish_id.clone(), publish);
+            tracing::debug!(%publish_id, video_size, total_chunk_count, "tiktok video upload accepted");
+            return Ok(json!({ "publish_id": publish_id, "upload_url": upload_url }));
+        }
+        let video_url = video_url.unwrap_or_default();
+        let resolved = media::resolve(&state, host(&headers), video_url);
+        if matches!(resolved, MediaSource::Invalid) {
+            return Err(TtError::invalid_param("source_info.video_url is not a valid URL"));
+        }
+        if !pull_allowed(&state, video_url) {
+            return Err(url_unverified("source_info.video_url"));
+        }
+        let (failure, media_bytes) = match resolved {
+            MediaSource::Invalid | MediaSource::Foreign => (None, 0),
             MediaSource::Own(None) => (Some("video_pull_failed"), 0),
             MediaSource::Own(Some(video)) if !video.is_video() => (Some("file_format_check_failed"), video.len()),
-            MediaSource::Own(Some(video)) => (None, video.len()),
+            MediaSource::Own(Some(video)) => (video_problem(&video.bytes, creator.max_video_post_duration_sec), video.len()),
         };
         let publish_id = format!("v_pub_url~v2-1.{}", PUBLISH_ID_BASE + shared.next_id());
         let media = vec![video_url.to_owned()];
         let download = Download { failure, media_bytes };
-        let publish = new_publish(&shared, open_id, PublishKind::Video, (privacy_level, options), title, media, download);
+        let publish = new_publish(&shared, open_id, PublishKind::Video, options, title, media, download);
         state.publishes.insert(publish_id.clone(), publish);
         tracing::debug!(%publish_id, "tiktok video publish accepted");
         Ok(json!({ "publish_id": publish_id }))
     })
     .await
+}
+
+/// `PUT upload_url`: one chunk of a `FILE_UPLOAD` video (see the module docs).
+async fn upload_chunk(
+    State(shared): State<Arc<Shared>>,
+    Extension(log_id): Extension<LogId>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let on_fault = |status, body| fault_response(&log_id, status, body);
+    with_faults(&shared, Endpoint::TiktokUpload, on_fault, async {
+        match receive_chunk(&shared, query.as_deref(), &headers, &body) {
+            Ok(status) => status.into_response(),
+            Err(error) => respond(&log_id, Err(error)),
+        }
+    })
+    .await
+}
+
+/// Takes one chunk; answers 206 for a chunk before the last, 201 for the last.
+fn receive_chunk(shared: &Shared, query: Option<&str>, headers: &HeaderMap, body: &[u8]) -> Result<StatusCode, TtError> {
+    let not_found = || TtError::new(StatusCode::NOT_FOUND, "not_found", "The upload_url is not valid: no such upload.");
+    let params: std::collections::HashMap<String, String> =
+        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()).into_owned().collect();
+    let (Some(upload_id), Some(upload_token)) = (params.get("upload_id"), params.get("upload_token")) else {
+        return Err(not_found());
+    };
+    let header = |name: header::HeaderName| headers.get(name).and_then(|value| value.to_str().ok()).map(str::trim);
+    let content_type =
+        header(header::CONTENT_TYPE).and_then(|value| value.split(';').next()).map(|value| value.trim().to_ascii_lowercase());
+    if !content_type.as_deref().is_some_and(|value| UPLOAD_TYPES.contains(&value)) {
+        return Err(TtError::invalid_param(format!("Content-Type must be the video's type, one of {}", UPLOAD_TYPES.join(", "))));
+    }
+    let length: u64 = header(header::CONTENT_LENGTH)
+        .and_then(|value| value.parse().ok())
+        .ok_or_else(|| TtError::invalid_param("Content-Length is required: the chunk's size in bytes"))?;
+    let range = header(header::CONTENT_RANGE).and_then(parse_content_range);
+    let Some((first, last, total)) = range else {
+        return Err(TtError::invalid_param("Content-Range must read `bytes FIRST-LAST/TOTAL`"));
+    };
+    if length != body.len() as u64 || last - first + 1 != length {
+        return Err(TtError::invalid_param(format!(
+            "Content-Length {length} must be the body's size and the size of Content-Range bytes {first}-{last}"
+        )));
+    }
+    let mut state = shared.lock();
+    let found = state.publishes.iter().find(|(_, publish)| publish.upload.as_ref().is_some_and(|u| u.upload_id == *upload_id));
+    let Some((publish_id, open_id)) = found.map(|(id, publish)| (id.clone(), publish.open_id.clone())) else {
+        return Err(not_found());
+    };
+    let max_duration_sec = state.tiktok_creator(&open_id).max_video_post_duration_sec;
+    let publish = state.publishes.get_mut(&publish_id).ok_or_else(not_found)?;
+    let upload = publish.upload.as_mut().ok_or_else(not_found)?;
+    if upload.upload_token != *upload_token {
+        return Err(not_found());
+    }
+    if total != upload.video_size {
+        return Err(TtError::invalid_param(format!(
+            "Content-Range total {total} must be the video_size given at init, {}",
+            upload.video_size
+        )));
+    }
+    let chunks = upload.total_chunk_count;
+    let answer = |index: u64| if index + 1 == chunks { StatusCode::CREATED } else { StatusCode::PARTIAL_CONTENT };
+    // A chunk received before, sent again because its answer was lost: answered as before.
+    let index = first / upload.chunk_size;
+    if index < upload.chunks_received && upload.chunk_range(index) == (first, last) {
+        let (start, end) = (usize::try_from(first).unwrap_or(usize::MAX), usize::try_from(last).unwrap_or(usize::MAX));
+        if upload.bytes.get(start..=end) != Some(body) {
+            return Err(TtError::invalid_param(format!("Content-Range bytes {first}-{last}/{total} was received before with other bytes")));
+        }
+        return Ok(answer(index));
+    }
+    let next = upload.chunks_received;
+    if next == upload.total_chunk_count {
+        return Err(TtError::invalid_param(format!("the upload is complete: all {next} chunks were received")));
+    }
+    let (expected_first, expected_last) = upload.chunk_range(next);
+    if (first, last) != (expected_first, expected_last) {
+        return Err(TtError::invalid_param(format!(
+            "Content-Range bytes {first}-{last}/{total} is not the next chunk: chunks go in order, and chunk {next} is bytes {expected_first}-{expected_last}/{total}"
+        )));
+    }
+    upload.bytes.extend_from_slice(body);
+    upload.chunks_received += 1;
+    let status = answer(next);
+    if status == StatusCode::CREATED {
+        upload.completed = Some(Instant::now());
+        let media = format!("upload:{:016x}:{}", fnv1a64(&upload.bytes), upload.bytes.len());
+        publish.failure = video_problem(&upload.bytes, max_duration_sec);
+        publish.media = vec![media];
+        tracing::debug!(%publish_id, failure = publish.failure, "tiktok video upload complete");
+    }
+    Ok(status)
+}
+
+/// `bytes FIRST-LAST/TOTAL`, with FIRST <= LAST < TOTAL.
+fn parse_content_range(value: &str) -> Option<(u64, u64, u64)> {
+    let (range, total) = value.strip_prefix("bytes ")?.split_once('/')?;
+    let (first, last) = range.split_once('-')?;
+    let number = |text: &str| text.bytes().all(|b| b.is_ascii_digit()).then(|| text.parse::<u64>().ok()).flatten();
+    let (first, last, total) = (number(first)?, number(last)?, number(total)?);
+    (first <= last && last < total).then_some((first, last, total))
 }
 
 async fn content_init(State(shared): State<Arc<Shared>>, Extension(log_id): Extension<LogId>, headers: HeaderMap, body: Bytes) -> Response {
@@ -414,11 +759,15 @@ async fn content_init(State(shared): State<Arc<Shared>>, Extension(log_id): Exte
         let mut failure = None;
         let mut media_bytes = 0;
         for url in &images {
-            let reason = match media::resolve(&state, host(&headers), url) {
-                MediaSource::Invalid => {
-                    return Err(TtError::invalid_param(format!("invalid photo URL: {url}")));
-                }
-                MediaSource::Foreign => None,
+            let resolved = media::resolve(&state, host(&headers), url);
+            if matches!(resolved, MediaSource::Invalid) {
+                return Err(TtError::invalid_param(format!("invalid photo URL: {url}")));
+            }
+            if !pull_allowed(&state, url) {
+                return Err(url_unverified("source_info.photo_images"));
+            }
+            let reason = match resolved {
+                MediaSource::Invalid | MediaSource::Foreign => None,
                 MediaSource::Own(None) => Some("photo_pull_failed"),
                 MediaSource::Own(Some(photo)) => {
                     media_bytes += photo.len();
@@ -484,6 +833,7 @@ fn new_publish(
         media_bytes,
         post_id: POST_ID_BASE + shared.next_id(),
         recorded: false,
+        upload: None,
     }
 }
 
@@ -506,13 +856,15 @@ async fn status_fetch(State(shared): State<Arc<Shared>>, Extension(log_id): Exte
             .get(&publish_id)
             .filter(|publish| publish.open_id == open_id)
             .ok_or_else(|| TtError::invalid_param(format!("publish_id {publish_id} was not found")))?;
+        let uploaded_bytes = publish.upload.as_ref().map_or(0, |upload| upload.bytes.len());
         let mut data = json!({
             "status": "PROCESSING_DOWNLOAD",
-            "uploaded_bytes": 0,
+            "uploaded_bytes": uploaded_bytes,
             "downloaded_bytes": 0,
             "publicaly_available_post_id": [],
         });
         match publish.status(Instant::now(), shared.options.tiktok_complete_after) {
+            PublishStatus::ProcessingUpload => data["status"] = json!("PROCESSING_UPLOAD"),
             PublishStatus::ProcessingDownload => {}
             PublishStatus::Complete => {
                 data["status"] = json!("PUBLISH_COMPLETE");
@@ -833,7 +1185,36 @@ mod tests {
             media_bytes: 0,
             post_id,
             recorded: false,
+            upload: None,
         }
+    }
+
+    /// `ftyp`, a 64-bit-size `mdat`, then `moov` with a version 1 `mvhd` of 90.5 s.
+    fn moov_last_v1() -> Vec<u8> {
+        let mut mvhd = vec![1, 0, 0, 0];
+        mvhd.extend_from_slice(&[0; 16]); // creation and modification times
+        mvhd.extend_from_slice(&600u32.to_be_bytes());
+        mvhd.extend_from_slice(&54_300u64.to_be_bytes());
+        let boxed = |kind: &[u8; 4], body: &[u8]| [&u32::try_from(body.len() + 8).unwrap().to_be_bytes(), kind.as_slice(), body].concat();
+        let mut file = boxed(b"ftyp", b"isom\0\0\0\0");
+        file.extend_from_slice(&[0, 0, 0, 1]);
+        file.extend_from_slice(b"mdat");
+        file.extend_from_slice(&(16u64 + 5).to_be_bytes());
+        file.extend_from_slice(&[9; 5]);
+        file.extend(boxed(b"moov", &boxed(b"mvhd", &mvhd)));
+        file
+    }
+
+    #[test]
+    fn durations_come_from_the_movie_header_wherever_it_is() {
+        assert_eq!(mp4_duration_ms(include_bytes!("../assets/sample.mp4")), Some(3000));
+        let file = moov_last_v1();
+        assert_eq!(mp4_duration_ms(&file), Some(90_500));
+        assert_eq!(video_problem(&file, 90), Some("duration_check_failed"));
+        assert_eq!(video_problem(&file, 91), None);
+        assert_eq!(mp4_duration_ms(&file[..file.len() - 1]), None, "truncated");
+        assert_eq!(video_problem(&file[..40], 600), Some("file_format_check_failed"));
+        assert_eq!(video_problem(&[0x1a, 0x45, 0xdf, 0xa3, 0, 0, 0, 0], 600), None, "WebM is not parsed");
     }
 
     #[test]

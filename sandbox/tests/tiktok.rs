@@ -409,3 +409,273 @@ async fn the_creators_settings_decide_what_a_post_may_choose() {
         json!({ "privacy_level": "FOLLOWER_OF_CREATOR", "disable_comment": true, "disable_duet": true, "brand_content_toggle": true })
     );
 }
+
+// --- FILE_UPLOAD and verified domains -----------------------------------------
+
+const MB: usize = 1024 * 1024;
+
+/// The built-in 3 s sample, padded with a `free` box to `size` bytes: still a valid MP4.
+fn padded_mp4(size: usize) -> Vec<u8> {
+    let mut video = include_bytes!("../assets/sample.mp4").to_vec();
+    let padding = size - video.len();
+    video.extend_from_slice(&u32::try_from(padding).unwrap().to_be_bytes());
+    video.extend_from_slice(b"free");
+    video.resize(size, 0);
+    video
+}
+
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3))
+}
+
+fn upload_init(video_size: usize, chunk_size: usize, total_chunk_count: usize) -> Value {
+    json!({
+        "post_info": { "title": "Uploaded clip", "privacy_level": "SELF_ONLY", "disable_comment": true },
+        "source_info": { "source": "FILE_UPLOAD", "video_size": video_size, "chunk_size": chunk_size,
+                         "total_chunk_count": total_chunk_count },
+    })
+}
+
+/// Inits an upload; returns the publish id and the upload URL.
+async fn start_upload(sandbox: &common::Running, video_size: usize, chunk_size: usize, chunks: usize) -> (String, String) {
+    let reply = sandbox.tiktok(TOKEN, "/v2/post/publish/video/init/", upload_init(video_size, chunk_size, chunks)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    let data = &reply.body["data"];
+    (data["publish_id"].as_str().expect("publish_id").to_owned(), data["upload_url"].as_str().expect("upload_url").to_owned())
+}
+
+/// `PUT upload_url` of `video[first..=last]`, announced as `range` (`bytes F-L/T`).
+async fn put_chunk(sandbox: &common::Running, upload_url: &str, video: &[u8], first: usize, last: usize, range: &str) -> common::Reply {
+    let request = sandbox
+        .client
+        .put(upload_url)
+        .header("Content-Type", "video/mp4")
+        .header("Content-Range", range)
+        .body(video[first..=last].to_vec());
+    sandbox.send(request).await
+}
+
+async fn put_exact(sandbox: &common::Running, upload_url: &str, video: &[u8], first: usize, last: usize) -> common::Reply {
+    put_chunk(sandbox, upload_url, video, first, last, &format!("bytes {first}-{last}/{}", video.len())).await
+}
+
+async fn status(sandbox: &common::Running, publish_id: &str) -> Value {
+    let reply = sandbox.tiktok(TOKEN, "/v2/post/publish/status/fetch/", json!({ "publish_id": publish_id })).await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    reply.body["data"].clone()
+}
+
+/// Polls an upload's publish until it leaves PROCESSING_UPLOAD.
+async fn upload_wait(sandbox: &common::Running, publish_id: &str) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let data = status(sandbox, publish_id).await;
+        if data["status"] != "PROCESSING_UPLOAD" {
+            return data;
+        }
+        assert!(std::time::Instant::now() < deadline, "the upload never finished processing: {data}");
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+}
+
+/// Sets what the sandbox counts as verified domains; returns the control API's answer.
+async fn verify_domains(sandbox: &common::Running, domains: Value) -> common::Reply {
+    sandbox.post_json(&sandbox.url("/_sandbox/tiktok/verified-domains"), json!({ "domains": domains })).await
+}
+
+#[tokio::test]
+async fn a_video_uploaded_in_chunks_publishes_once_with_its_bytes() {
+    let sandbox = start(quick()).await;
+    // Three chunks of 5 MB, the last with the 7 trailing bytes.
+    let video = padded_mp4(15 * MB + 7);
+    let (publish_id, upload_url) = start_upload(&sandbox, video.len(), 5 * MB, 3).await;
+    assert!(publish_id.starts_with("v_pub_file~v2-1."), "{publish_id}");
+    assert!(upload_url.starts_with(&format!("{}/tiktok/upload/?upload_id=", sandbox.base)), "{upload_url}");
+    assert!(upload_url.contains("&upload_token="), "{upload_url}");
+    let before = status(&sandbox, &publish_id).await;
+    assert_eq!((before["status"].clone(), before["uploaded_bytes"].clone()), (json!("PROCESSING_UPLOAD"), json!(0)));
+
+    let first = put_exact(&sandbox, &upload_url, &video, 0, 5 * MB - 1).await;
+    assert_eq!(first.status, StatusCode::PARTIAL_CONTENT, "{:?}", first.body);
+    assert_eq!(status(&sandbox, &publish_id).await["uploaded_bytes"], 5 * MB);
+    // Sent again (its answer lost): answered as before, not taken twice.
+    assert_eq!(put_exact(&sandbox, &upload_url, &video, 0, 5 * MB - 1).await.status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(status(&sandbox, &publish_id).await["uploaded_bytes"], 5 * MB);
+
+    // Out of order, a chunk of the wrong size, the wrong total, a range the body does not fill,
+    // no video type: each refused, naming what is wrong.
+    let last = video.len() - 1;
+    let refusals = [
+        (put_exact(&sandbox, &upload_url, &video, 10 * MB, last).await, "not the next chunk"),
+        (put_exact(&sandbox, &upload_url, &video, 5 * MB, 9 * MB).await, "not the next chunk"),
+        (
+            put_chunk(&sandbox, &upload_url, &video, 5 * MB, 10 * MB - 1, &format!("bytes {}-{}/{}", 5 * MB, 10 * MB - 1, last)).await,
+            "total",
+        ),
+        (
+            put_chunk(&sandbox, &upload_url, &video, 5 * MB, 10 * MB - 2, &format!("bytes {}-{}/{}", 5 * MB, 10 * MB - 1, video.len()))
+                .await,
+            "Content-Length",
+        ),
+        (put_chunk(&sandbox, &upload_url, &video, 5 * MB, 10 * MB - 1, "5242880-10485759").await, "Content-Range"),
+    ];
+    for (reply, named) in refusals {
+        tt_error(&reply, StatusCode::BAD_REQUEST, "invalid_param");
+        let message = reply.body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(named), "{named}: {message}");
+    }
+    let untyped = sandbox.client.put(&upload_url).header("Content-Range", format!("bytes {}-{}/{}", 5 * MB, 10 * MB - 1, video.len()));
+    let untyped = sandbox.send(untyped.body(video[5 * MB..10 * MB].to_vec())).await;
+    tt_error(&untyped, StatusCode::BAD_REQUEST, "invalid_param");
+    assert!(untyped.body["error"]["message"].as_str().unwrap().contains("Content-Type"));
+    let forged = upload_url.replace("upload_token=", "upload_token=x");
+    tt_error(&put_exact(&sandbox, &forged, &video, 5 * MB, 10 * MB - 1).await, StatusCode::NOT_FOUND, "not_found");
+    assert_eq!(status(&sandbox, &publish_id).await["uploaded_bytes"], 5 * MB, "nothing refused was taken");
+
+    assert_eq!(put_exact(&sandbox, &upload_url, &video, 5 * MB, 10 * MB - 1).await.status, StatusCode::PARTIAL_CONTENT);
+    let final_chunk = put_exact(&sandbox, &upload_url, &video, 10 * MB, last).await;
+    assert_eq!(final_chunk.status, StatusCode::CREATED, "{:?}", final_chunk.body);
+    assert_eq!(put_exact(&sandbox, &upload_url, &video, 10 * MB, last).await.status, StatusCode::CREATED, "the final chunk again");
+    let processing = status(&sandbox, &publish_id).await;
+    assert_eq!((processing["status"].clone(), processing["uploaded_bytes"].clone()), (json!("PROCESSING_UPLOAD"), json!(video.len())));
+    assert!(sandbox.posts().await.is_empty(), "not posted while processing");
+
+    let done = upload_wait(&sandbox, &publish_id).await;
+    assert_eq!(done["status"], "PUBLISH_COMPLETE", "{done}");
+    let posts = sandbox.posts().await;
+    assert_eq!(posts.len(), 1, "{posts:?}");
+    assert_eq!(posts[0]["caption"], "Uploaded clip");
+    assert_eq!(posts[0]["media"], json!([format!("upload:{:016x}:{}", fnv1a64(&video), video.len())]));
+    assert_eq!(posts[0]["options"], json!({ "privacy_level": "SELF_ONLY", "disable_comment": true }));
+    assert_eq!(posts[0]["platform_post_id"], done["publicaly_available_post_id"][0].to_string());
+    assert_eq!(sandbox.calls("tiktok.upload").await, 12);
+}
+
+#[tokio::test]
+async fn a_small_video_is_uploaded_whole_and_the_init_enforces_the_chunk_rules() {
+    let sandbox = start(SandboxOptions::instant()).await;
+    let video = include_bytes!("../assets/sample.mp4");
+    let (publish_id, upload_url) = start_upload(&sandbox, video.len(), video.len(), 1).await;
+    assert_eq!(put_exact(&sandbox, &upload_url, video, 0, video.len() - 1).await.status, StatusCode::CREATED);
+    assert_eq!(upload_wait(&sandbox, &publish_id).await["status"], "PUBLISH_COMPLETE");
+
+    let cases = [
+        (json!({ "source": "FILE_UPLOAD", "chunk_size": 1000, "total_chunk_count": 1 }), "video_size"),
+        (json!({ "source": "FILE_UPLOAD", "video_size": -5, "chunk_size": 1000, "total_chunk_count": 1 }), "video_size"),
+        (json!({ "source": "FILE_UPLOAD", "video_size": 4097 * MB, "chunk_size": 64 * MB, "total_chunk_count": 64 }), "video_size"),
+        // Under 5 MB: whole, in one chunk.
+        (json!({ "source": "FILE_UPLOAD", "video_size": 1000, "chunk_size": 500, "total_chunk_count": 2 }), "chunk_size"),
+        (json!({ "source": "FILE_UPLOAD", "video_size": 1000, "chunk_size": 1000, "total_chunk_count": 2 }), "total_chunk_count"),
+        // Chunks are 5 to 64 MB, counted rounding down; over 64 MB takes several.
+        (json!({ "source": "FILE_UPLOAD", "video_size": 20 * MB, "chunk_size": 4 * MB, "total_chunk_count": 5 }), "chunk_size"),
+        (json!({ "source": "FILE_UPLOAD", "video_size": 200 * MB, "chunk_size": 65 * MB, "total_chunk_count": 3 }), "chunk_size"),
+        (json!({ "source": "FILE_UPLOAD", "video_size": 20 * MB + 1, "chunk_size": 5 * MB, "total_chunk_count": 5 }), "total_chunk_count"),
+        (json!({ "source": "FILE_UPLOAD", "video_size": 100 * MB, "chunk_size": 64 * MB, "total_chunk_count": 1 }), "chunk_size"),
+        (json!({ "source": "FILE_UPLOAD", "video_size": 6 * MB, "chunk_size": 7 * MB, "total_chunk_count": 1 }), "chunk_size"),
+        (json!({ "source": "SOMETHING_ELSE" }), "source"),
+    ];
+    for (source, field) in cases {
+        let mut body = upload_init(0, 0, 0);
+        body["source_info"] = source.clone();
+        let reply = sandbox.tiktok(TOKEN, "/v2/post/publish/video/init/", body).await;
+        tt_error(&reply, StatusCode::BAD_REQUEST, "invalid_param");
+        let message = reply.body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(&format!("source_info.{field}")), "{source}: {message}");
+    }
+    // Within the rules: 20 MB + 1 in four 5 MB chunks (the last one byte longer), 200 MB in
+    // three of 64 MB (the last 72 MB), a 6 MB video whole.
+    for (size, chunk, count) in [(20 * MB + 1, 5 * MB, 4), (200 * MB, 64 * MB, 3), (6 * MB, 6 * MB, 1)] {
+        start_upload(&sandbox, size, chunk, count).await;
+    }
+    // Photos are pulled, never uploaded.
+    let mut photo = photo_init(vec![sandbox.media("sample.jpg")], "t", "d");
+    photo["source_info"]["source"] = json!("FILE_UPLOAD");
+    tt_error(&sandbox.tiktok(TOKEN, "/v2/post/publish/content/init/", photo).await, StatusCode::BAD_REQUEST, "invalid_param");
+}
+
+#[tokio::test]
+async fn videos_over_the_creators_duration_or_not_videos_fail_their_checks() {
+    let sandbox = start(SandboxOptions::instant()).await;
+    let settings = json!({ "open_id": tiktok_open_id(TOKEN), "privacy_level_options": ["SELF_ONLY"], "max_video_post_duration_sec": 2 });
+    assert_eq!(sandbox.post_json(&sandbox.url("/_sandbox/tiktok/creators"), settings).await.status, StatusCode::OK);
+    let info = sandbox.tiktok(TOKEN, "/v2/post/publish/creator_info/query/", json!({})).await;
+    assert_eq!(info.body["data"]["max_video_post_duration_sec"], 2);
+
+    // The 3 s sample is too long for this creator, pulled or uploaded.
+    let pulled = sandbox.tiktok(TOKEN, "/v2/post/publish/video/init/", video_init(&sandbox.media("sample.mp4"), "SELF_ONLY")).await;
+    let pulled = pulled.body["data"]["publish_id"].as_str().expect("publish_id").to_owned();
+    let pulled = sandbox.tt_wait(TOKEN, &pulled).await;
+    assert_eq!((pulled["status"].clone(), pulled["fail_reason"].clone()), (json!("FAILED"), json!("duration_check_failed")));
+    let video = include_bytes!("../assets/sample.mp4");
+    let (publish_id, upload_url) = start_upload(&sandbox, video.len(), video.len(), 1).await;
+    assert_eq!(put_exact(&sandbox, &upload_url, video, 0, video.len() - 1).await.status, StatusCode::CREATED);
+    assert_eq!(upload_wait(&sandbox, &publish_id).await["fail_reason"], "duration_check_failed");
+    // An "MP4" without a movie header, and bytes that are no video at all.
+    let truncated = &video[..200];
+    let garbage = vec![7u8; 4000];
+    for bytes in [truncated, garbage.as_slice()] {
+        let (publish_id, upload_url) = start_upload(&sandbox, bytes.len(), bytes.len(), 1).await;
+        assert_eq!(put_exact(&sandbox, &upload_url, bytes, 0, bytes.len() - 1).await.status, StatusCode::CREATED);
+        assert_eq!(upload_wait(&sandbox, &publish_id).await["fail_reason"], "file_format_check_failed");
+    }
+    assert!(sandbox.posts().await.is_empty());
+
+    let zero = json!({ "open_id": tiktok_open_id(TOKEN), "privacy_level_options": ["SELF_ONLY"], "max_video_post_duration_sec": 0 });
+    assert_eq!(sandbox.post_json(&sandbox.url("/_sandbox/tiktok/creators"), zero).await.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn pull_from_url_needs_a_verified_domain_once_the_domains_are_set() {
+    let sandbox = start(SandboxOptions::instant()).await;
+    let init = |url: String| sandbox.tiktok(TOKEN, "/v2/post/publish/video/init/", video_init(&url, "SELF_ONLY"));
+    // By default every domain counts as verified, the sandbox's own included.
+    assert_eq!(init(sandbox.media("sample.mp4")).await.status, StatusCode::OK);
+
+    assert_eq!(verify_domains(&sandbox, json!(["Example.com", ".media.example.org"])).await.status, StatusCode::OK);
+    let refused = init(sandbox.media("sample.mp4")).await;
+    tt_error(&refused, StatusCode::FORBIDDEN, "url_ownership_unverified");
+    assert!(refused.body["error"]["message"].as_str().unwrap().contains("source_info.video_url"));
+    for url in ["https://notexample.com/v.mp4", "https://example.com.evil.net/v.mp4", "https://example.org/v.mp4"] {
+        tt_error(&init(url.to_owned()).await, StatusCode::FORBIDDEN, "url_ownership_unverified");
+    }
+    for url in ["https://example.com/v.mp4", "https://cdn.EXAMPLE.com/v.mp4", "https://a.media.example.org/v.mp4"] {
+        assert_eq!(init(url.to_owned()).await.status, StatusCode::OK, "{url}");
+    }
+    let photo = photo_init(vec!["https://cdn.example.com/a.jpg".to_owned(), sandbox.media("sample.jpg")], "t", "d");
+    let photo = sandbox.tiktok(TOKEN, "/v2/post/publish/content/init/", photo).await;
+    tt_error(&photo, StatusCode::FORBIDDEN, "url_ownership_unverified");
+    // What TikTok does not pull still goes: an upload.
+    let video = include_bytes!("../assets/sample.mp4");
+    let (publish_id, upload_url) = start_upload(&sandbox, video.len(), video.len(), 1).await;
+    assert_eq!(put_exact(&sandbox, &upload_url, video, 0, video.len() - 1).await.status, StatusCode::CREATED);
+    assert_eq!(upload_wait(&sandbox, &publish_id).await["status"], "PUBLISH_COMPLETE");
+
+    for bad in [json!(["https://example.com"]), json!(["example.com:443"]), json!(["example.com/videos"]), json!([""])] {
+        let reply = verify_domains(&sandbox, bad.clone()).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{bad}");
+        assert!(reply.body["error"].as_str().unwrap().starts_with("domains[0]"), "{:?}", reply.body);
+    }
+    // `null` restores the default.
+    assert_eq!(verify_domains(&sandbox, Value::Null).await.status, StatusCode::OK);
+    assert_eq!(init(sandbox.media("sample.mp4")).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_chunk_refused_by_a_fault_or_whose_answer_was_lost_is_sent_again() {
+    let sandbox = start(SandboxOptions::instant()).await;
+    let video = padded_mp4(10 * MB + 3);
+    let (publish_id, upload_url) = start_upload(&sandbox, video.len(), 5 * MB, 2).await;
+    sandbox.fault(json!({ "endpoint": "tiktok.upload", "status": 503 })).await;
+    let faulted = put_exact(&sandbox, &upload_url, &video, 0, 5 * MB - 1).await;
+    tt_error(&faulted, StatusCode::SERVICE_UNAVAILABLE, "internal_error");
+    assert_eq!(status(&sandbox, &publish_id).await["uploaded_bytes"], 0, "a refused chunk is not taken");
+    // Taken, but the answer is lost.
+    sandbox.fault(json!({ "endpoint": "tiktok.upload", "status": 500, "after_accept": true })).await;
+    tt_error(&put_exact(&sandbox, &upload_url, &video, 0, 5 * MB - 1).await, StatusCode::INTERNAL_SERVER_ERROR, "internal_error");
+    assert_eq!(status(&sandbox, &publish_id).await["uploaded_bytes"], 5 * MB);
+    assert_eq!(put_exact(&sandbox, &upload_url, &video, 0, 5 * MB - 1).await.status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(put_exact(&sandbox, &upload_url, &video, 5 * MB, video.len() - 1).await.status, StatusCode::CREATED);
+    assert_eq!(upload_wait(&sandbox, &publish_id).await["status"], "PUBLISH_COMPLETE");
+    assert_eq!(sandbox.posts().await.len(), 1);
+    assert_eq!(sandbox.calls("tiktok.upload").await, 4);
+}
