@@ -170,7 +170,27 @@ pub async fn load_account(db: &PgPool, keys: &TokenKeys, account_id: Uuid) -> Re
 /// run, or any write of a run with a higher `epoch` (a replacement of a lost run). Returns whether it was applied.
 #[instrument(skip(db, transition), fields(job_id = %transition.job_id, version = transition.version, status = %transition.status))]
 pub async fn apply_transition(db: &PgPool, transition: &JobTransition) -> Result<bool, DbError> {
-    let applied = write_transition(db, transition).await?;
+    let applied = match &transition.content {
+        None => write_transition(db, transition).await?,
+        // The new content and the discard of what was prepared for the old, in one commit.
+        Some(_) => {
+            let mut tx = db.begin().await?;
+            let applied = write_transition(&mut *tx, transition).await?;
+            if applied {
+                sqlx::query!(
+                    r#"UPDATE platform_references r SET discarded_at = now()
+                       FROM publish_jobs j
+                       WHERE r.job_id = $1 AND j.id = r.job_id AND j.channel = 'instagram'
+                         AND r.publish_requested_at IS NULL AND r.discarded_at IS NULL"#,
+                    transition.job_id
+                )
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            applied
+        }
+    };
     if !applied {
         // Either a newer transition won (fine: stale writes are dropped) or the row is gone,
         // which must not pass silently.
@@ -191,12 +211,22 @@ async fn write_transition<'e>(db: impl PgExecutor<'e>, transition: &JobTransitio
         Some(e) => (Some(e.code.as_str()), Some(e.message.as_str())),
         None => (None, None),
     };
+    let content = transition.content.as_ref();
+    let media =
+        content.map(|c| serde_json::to_value(&c.media)).transpose().map_err(|e| DbError::Corrupt(transition.job_id, e.to_string()))?;
+    let options = content
+        .and_then(|c| c.options.as_ref())
+        .map(serde_json::to_value)
+        .transpose()
+        .map_err(|e| DbError::Corrupt(transition.job_id, e.to_string()))?;
     let applied = sqlx::query!(
         r#"UPDATE publish_jobs
            SET status = $3, attempt_count = $4, last_error_code = $5, last_error_message = $6,
                next_attempt_at = $7, published_at = $8, platform_post_id = $9,
                publish_at = COALESCE($10, publish_at), version = $2, epoch = $11, updated_at = now(),
-               workflow_closed_at = CASE WHEN $12 THEN now() END
+               workflow_closed_at = CASE WHEN $12 THEN now() END,
+               caption = COALESCE($13, caption), media = COALESCE($14, media),
+               options = CASE WHEN $13::text IS NULL THEN options ELSE $15 END
            WHERE id = $1 AND (epoch, version) < ($11, $2)"#,
         transition.job_id,
         transition.version,
@@ -210,6 +240,9 @@ async fn write_transition<'e>(db: impl PgExecutor<'e>, transition: &JobTransitio
         transition.publish_at,
         transition.epoch,
         transition.closes_workflow,
+        content.map(|c| c.caption.as_str()),
+        media,
+        options,
     )
     .execute(db)
     .await?
@@ -409,7 +442,7 @@ pub async fn recorded_references(db: &PgPool, job_id: Uuid) -> Result<Vec<Record
     Ok(sqlx::query_as!(
         RecordedReference,
         r#"SELECT attempt_number, reference, publish_requested_at IS NOT NULL AS "publish_requested!"
-           FROM platform_references WHERE job_id = $1 ORDER BY id DESC"#,
+           FROM platform_references WHERE job_id = $1 AND discarded_at IS NULL ORDER BY id DESC"#,
         job_id
     )
     .fetch_all(db)
@@ -809,6 +842,45 @@ pub async fn finish_attempt<'e>(db: impl PgExecutor<'e>, job_id: Uuid, attempt: 
         end.error_message,
         end.retryable,
         end.request_id,
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// A warning on a job: something that went wrong without failing it (a first comment that could
+/// not be posted). Shown in the job view.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct JobWarning {
+    pub code: String,
+    pub message: String,
+    pub at: DateTime<Utc>,
+}
+
+/// The job's first comment, if it was posted: a retried execution looks here first.
+#[instrument(skip(db))]
+pub async fn first_comment_id(db: &PgPool, job_id: Uuid) -> Result<Option<String>, DbError> {
+    let row = sqlx::query!("SELECT first_comment_id FROM publish_jobs WHERE id = $1", job_id).fetch_optional(db).await?;
+    Ok(row.and_then(|r| r.first_comment_id))
+}
+
+/// Records the posted first comment.
+#[instrument(skip(db))]
+pub async fn record_first_comment(db: &PgPool, job_id: Uuid, comment_id: &str) -> Result<(), DbError> {
+    sqlx::query!("UPDATE publish_jobs SET first_comment_id = $2, updated_at = now() WHERE id = $1", job_id, comment_id).execute(db).await?;
+    Ok(())
+}
+
+/// Adds a warning to the job, once per code: a re-executed activity does not repeat it.
+#[instrument(skip(db, warning), fields(code = %warning.code))]
+pub async fn add_warning(db: &PgPool, job_id: Uuid, warning: &JobWarning) -> Result<(), DbError> {
+    let value = serde_json::to_value(warning).map_err(|e| DbError::Corrupt(job_id, format!("warning: {e}")))?;
+    sqlx::query!(
+        r#"UPDATE publish_jobs SET warnings = warnings || jsonb_build_array($2::jsonb), updated_at = now()
+           WHERE id = $1 AND NOT warnings @> jsonb_build_array(jsonb_build_object('code', $3::text))"#,
+        job_id,
+        value,
+        warning.code
     )
     .execute(db)
     .await?;

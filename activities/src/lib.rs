@@ -1,8 +1,10 @@
 //! The worker's activities: everything of a publish that does IO. Workflows decide; these act.
 
 mod armed;
+mod comments;
 pub mod db;
 mod media_guard;
+pub mod mp4;
 pub mod platforms;
 mod preflight;
 mod publish;
@@ -12,8 +14,8 @@ pub mod vault;
 use std::{sync::Arc, time::Duration};
 
 use autopost_workflows::{
-    ArmOutcome, ArmRequest, AttemptOutcome, Claimant, FenceClaim, JobTransition, PreflightReport, PreflightRequest, PublishRequest,
-    activities as contract,
+    ArmOutcome, ArmRequest, AttemptOutcome, Claimant, FenceClaim, FirstCommentRequest, JobTransition, PreflightReport, PreflightRequest,
+    PublishRequest, activities as contract,
 };
 use sqlx::PgPool;
 use temporalio_macros::activities;
@@ -46,6 +48,11 @@ pub struct PlatformSettings {
     /// Origins (scheme, host, port) whose plain-http media is fetched without the address
     /// guard: the sandbox's, and only while a platform base points at it.
     pub http_media_origins: Vec<url::Origin>,
+    /// Domains verified for this app with TikTok (lower case; each also covers its
+    /// subdomains): TikTok pulls videos hosted there (`PULL_FROM_URL`). Any other video the
+    /// worker fetches and uploads itself (`FILE_UPLOAD`), since TikTok refuses to pull from an
+    /// unverified domain. Empty: every video is uploaded.
+    pub tiktok_verified_domains: Vec<String>,
 }
 
 /// The IO clients the activities share; registered once per worker.
@@ -150,6 +157,18 @@ impl WorkerActivities {
         let holder = db::claim_fence(&self.db, &claim).await.map_err(retry_later)?;
         tracing::info!(job_id = %claim.job_id, version = claim.version, claimant = claim.claimant.as_str(), holder = holder.as_str(), "fence claimed");
         Ok(holder)
+    }
+
+    #[activity(definition = contract::FirstComment)]
+    pub async fn first_comment(self: Arc<Self>, ctx: ActivityContext, request: FirstCommentRequest) -> Result<(), ActivityError> {
+        let _heartbeats = Heartbeats::start(&ctx);
+        self.run_first_comment(request).await.map_err(|e| match e {
+            // Nothing to comment for: the job or its account is gone.
+            e @ (db::DbError::JobMissing(_) | db::DbError::Corrupt(..) | db::DbError::AccountUnlinked(_)) => {
+                ActivityError::application(ApplicationFailure::non_retryable(e))
+            }
+            other => retry_later(other),
+        })
     }
 
     #[activity(definition = contract::MirrorTransition)]

@@ -16,6 +16,11 @@ use crate::{
     refresh::Refreshed,
 };
 
+/// How much of a TikTok video preflight reads to find its movie header: enough for any file
+/// whose header comes first (web-optimised MP4s); for one that puts it after the media data,
+/// the check is left to TikTok.
+const DURATION_READ_LIMIT: usize = 16 * 1024 * 1024;
+
 /// Media items checked at once: fast for a 35-photo post, gentle on the media host.
 const MEDIA_CHECKS_AT_ONCE: usize = 6;
 
@@ -186,8 +191,44 @@ impl WorkerActivities {
         if job.channel == Channel::Tiktok {
             checks.push(check_tiktok_options(job, creator.as_ref()));
         }
-        checks.push(self.check_media(job).await);
+        let media = self.check_media(job).await;
+        let media_ok = media.error.is_none();
+        checks.push(media);
+        if media_ok
+            && let (Some(max), [video]) = (creator.as_ref().and_then(|c| c.max_video_post_duration_sec), job.media.as_slice())
+            && video.kind == autopost_workflows::MediaKind::Video
+        {
+            checks.push(self.check_video_duration(&video.url, max).await);
+        }
         checks
+    }
+
+    /// The video's length, by its own MP4 header (never the request's word), against the longest
+    /// video the creator may post (`creator_info.max_video_post_duration_sec`).
+    async fn check_video_duration(&self, url: &str, max_secs: u64) -> Check {
+        let unread = |why: String| Check::ok("duration", format!("not read before publishing ({why}); TikTok checks it"));
+        let mut response = match self.media.fetch(Method::GET, url).await {
+            Ok(response) if response.status().is_success() => response,
+            Ok(response) => return unread(format!("HTTP {}", response.status())),
+            Err(FetchError::Forbidden(detail) | FetchError::Unreachable(detail)) => return unread(detail),
+        };
+        let mut head = Vec::new();
+        while head.len() < DURATION_READ_LIMIT {
+            match response.chunk().await {
+                Ok(Some(chunk)) => head.extend_from_slice(&chunk),
+                Ok(None) => break,
+                Err(e) => return unread(e.without_url().to_string()),
+            }
+        }
+        match crate::mp4::duration(&head) {
+            Ok(length) if length.as_secs_f64() > max_secs as f64 => Check::failed(
+                "duration",
+                "preflight.video_too_long",
+                format!("the video is {:.1} s long; TikTok lets this creator post videos of up to {max_secs} s", length.as_secs_f64()),
+            ),
+            Ok(length) => Check::ok("duration", format!("{:.1} s, within the creator's {max_secs} s", length.as_secs_f64())),
+            Err(e) => unread(e.to_string()),
+        }
     }
 
     /// Every item, a few at a time (a photo post has up to 35); the first failing item in

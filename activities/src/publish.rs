@@ -6,7 +6,10 @@
 
 use std::time::{Duration, Instant};
 
-use autopost_workflows::{AttemptOutcome, Channel, JobStatus, JobTransition, MediaKind, PostOptions, PublishRequest, TiktokOptions};
+use autopost_workflows::{
+    AttemptOutcome, Channel, InstagramOptions, InstagramPostType, JobStatus, JobTransition, MediaKind, PostOptions, PublishRequest,
+    TiktokOptions,
+};
 use chrono::{DateTime, Utc};
 use temporalio_sdk::activities::ActivityContext;
 use tracing::instrument;
@@ -15,9 +18,9 @@ use crate::{
     WorkerActivities,
     db::{self, AttemptEnd, DbError, Fence, JobForPublish},
     platforms::{
-        ErrorClass, PlatformError,
-        instagram::ContainerStatus,
-        tiktok::{PublishState, PublishStatus},
+        ErrorClass, PlatformError, Reply,
+        instagram::{ContainerRequest, ContainerStatus},
+        tiktok::{self as tiktok_api, ChunkPlan, PublishState, PublishStatus},
     },
 };
 
@@ -46,6 +49,20 @@ pub(crate) enum Initiated {
     Found(Published),
 }
 
+/// A video fetched to be uploaded to TikTok.
+struct VideoFile {
+    bytes: Vec<u8>,
+    /// As its host served it, when TikTok takes that type; else `video/mp4`.
+    content_type: String,
+}
+
+/// The largest video the worker uploads to TikTok: it holds the whole file in memory while it
+/// sends the chunks (TikTok takes up to 4 GB: larger videos belong on a verified domain).
+const TIKTOK_UPLOAD_MAX_BYTES: u64 = 1024 * 1024 * 1024;
+
+/// The longest video TikTok's API posts (platforms.md): 10 minutes.
+const TIKTOK_API_MAX_DURATION: Duration = Duration::from_secs(10 * 60);
+
 /// The `published` transition an armed attempt writes with its attempt's end.
 pub(crate) struct PublishedMirror {
     pub(crate) job_id: uuid::Uuid,
@@ -69,6 +86,7 @@ impl PublishedMirror {
             platform_post_id: Some(platform_post_id.to_owned()),
             publish_at: None,
             closes_workflow: true,
+            content: None,
         }
     }
 }
@@ -86,6 +104,9 @@ enum Publication {
 pub(crate) struct Published {
     platform_post_id: String,
     request_id: Option<String>,
+    /// `platform_post_id` is an Instagram container's id: Instagram's status read does not give
+    /// the media id of a post an earlier call published, so nothing can be done with the post.
+    container_only: bool,
 }
 
 pub(crate) enum AttemptError {
@@ -110,6 +131,35 @@ impl From<DbError> for AttemptError {
 
 fn permanent(code: &str, message: impl Into<String>) -> PlatformError {
     PlatformError::new(ErrorClass::Permanent, code, message)
+}
+
+/// The stable code of a used-up Instagram publishing quota, from our check or Instagram's `9/2207042`.
+pub(crate) const QUOTA_EXHAUSTED: &str = "instagram.quota_exhausted";
+
+/// How long a job waits before it looks at a used-up quota again: the window is rolling, so a
+/// slot frees when the oldest post in it turns 24 h old, which the API does not say.
+const QUOTA_RECHECK: Duration = Duration::from_secs(60 * 60);
+
+fn quota_exhausted(limit: &crate::platforms::instagram::PublishingLimit, request_id: Option<String>) -> PlatformError {
+    PlatformError {
+        retry_after: Some(QUOTA_RECHECK),
+        request_id,
+        ..PlatformError::new(
+            ErrorClass::Transient,
+            QUOTA_EXHAUSTED,
+            format!(
+                "the account has published {} of the {} posts Instagram allows in {} h: the post waits for the window",
+                limit.quota_usage,
+                limit.quota_total,
+                limit.quota_duration_secs / 3600
+            ),
+        )
+    }
+}
+
+/// An error about one item of a carousel, named so the creator knows which media to fix.
+fn carousel_item_error(error: PlatformError, index: usize, count: usize) -> PlatformError {
+    PlatformError { message: format!("carousel item {} of {count} (media[{index}]): {}", index + 1, error.message), ..error }
 }
 
 fn processing_timeout(platform: Channel, waited: std::time::Duration) -> PlatformError {
@@ -218,7 +268,16 @@ impl WorkerActivities {
                 }
                 let lag = (now - job.publish_at).to_std().unwrap_or_default();
                 metrics::histogram!("autopost_publish_lag_seconds", "channel" => job.channel.as_str()).record(lag.as_secs_f64());
-                (AttemptOutcome::Published { platform_post_id: done.platform_post_id, published_at: now }, done.request_id)
+                let first_comment = autopost_workflows::options::first_comment(job.options.as_ref()).is_some();
+                if first_comment && done.container_only {
+                    crate::comments::skip_first_comment(&self.db, job.id).await?;
+                }
+                let outcome = AttemptOutcome::Published {
+                    platform_post_id: done.platform_post_id,
+                    published_at: now,
+                    first_comment: first_comment && !done.container_only,
+                };
+                (outcome, done.request_id)
             }
             Err(AttemptError::Platform(error)) => {
                 db::finish_attempt(
@@ -238,6 +297,7 @@ impl WorkerActivities {
                     error: error.to_job_error(),
                     retryable: error.retryable(),
                     retry_after_ms: error.retry_after.map(|d| d.as_millis() as u64),
+                    quota_wait: error.code == QUOTA_EXHAUSTED && error.retry_after.is_some(),
                 };
                 (outcome, error.request_id)
             }
@@ -293,10 +353,6 @@ impl WorkerActivities {
     /// resolved, then a container ready to publish (`FINISHED`), or the post already live.
     pub(crate) async fn instagram_prepare(&self, job: &JobForPublish, fence: &Fence) -> Result<Prepared, AttemptError> {
         let token = &job.account.access_token;
-        let ig_user = &job.account.platform_user_id;
-        let [media] = job.media.as_slice() else {
-            return Err(permanent("instagram.unsupported_post", "an Instagram post here is one image or one reel").into());
-        };
 
         // Resolve what earlier attempts left at the platform before creating anything new.
         let mut container = None;
@@ -319,6 +375,15 @@ impl WorkerActivities {
                 ContainerStatus::Error | ContainerStatus::Expired => continue,
             }
         }
+        if container.is_none() {
+            // No container of an earlier attempt to go on with: a new one counts against the
+            // account's 24 h limit only once published, but creating it when nothing can be
+            // published wastes the 400-a-day container cap.
+            let limit = self.instagram.publishing_limit(&job.account.platform_user_id, token).await?;
+            if limit.value.exhausted() {
+                return Err(quota_exhausted(&limit.value, limit.request_id).into());
+            }
+        }
         let container = match container {
             Some(existing) => {
                 // This attempt carries on with an earlier one's container: record it here too.
@@ -327,7 +392,7 @@ impl WorkerActivities {
             }
             None => {
                 self.fenced(fence).await?;
-                let created = self.instagram.create_container(ig_user, token, &job.caption, media).await?;
+                let created = self.create_instagram_container(job).await?;
                 db::record_reference(&self.db, job.id, fence.attempt, &created.value, created.request_id.as_deref()).await?;
                 created.value
             }
@@ -356,6 +421,80 @@ impl WorkerActivities {
         }
     }
 
+    /// The container this attempt publishes. A carousel's items get containers of their own
+    /// first, each processed to `FINISHED`: Instagram takes a carousel only over finished items.
+    /// Items are never recorded as references: only the carousel's container can be published,
+    /// and an item left behind by a crash simply expires.
+    async fn create_instagram_container(&self, job: &JobForPublish) -> Result<Reply<String>, AttemptError> {
+        let token = &job.account.access_token;
+        let ig_user = &job.account.platform_user_id;
+        let none = InstagramOptions::default();
+        let options = job.options.as_ref().and_then(PostOptions::instagram).unwrap_or(&none);
+        let post_type = options.post_type(&job.media);
+        if post_type != InstagramPostType::Carousel {
+            let [media] = job.media.as_slice() else {
+                return Err(
+                    permanent("instagram.unsupported_post", format!("an Instagram {} is one media item", post_type.as_str())).into()
+                );
+            };
+            let request = ContainerRequest::Single { post_type, caption: &job.caption, media, options };
+            return Ok(self.instagram.create_container(ig_user, token, &request).await?);
+        }
+        let count = job.media.len();
+        let mut children = Vec::with_capacity(count);
+        for (index, media) in job.media.iter().enumerate() {
+            let request = ContainerRequest::CarouselItem { media, index, options };
+            let child =
+                self.instagram.create_container(ig_user, token, &request).await.map_err(|e| carousel_item_error(e, index, count))?;
+            children.push(child.value);
+        }
+        self.await_carousel_items(job, &children).await?;
+        let request = ContainerRequest::Carousel { caption: &job.caption, children: &children, options };
+        Ok(self.instagram.create_container(ig_user, token, &request).await?)
+    }
+
+    /// Reads the carousel's item containers until every one is `FINISHED`; an item Instagram
+    /// could not process fails the attempt, naming the item.
+    async fn await_carousel_items(&self, job: &JobForPublish, children: &[String]) -> Result<(), AttemptError> {
+        let token = &job.account.access_token;
+        let mut pending: Vec<usize> = (0..children.len()).collect();
+        let mut waited = Processing::new();
+        while !pending.is_empty() {
+            let mut still = Vec::with_capacity(pending.len());
+            for index in pending {
+                let reply = self
+                    .instagram
+                    .container_status(token, &children[index])
+                    .await
+                    .map_err(|e| carousel_item_error(e, index, children.len()))?;
+                match reply.value {
+                    (ContainerStatus::Finished, _) => {}
+                    (ContainerStatus::InProgress, _) => still.push(index),
+                    (ContainerStatus::Error, detail) => {
+                        let detail = detail.unwrap_or_else(|| "Instagram could not process the media".into());
+                        let error = permanent("instagram.carousel_item_error", detail);
+                        return Err(
+                            carousel_item_error(PlatformError { request_id: reply.request_id, ..error }, index, children.len()).into()
+                        );
+                    }
+                    (status @ (ContainerStatus::Expired | ContainerStatus::Published), _) => {
+                        let error = PlatformError::new(
+                            ErrorClass::Transient,
+                            "instagram.carousel_item_unusable",
+                            format!("the item's container is {status:?} and cannot join a carousel"),
+                        );
+                        return Err(carousel_item_error(error, index, children.len()).into());
+                    }
+                }
+            }
+            pending = still;
+            if !pending.is_empty() {
+                self.wait_while_processing(job.channel, &mut waited).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// `media_publish` of a ready container whose call is noted as requested, and what the
     /// answer (or its absence) means.
     pub(crate) async fn instagram_publish(&self, job: &JobForPublish, container: &str) -> Result<Published, AttemptError> {
@@ -363,7 +502,7 @@ impl WorkerActivities {
         let ig_user = &job.account.platform_user_id;
         let container = container.to_owned();
         match self.instagram.publish_container(ig_user, token, &container).await {
-            Ok(reply) => Ok(Published { platform_post_id: reply.value, request_id: reply.request_id }),
+            Ok(reply) => Ok(Published { platform_post_id: reply.value, request_id: reply.request_id, container_only: false }),
             // No answer: the call may have gone through. Instagram's status decides, within a
             // bounded wait; if it cannot tell, a person must look.
             Err(error) if !error.answered => match self.resolve_publish_request(job, &container).await? {
@@ -453,6 +592,16 @@ impl WorkerActivities {
                     return Ok(TiktokPrepared::Published(tiktok_published(&earlier.reference, &reply.value, reply.request_id)));
                 }
                 PublishState::Failed => continue,
+                // An upload whose last chunk was never sent (it is noted first): see
+                // `tiktok_upload_abandoned`.
+                PublishState::ProcessingUpload if !earlier.publish_requested => {
+                    if self.tiktok_upload_abandoned(token, &earlier.reference, &reply.value).await? {
+                        tracing::info!(job_id = %job.id, publish_id = %earlier.reference, "an earlier attempt's TikTok upload was abandoned: it can never post");
+                        continue;
+                    }
+                    publish_id = Some(earlier.reference);
+                    break;
+                }
                 _ => {
                     publish_id = Some(earlier.reference);
                     break;
@@ -482,22 +631,46 @@ impl WorkerActivities {
     }
 
     /// The init (its request already noted), and the reference it created recorded; or the post
-    /// found on the creator's profile when the answer was lost.
+    /// found on the creator's profile when the answer was lost. A video TikTok does not pull
+    /// (its host is not a verified domain) is fetched first, since the init states its size,
+    /// then uploaded once the reference is recorded.
     pub(crate) async fn tiktok_init(&self, job: &JobForPublish, attempt: i32) -> Result<Initiated, AttemptError> {
         let token = &job.account.access_token;
         let options = tiktok_options(job)?;
+        let upload = match job.media.as_slice() {
+            [video]
+                if video.kind == MediaKind::Video
+                    && !tiktok_api::on_verified_domain(&video.url, &self.settings.tiktok_verified_domains) =>
+            {
+                // An upload's init cannot post without the upload URL its answer carries (see
+                // below), so it needs no note that it was sent; and a worker that dies while it
+                // fetches the video must not leave one behind, which would read as an init with
+                // an unknown outcome.
+                db::clear_publish_requested(&self.db, job.id, attempt).await?;
+                Some(self.fetch_for_upload(&video.url).await?)
+            }
+            _ => None,
+        };
         let requested_at = Utc::now();
-        let init = match job.media.as_slice() {
-            [video] if video.kind == MediaKind::Video => self.tiktok.init_video(token, &job.caption, options, &video.url).await,
-            photos if !photos.is_empty() && photos.iter().all(|m| m.kind == MediaKind::Image) => {
+        let init = match (job.media.as_slice(), &upload) {
+            (_, Some(file)) => self.tiktok.init_video_upload(token, &job.caption, options, file.bytes.len() as u64).await.map(|reply| {
+                let (publish_id, upload_url) = reply.value;
+                (Reply { value: publish_id, request_id: reply.request_id }, Some(upload_url))
+            }),
+            ([video], None) if video.kind == MediaKind::Video => {
+                self.tiktok.init_video(token, &job.caption, options, &video.url).await.map(|reply| (reply, None))
+            }
+            (photos, None) if !photos.is_empty() && photos.iter().all(|m| m.kind == MediaKind::Image) => {
                 let urls: Vec<&str> = photos.iter().map(|m| m.url.as_str()).collect();
-                self.tiktok.init_photos(token, &job.caption, options, &urls).await
+                self.tiktok.init_photos(token, &job.caption, options, &urls).await.map(|reply| (reply, None))
             }
             _ => Err(permanent("tiktok.unsupported_post", "a TikTok post is one video or 1-35 photos")),
         };
-        let started = match init {
+        let (started, upload_url) = match init {
             Ok(started) => started,
-            Err(error) if error.certainly_rejected => {
+            // An upload's init that may have gone through is harmless: without the upload URL
+            // its answer carried, no chunk can reach that publish, so it can never post.
+            Err(error) if error.certainly_rejected || upload.is_some() => {
                 db::clear_publish_requested(&self.db, job.id, attempt).await?;
                 return Err(error.into());
             }
@@ -509,7 +682,146 @@ impl WorkerActivities {
             }
         };
         db::record_reference(&self.db, job.id, attempt, &started.value, started.request_id.as_deref()).await?;
+        if let (Some(file), Some(upload_url)) = (upload, upload_url) {
+            self.tiktok_upload(job, &started.value, &upload_url, &file).await?;
+        }
         Ok(Initiated::Started(started.value))
+    }
+
+    /// Sends a video's chunks to the publish `publish_id` just initialised. Its last chunk is
+    /// what makes TikTok publish, so it is noted on the reference before it is sent, as
+    /// Instagram's `media_publish` is: `tiktok_prepare` can then tell an upload that may have
+    /// completed from one that never can.
+    async fn tiktok_upload(
+        &self,
+        job: &JobForPublish,
+        publish_id: &str,
+        upload_url: &secrecy::SecretString,
+        file: &VideoFile,
+    ) -> Result<(), AttemptError> {
+        let plan = ChunkPlan::for_size(file.bytes.len() as u64)?;
+        let last = plan.total_chunk_count - 1;
+        for index in 0..last {
+            self.tiktok.upload_chunk(upload_url, &plan, index, &file.bytes, &file.content_type).await?;
+        }
+        // A newer publish of the job means another execution took over, found this upload
+        // abandoned and started its own (this one was paused, say): its last chunk must never go.
+        let newest = db::recorded_references(&self.db, job.id).await?;
+        if newest.first().is_some_and(|newest| newest.reference != publish_id) {
+            return Err(AttemptError::Superseded);
+        }
+        db::mark_reference_publish_requested(&self.db, job.id, publish_id).await?;
+        match self.tiktok.upload_chunk(upload_url, &plan, last, &file.bytes, &file.content_type).await {
+            Ok(()) => Ok(()),
+            // Refused: the upload is not complete, and the publish can never post.
+            Err(error) if error.certainly_rejected => {
+                db::clear_reference_publish_requested(&self.db, job.id, publish_id).await?;
+                Err(error.into())
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Whether an earlier attempt's upload, still `PROCESSING_UPLOAD` and whose last chunk was
+    /// never sent, is abandoned, so that a new init cannot post twice.
+    ///
+    /// TikTok publishes an upload once it has every chunk, and lets an unfinished one expire
+    /// (its upload URL lasts an hour) without posting it. Only the execution that made the init
+    /// can send chunks: the upload URL came in the init's answer, carries its own credential,
+    /// and is kept nowhere else. That execution notes the reference before the last chunk, so
+    /// without the note the last chunk was never sent, and with that execution gone (which is
+    /// why another one is here) nobody ever will. One that Temporal gave up on may still be
+    /// running, unable to heartbeat, so the publish is watched for `outcome_wait` first: if
+    /// bytes arrive or its status moves, it is followed like any publish in flight; and before
+    /// its last chunk it checks that no newer publish of the job was recorded (`tiktok_upload`).
+    async fn tiktok_upload_abandoned(
+        &self,
+        token: &secrecy::SecretString,
+        publish_id: &str,
+        seen: &PublishStatus,
+    ) -> Result<bool, AttemptError> {
+        let deadline = Instant::now() + self.settings.outcome_wait;
+        let mut delay = FIRST_POLL_DELAY;
+        while Instant::now() + delay <= deadline {
+            tokio::time::sleep(delay).await;
+            let reply = self.tiktok.fetch_status(token, publish_id).await.map_err(|e| unknown_unless_transient(e, publish_id))?;
+            if reply.value.status != PublishState::ProcessingUpload || reply.value.uploaded_bytes != seen.uploaded_bytes {
+                return Ok(false);
+            }
+            delay = (delay * 2).min(self.settings.poll_interval);
+        }
+        Ok(true)
+    }
+
+    /// The video at `url`, through the SSRF guard, for upload: at most
+    /// [`TIKTOK_UPLOAD_MAX_BYTES`] (the worker holds it in memory) and, when its movie header
+    /// says so, no longer than TikTok's API takes.
+    async fn fetch_for_upload(&self, url: &str) -> Result<VideoFile, PlatformError> {
+        let unreachable = |detail: String| {
+            PlatformError::new(
+                ErrorClass::Transient,
+                "tiktok.media_unreachable",
+                format!("the video could not be fetched for upload: {detail}"),
+            )
+        };
+        let mut response = match self.media.fetch(reqwest::Method::GET, url).await {
+            Ok(response) => response,
+            Err(crate::media_guard::FetchError::Forbidden(detail)) => {
+                return Err(permanent("tiktok.media_forbidden_host", format!("the video is not fetched: {detail}")));
+            }
+            Err(crate::media_guard::FetchError::Unreachable(detail)) => return Err(unreachable(detail)),
+        };
+        let status = response.status();
+        if !status.is_success() {
+            let class = if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+                ErrorClass::Transient
+            } else {
+                ErrorClass::Permanent
+            };
+            return Err(PlatformError::new(class, "tiktok.media_unavailable", format!("the video's host answered HTTP {status}")));
+        }
+        let too_large = |size: u64| {
+            permanent(
+                "tiktok.upload_too_large",
+                format!(
+                    "the video has {size} bytes, and the worker uploads at most {TIKTOK_UPLOAD_MAX_BYTES} to TikTok: host it on a domain \
+                     verified with TikTok (TIKTOK_VERIFIED_DOMAINS), which TikTok pulls from"
+                ),
+            )
+        };
+        let length = response.content_length();
+        if let Some(length) = length.filter(|l| *l > TIKTOK_UPLOAD_MAX_BYTES) {
+            return Err(too_large(length));
+        }
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|v| v.trim().to_ascii_lowercase())
+            .filter(|v| autopost_workflows::rules::accepted_files(Channel::Tiktok, MediaKind::Video).content_types.contains(&v.as_str()))
+            .unwrap_or_else(|| "video/mp4".to_owned());
+        let mut bytes = Vec::with_capacity(usize::try_from(length.unwrap_or(0)).unwrap_or(0));
+        while let Some(chunk) = response.chunk().await.map_err(|e| unreachable(e.without_url().to_string()))? {
+            if (bytes.len() + chunk.len()) as u64 > TIKTOK_UPLOAD_MAX_BYTES {
+                return Err(too_large((bytes.len() + chunk.len()) as u64));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        // A file that is no MP4/MOV, or has no readable header, is TikTok's to judge.
+        if let Ok(duration) = crate::mp4::duration(&bytes)
+            && duration > TIKTOK_API_MAX_DURATION
+        {
+            return Err(permanent(
+                "tiktok.video_too_long",
+                format!(
+                    "the video lasts {} s; TikTok's API takes videos of at most {} s",
+                    duration.as_secs(),
+                    TIKTOK_API_MAX_DURATION.as_secs()
+                ),
+            ));
+        }
+        Ok(VideoFile { bytes, content_type })
     }
 
     /// Reads a started publish's status until TikTok has published it, or says it failed.
@@ -552,7 +864,7 @@ impl WorkerActivities {
                 };
                 if let Some(video) = page.videos.iter().find(|v| v.title == title && v.create_time >= since) {
                     tracing::info!(job_id = %job.id, post = %video.id, "found the post of an unknown outcome in TikTok's video list");
-                    return Some(Published { platform_post_id: video.id.clone(), request_id: None });
+                    return Some(Published { platform_post_id: video.id.clone(), request_id: None, container_only: false });
                 }
                 let older = page.videos.last().is_none_or(|v| v.create_time < since);
                 if !page.has_more || older {
@@ -598,12 +910,12 @@ impl Processing {
 /// Instagram's status read does not return the media id of a container published earlier; the
 /// container id identifies the post until we look it up.
 fn already_published(container_id: String, request_id: Option<String>) -> Published {
-    Published { platform_post_id: container_id, request_id }
+    Published { platform_post_id: container_id, request_id, container_only: true }
 }
 
 fn tiktok_published(publish_id: &str, status: &PublishStatus, request_id: Option<String>) -> Published {
     // Posts that are not public have no public id; the publish_id still identifies them.
-    Published { platform_post_id: status.public_post_id().unwrap_or_else(|| publish_id.to_owned()), request_id }
+    Published { platform_post_id: status.public_post_id().unwrap_or_else(|| publish_id.to_owned()), request_id, container_only: false }
 }
 
 /// The TikTok options the job was created with (the API refuses a TikTok job without them).

@@ -1,6 +1,7 @@
 //! `/v1/accounts`: the creator's Instagram and TikTok accounts. Tokens go in, never out: they
 //! are checked with the platform (does this token belong to this account?), sealed with the
-//! current token key and stored; the API never decrypts them.
+//! current token key and stored; the API decrypts one only to re-seal it or to read the
+//! account's capabilities (`capabilities`).
 
 use autopost_activities::{
     platforms::{self, ErrorClass},

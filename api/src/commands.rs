@@ -5,7 +5,8 @@
 use std::time::{Duration, Instant};
 
 use autopost_workflows::{
-    Carried, Channel, CommandAccepted, JobCommand, JobError, JobStatus, PublishJobInput, PublishPostWorkflow, Resume,
+    Carried, Channel, CommandAccepted, JobCommand, JobContent, JobError, JobStatus, MediaItem, PostOptions, PublishJobInput,
+    PublishPostWorkflow, Resume,
 };
 use axum::{
     Json, Router,
@@ -138,6 +139,51 @@ async fn publish_now(
     }
 }
 
+/// What an edit changes: any of caption, media and options; what is left out stays as it is.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EditJob {
+    #[serde(default)]
+    caption: Option<String>,
+    #[serde(default)]
+    media: Option<Vec<MediaItem>>,
+    /// The whole options object (options are replaced, not merged); `null` removes them.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<PostOptions>)]
+    options: Option<Option<PostOptions>>,
+}
+
+/// Tells a field sent as `null` (`Some(None)`) from one left out (`None`).
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(deserializer).map(Some)
+}
+
+/// Changes the caption, media or options of a `scheduled`, `failed` or `needs_attention` job
+/// (validated like a create). Its plan stays: a scheduled job publishes at its time with the
+/// new content, and whatever was prepared for the old content is discarded.
+#[utoipa::path(patch, path = "/v1/publish-jobs/{id}", tag = "publish-jobs", request_body = EditJob, params(("id" = Uuid, Path, description = "The job's id"), IdempotencyKey), responses(
+    (status = 400, description = "The id is not a UUID (`invalid_id`) or the body cannot be read (`invalid_body`)", body = ErrorBody),
+    (status = 415, response = responses::UnsupportedMediaType),
+    (status = 422, description = "The edited post breaks a rule, with the same codes as a create", body = ErrorBody),
+    responses::CommandResponses,
+))]
+pub(crate) async fn edit(
+    State(state): State<ApiState>,
+    creator: Creator,
+    ApiPath(id): ApiPath<Uuid>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<EditJob>,
+) -> Result<CommandReply, ApiError> {
+    let job = load(&state, &creator, id).await?;
+    let content = JobContent {
+        caption: body.caption.unwrap_or(job.caption),
+        media: body.media.unwrap_or(job.media),
+        options: body.options.unwrap_or(job.options),
+    };
+    crate::validate::post(job.channel, &content.caption, &content.media, content.options.as_ref(), &state.settings.media_policy)?;
+    run(&state, &creator, id, JobCommand::Edit { content: Box::new(content) }, &headers).await
+}
+
 /// Both platforms' publishing APIs post at once when asked; a channel whose adapter cannot
 /// (one that only schedules on the platform's side, say) would answer `false`.
 fn allows_immediate_publish(channel: Channel) -> bool {
@@ -190,8 +236,12 @@ impl IntoResponse for CommandReply {
 /// its body and the key, so a retried request is the same update and Temporal applies it once;
 /// without one, a new id per request (a new command).
 fn update_id(job_id: Uuid, command: &JobCommand, key: Option<&str>) -> Option<String> {
-    let body = serde_json::to_string(command).unwrap_or_default();
-    key.map(|key| format!("{job_id}:{body}:{key}"))
+    use sha2::Digest;
+    // A digest, not the body itself: an edit's caption alone may be longer than Temporal takes
+    // for an id.
+    let body = sha2::Sha256::digest(serde_json::to_string(command).unwrap_or_default());
+    let body: String = body.iter().map(|b| format!("{b:02x}")).collect();
+    key.map(|key| format!("{job_id}:{}:{body}:{key}", command.name()))
 }
 
 /// Sends the command to the job's workflow and returns the job once the workflow mirrored it,
@@ -302,6 +352,7 @@ async fn send(state: &ApiState, workflow_id: &str, command: &JobCommand, update_
         JobCommand::Reschedule { publish_at } => handle.execute_update(PublishPostWorkflow::reschedule, *publish_at, options).await?,
         JobCommand::Cancel => handle.execute_update(PublishPostWorkflow::cancel, (), options).await?,
         JobCommand::PublishNow => handle.execute_update(PublishPostWorkflow::publish_now, (), options).await?,
+        JobCommand::Edit { content } => handle.execute_update(PublishPostWorkflow::edit, content.as_ref().clone(), options).await?,
     })
 }
 

@@ -128,5 +128,8 @@ pub async fn command_with_start(
         JobCommand::PublishNow => {
             temporal.execute_update_with_start_workflow(run, input, PublishPostWorkflow::publish_now, (), options).await
         }
+        JobCommand::Edit { content } => {
+            temporal.execute_update_with_start_workflow(run, input, PublishPostWorkflow::edit, content.as_ref().clone(), options).await
+        }
     }
 }

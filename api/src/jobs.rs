@@ -25,7 +25,7 @@ use crate::{
 pub fn router() -> Router<ApiState> {
     Router::new()
         .route("/v1/publish-jobs", get(list_jobs).post(create_job))
-        .route("/v1/publish-jobs/{id}", get(get_job))
+        .route("/v1/publish-jobs/{id}", get(get_job).patch(crate::commands::edit))
         .route("/v1/publish-jobs/{id}/attempts", get(list_attempts))
 }
 
@@ -56,7 +56,7 @@ pub struct CreateJob {
         (status = 200, description = "A replay: this Idempotency-Key already created this job", body = JobView),
         (status = 400, description = "The body cannot be read (`invalid_body`) or the Idempotency-Key header is malformed (`invalid_idempotency_key`)", body = ErrorBody),
         (status = 415, response = responses::UnsupportedMediaType),
-        (status = 422, description = "The post breaks a rule: `unknown_account`, `publish_at_in_past`, `caption_too_long`, `too_many_hashtags`, `too_many_mentions`, `media_missing`, `media_mixed`, `too_many_media`, `media_url_invalid`, `media_url_not_https`, `media_kind_mismatch`, `media_unsupported`; for the options: `privacy_level_required`, `options_channel_mismatch`, `branded_content_private`, `option_not_applicable`, `title_too_long`, `photo_cover_index_out_of_range`; or `idempotency_key_reused` (field `Idempotency-Key`)", body = ErrorBody),
+        (status = 422, description = "The post breaks a rule: `unknown_account`, `publish_at_in_past`, `caption_too_long`, `too_many_hashtags`, `too_many_mentions`, `media_missing`, `media_mixed`, `too_many_media`, `media_url_invalid`, `media_url_not_https`, `media_kind_mismatch`, `media_unsupported`; for the options: `privacy_level_required`, `options_channel_mismatch`, `branded_content_private`, `option_not_applicable`, `title_too_long`, `photo_cover_index_out_of_range`, `post_type_media_mismatch`, `options_conflict`, `alt_text_count`, `too_many_collaborators`, `invalid_username`, `invalid_location_id`, `media_index_out_of_range`, `tag_position_required`, `tag_position_out_of_range`, `too_many_user_tags`, `too_long`, `required`; or `idempotency_key_reused` (field `Idempotency-Key`)", body = ErrorBody),
         (status = 503, response = responses::Unavailable),
         (status = 500, response = responses::Internal),
     )
@@ -189,7 +189,7 @@ pub(crate) async fn load(state: &ApiState, creator: &Creator, id: Uuid) -> Resul
         JobRow,
         r#"SELECT id, account_id, creator_id, channel, status, publish_at, caption, media, options, attempt_count,
                   last_error_code, last_error_message, next_attempt_at, published_at, platform_post_id,
-                  workflow_id, readiness, version, created_at, updated_at
+                  workflow_id, readiness, version, created_at, updated_at, first_comment_id, warnings
            FROM publish_jobs WHERE id = $1 AND creator_id = $2"#,
         id,
         creator.id()
@@ -256,7 +256,7 @@ async fn list_jobs(
         JobRow,
         r#"SELECT id, account_id, creator_id, channel, status, publish_at, caption, media, options, attempt_count,
                   last_error_code, last_error_message, next_attempt_at, published_at, platform_post_id,
-                  workflow_id, readiness, version, created_at, updated_at
+                  workflow_id, readiness, version, created_at, updated_at, first_comment_id, warnings
            FROM publish_jobs
            WHERE creator_id = $1
              AND ($2::text IS NULL OR status = $2)

@@ -6,6 +6,7 @@
 
 mod accounts;
 pub mod auth;
+pub mod capabilities;
 mod commands;
 pub mod engine;
 pub mod error;
@@ -39,14 +40,18 @@ pub struct ApiState {
     /// Renders the process's Prometheus metrics; `None` serves an empty page.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     pub auth: auth::Authenticator,
-    /// Seals the tokens of linked accounts; the API never opens them.
+    /// Seals the tokens of linked accounts; the API opens one only to re-seal a kept refresh token
+    /// and to read an account's capabilities.
     pub token_keys: std::sync::Arc<autopost_activities::vault::TokenKeys>,
     pub rate_limit: std::sync::Arc<limits::CreatorRateLimit>,
     /// The platforms, asked only whether a token being linked belongs to the account it names.
     pub platforms: std::sync::Arc<Platforms>,
+    /// The accounts' capabilities as their platforms last reported them, reused briefly.
+    pub capabilities: std::sync::Arc<capabilities::CapabilityCache>,
 }
 
-/// The platform clients of the API: it never publishes, it only verifies account links.
+/// The platform clients of the API: it never publishes; it verifies account links and reads
+/// accounts' capabilities.
 pub struct Platforms {
     pub instagram: autopost_activities::platforms::instagram::InstagramClient,
     pub tiktok: autopost_activities::platforms::tiktok::TiktokClient,
@@ -76,6 +81,7 @@ pub fn router(state: ApiState) -> Router {
     // Every `/v1` route needs a creator's token; health checks and the document stay public.
     let v1 = Router::new()
         .merge(accounts::router())
+        .merge(capabilities::router())
         .merge(jobs::router())
         .merge(commands::router())
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_creator));

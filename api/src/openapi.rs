@@ -9,7 +9,7 @@ use axum::{Json, Router, routing::get};
 use utoipa::OpenApi;
 
 use crate::{
-    ApiState, accounts, commands,
+    ApiState, accounts, capabilities, commands,
     error::{self, responses},
     health, jobs,
 };
@@ -30,6 +30,7 @@ use crate::{
         accounts::list_accounts,
         accounts::get_account,
         accounts::unlink_account,
+        capabilities::get_capabilities,
         jobs::create_job,
         jobs::list_jobs,
         jobs::get_job,
@@ -38,10 +39,18 @@ use crate::{
         commands::reschedule,
         commands::cancel,
         commands::publish_now,
+        commands::edit,
     ),
     modifiers(&BearerAuth),
     components(
-        schemas(error::ErrorBody, autopost_workflows::JobStatus, autopost_workflows::Channel, commands::PendingCommand),
+        schemas(
+            error::ErrorBody,
+            autopost_workflows::JobStatus,
+            autopost_workflows::Channel,
+            commands::PendingCommand,
+            capabilities::AccountCapabilities,
+            capabilities::ChannelCapabilities,
+        ),
         responses(
             responses::InvalidId,
             responses::JobNotFound,

@@ -3,7 +3,7 @@
 //! with preflight); this module adds what only the API decides: which URLs it accepts.
 
 use autopost_workflows::{
-    Channel, MediaItem, PostOptions, options,
+    Channel, InstagramPostType, MediaItem, MediaKind, PostOptions, options,
     rules::{self, Violation},
 };
 use url::Url;
@@ -58,24 +58,43 @@ pub fn post(
     }
     rules::check_caption(channel, caption, media)?;
     options::check_options(channel, media, post_options)?;
+    if let Some(instagram) = post_options.and_then(PostOptions::instagram) {
+        if instagram.post_type(media) == InstagramPostType::Story && !caption.trim().is_empty() {
+            return Err(ApiError::unprocessable(
+                "option_not_applicable",
+                "caption",
+                "an Instagram story has no caption: leave it empty (Instagram would drop it)",
+            ));
+        }
+        if let Some(cover) = &instagram.cover_url {
+            let url = media_url("options.cover_url", cover, policy)?;
+            let file_name = url.path_segments().and_then(|mut s| s.next_back()).unwrap_or_default();
+            rules::check_media_file_name(channel, MediaKind::Image, file_name, "options.cover_url")?;
+        }
+    }
     Ok(())
 }
 
 fn media_item(channel: Channel, item: &MediaItem, field: &str, policy: &MediaPolicy) -> Result<(), ApiError> {
-    let url_field = format!("{field}.url");
-    bounded(&url_field, &item.url, MAX_URL_LEN)?;
-    let url = Url::parse(&item.url).map_err(|e| ApiError::unprocessable("media_url_invalid", &url_field, format!("not a URL: {e}")))?;
+    let url = media_url(&format!("{field}.url"), &item.url, policy)?;
+    let file_name = url.path_segments().and_then(|mut s| s.next_back()).unwrap_or_default();
+    Ok(rules::check_media_file_name(channel, item.kind, file_name, field)?)
+}
+
+/// A URL a platform fetches media from: https (or http from an allowed origin), with a host.
+fn media_url(url_field: &str, value: &str, policy: &MediaPolicy) -> Result<Url, ApiError> {
+    bounded(url_field, value, MAX_URL_LEN)?;
+    let url = Url::parse(value).map_err(|e| ApiError::unprocessable("media_url_invalid", url_field, format!("not a URL: {e}")))?;
     match (url.host_str(), url.port_or_known_default()) {
         (Some(_), Some(_)) => {}
-        _ => return Err(ApiError::unprocessable("media_url_invalid", &url_field, "the URL has no host")),
+        _ => return Err(ApiError::unprocessable("media_url_invalid", url_field, "the URL has no host")),
     }
     match url.scheme() {
         "https" => {}
         "http" if policy.http_allowed_origins.contains(&url.origin()) => {}
-        _ => return Err(ApiError::unprocessable("media_url_not_https", &url_field, "platforms fetch media over https only")),
+        _ => return Err(ApiError::unprocessable("media_url_not_https", url_field, "platforms fetch media over https only")),
     }
-    let file_name = url.path_segments().and_then(|mut s| s.next_back()).unwrap_or_default();
-    Ok(rules::check_media_file_name(channel, item.kind, file_name, field)?)
+    Ok(url)
 }
 
 #[cfg(test)]
@@ -112,8 +131,9 @@ mod tests {
         assert_eq!(field_of(post(Channel::Instagram, "", &reel, None, &MediaPolicy::default())), "media[0].kind");
         let png = [item("https://x.test/a.png", MediaKind::Image)];
         assert_eq!(field_of(post(Channel::Instagram, "", &png, None, &MediaPolicy::default())), "media[0].url");
-        let two = [item("https://x.test/a.jpg", MediaKind::Image), item("https://x.test/b.jpg", MediaKind::Image)];
-        assert_eq!(field_of(post(Channel::Instagram, "", &two, None, &MediaPolicy::default())), "media");
+        let eleven = vec![item("https://x.test/a.jpg", MediaKind::Image); 11];
+        assert_eq!(field_of(post(Channel::Instagram, "", &eleven, None, &MediaPolicy::default())), "media");
+        assert!(post(Channel::Instagram, "", &eleven[..2], None, &MediaPolicy::default()).is_ok(), "a carousel");
         let photo = [item("https://x.test/a.jpg", MediaKind::Image)];
         assert_eq!(field_of(post(Channel::Instagram, &"a".repeat(2201), &photo, None, &MediaPolicy::default())), "caption");
     }

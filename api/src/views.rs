@@ -37,6 +37,12 @@ pub struct JobView {
     /// The latest preflight: `{ok, checked_at, checks: [{name, ok, detail}]}`; null until checked.
     #[schema(required, value_type = Option<Readiness>)]
     pub readiness: Option<serde_json::Value>,
+    /// The first comment's Instagram id, once posted (`options.first_comment`).
+    #[schema(required)]
+    pub first_comment_id: Option<String>,
+    /// What went wrong without failing the job, e.g. a first comment that could not be posted
+    /// (`instagram.first_comment_failed`, `instagram.first_comment_skipped`).
+    pub warnings: Vec<JobWarning>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// The mirror's version: it grows with every transition the workflow writes.
@@ -66,6 +72,17 @@ pub struct JobRow {
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    pub first_comment_id: Option<String>,
+    pub warnings: serde_json::Value,
+}
+
+/// Something that went wrong without failing a job.
+#[derive(Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct JobWarning {
+    /// Stable, like an error's code.
+    pub code: String,
+    pub message: String,
+    pub at: DateTime<Utc>,
 }
 
 impl TryFrom<JobRow> for JobView {
@@ -95,6 +112,8 @@ impl TryFrom<JobRow> for JobView {
             platform_post_id: r.platform_post_id,
             workflow_id: r.workflow_id,
             readiness: r.readiness,
+            first_comment_id: r.first_comment_id,
+            warnings: serde_json::from_value(r.warnings).map_err(|e| unreadable("warnings", &e))?,
             version: r.version,
             created_at: r.created_at,
             updated_at: r.updated_at,

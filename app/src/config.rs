@@ -229,6 +229,13 @@ pub struct WorkerOnlySettings {
     #[arg(long, env = "TIKTOK_CLIENT_SECRET", hide_env_values = true)]
     pub tiktok_client_secret: Option<SecretString>,
 
+    /// Domains verified for the app in TikTok's developer portal, comma-separated (a domain
+    /// also covers its subdomains): TikTok pulls videos hosted there, and the worker uploads
+    /// every other video itself (TikTok refuses to pull from an unverified domain). Unset: the
+    /// sandbox's host while a platform base points at it, else none.
+    #[arg(long, env = "TIKTOK_VERIFIED_DOMAINS", value_delimiter = ',')]
+    pub tiktok_verified_domains: Option<Vec<String>>,
+
     /// Between two status reads of a post the platform is still processing.
     #[arg(long, env = "AUTOPOST_PLATFORM_POLL_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
     pub platform_poll_interval: Duration,
@@ -684,6 +691,9 @@ impl WorkerOnlySettings {
         if let Some(secret) = &self.tiktok_client_secret {
             env.push(("TIKTOK_CLIENT_SECRET", secret.expose_secret().to_owned()));
         }
+        if let Some(domains) = &self.tiktok_verified_domains {
+            env.push(("TIKTOK_VERIFIED_DOMAINS", domains.join(",")));
+        }
         env.push(("AUTOPOST_PLATFORM_POLL_INTERVAL", duration(self.platform_poll_interval)));
         env.push(("AUTOPOST_PLATFORM_PROCESSING_TIMEOUT", duration(self.platform_processing_timeout)));
         env.push(("AUTOPOST_PLATFORM_REQUEST_TIMEOUT", duration(self.platform_request_timeout)));
@@ -700,6 +710,26 @@ impl WorkerOnlySettings {
         env.push(("AUTOPOST_WORKER_WORKFLOW_POLLERS", self.worker_workflow_pollers.to_string()));
         env.push(("AUTOPOST_WORKER_ACTIVITY_POLLERS", self.worker_activity_pollers.to_string()));
         env.push(("AUTOPOST_WORKER_HTTP_IDLE_TIMEOUT", duration(self.worker_http_idle_timeout)));
+    }
+
+    /// The domains TikTok pulls videos from: the setting's, normalised, or by default the
+    /// sandbox's host while a platform base points at it (the sandbox counts every domain as
+    /// verified unless told otherwise, so its media are pulled, as before uploads existed).
+    pub fn tiktok_pull_domains(&self, platforms: &PlatformEndpoints) -> Vec<String> {
+        let Some(domains) = &self.tiktok_verified_domains else {
+            let sandbox = platforms.http_media_origins().into_iter().filter_map(|origin| match origin {
+                url::Origin::Tuple(_, host, _) => Some(host.to_string()),
+                url::Origin::Opaque(_) => None,
+            });
+            let mut hosts: Vec<String> = sandbox.collect();
+            hosts.dedup();
+            return hosts;
+        };
+        domains
+            .iter()
+            .map(|domain| domain.trim().trim_start_matches('.').to_ascii_lowercase())
+            .filter(|domain| !domain.is_empty())
+            .collect()
     }
 
     pub fn tiktok_app(&self) -> Option<autopost_activities::platforms::tiktok::AppCredentials> {
@@ -875,6 +905,7 @@ mod tests {
             "--publish-now=true",
             "--tiktok-client-key=k",
             "--tiktok-client-secret=s",
+            "--tiktok-verified-domains=cdn.example.com,media.example.org",
             "--platform-poll-interval=150ms",
             "--reconcile-grace=3s",
             "--sandbox-listen=127.0.0.1:9999",
@@ -918,6 +949,20 @@ mod tests {
             .collect();
         let back = parse(&args.iter().map(String::as_str).collect::<Vec<_>>());
         assert_eq!(back.to_env(), env);
+    }
+
+    #[test]
+    fn tiktok_pulls_from_the_verified_domains_or_by_default_the_sandbox_in_use() {
+        let production = parse(&["--tiktok-api-base=https://open.tiktokapis.com", "--instagram-api-base=https://graph.facebook.com/v25.0"]);
+        assert!(production.worker.tiktok_pull_domains(&production.platforms).is_empty(), "every video is uploaded");
+        let mut dev = parse(&["--sandbox-listen=127.0.0.1:8090"]);
+        dev.use_sandbox_platforms();
+        assert_eq!(dev.worker.tiktok_pull_domains(&dev.platforms), ["127.0.0.1"]);
+        let listed = parse(&["--sandbox-listen=127.0.0.1:8090", "--tiktok-verified-domains= CDN.example.com,.media.example.org,"]);
+        assert_eq!(listed.worker.tiktok_pull_domains(&listed.platforms), ["cdn.example.com", "media.example.org"]);
+        let mut none_pulled = listed.clone();
+        none_pulled.use_sandbox_platforms();
+        assert!(!none_pulled.worker.tiktok_pull_domains(&none_pulled.platforms).contains(&"127.0.0.1".to_owned()));
     }
 
     #[test]

@@ -224,6 +224,7 @@ pub async fn run_api_with(
             instagram: InstagramClient::new(http.clone(), &config.platforms.instagram_api_base),
             tiktok: TiktokClient::new(http, &config.platforms.tiktok_api_base),
         }),
+        capabilities: Default::default(),
     };
     tracing::info!(address = %metrics_listener.local_addr()?, "API metrics listening");
     let metrics_app = autopost_api::metrics_router(state.clone());
@@ -292,6 +293,7 @@ pub async fn run_worker_with(
             connection_idle_timeout: settings.worker_http_idle_timeout,
             tiktok_app: settings.tiktok_app(),
             http_media_origins: config.platforms.http_media_origins(),
+            tiktok_verified_domains: settings.tiktok_pull_domains(&config.platforms),
         },
         keys,
     )?;

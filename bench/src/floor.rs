@@ -6,8 +6,11 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use autopost_activities::platforms::{instagram::InstagramClient, tiktok::TiktokClient};
-use autopost_workflows::{MediaItem, MediaKind, TiktokOptions};
+use autopost_activities::platforms::{
+    instagram::{ContainerRequest, InstagramClient},
+    tiktok::TiktokClient,
+};
+use autopost_workflows::{InstagramPostType, MediaItem, MediaKind, TiktokOptions};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 
@@ -45,8 +48,14 @@ pub(crate) async fn run(system: &System, accounts: &[Account], n: usize, instant
                 match account.channel {
                     "instagram" => {
                         let media = MediaItem { url: account.media_url().to_owned(), kind: MediaKind::Image };
-                        let container =
-                            instagram.create_container(&account.platform_user_id, &account.token, &caption, &media).await?.value;
+                        let options = autopost_workflows::InstagramOptions::default();
+                        let request = ContainerRequest::Single {
+                            post_type: InstagramPostType::Feed,
+                            caption: &caption,
+                            media: &media,
+                            options: &options,
+                        };
+                        let container = instagram.create_container(&account.platform_user_id, &account.token, &request).await?.value;
                         instagram.container_status(&account.token, &container).await?;
                         anyhow::Ok(Call::InstagramPublish { account, container })
                     }

@@ -17,7 +17,7 @@ use temporalio_sdk::workflow_replayer::{WorkflowReplayer, WorkflowReplayerOption
 
 /// The paths through `PublishPostWorkflow` that the corpus must cover, as `record_histories`
 /// names them.
-const PATHS: [&str; 18] = [
+const PATHS: [&str; 20] = [
     "published-first-try",
     "published-after-retries",
     "needs-attention-after-retries",
@@ -36,6 +36,8 @@ const PATHS: [&str; 18] = [
     "cancelled-while-armed",
     "cancel-refused-after-fire",
     "operator-cancelled-while-armed",
+    "published-with-first-comment",
+    "waited-for-the-quota",
 ];
 
 fn histories_dir() -> PathBuf {
@@ -251,6 +253,31 @@ async fn record_histories() {
     for entry in recorded.iter_mut().filter(|(s, ..)| *s == "preflight-failed") {
         entry.2 = Some(first.clone());
     }
+
+    // A first comment: an activity of its own after the `published` mirror.
+    let body = json!({ "account_id": account, "publish_at": soon(), "caption": "with a comment", "media": image,
+                       "options": { "channel": "instagram", "first_comment": "first!" } });
+    let (status, job) = app.post("/v1/publish-jobs", &body).await;
+    assert_eq!(status, 201, "{job}");
+    app.wait_for_status(&id(&job), "published", WAIT).await;
+    recorded.push(("published-with-first-comment", job, None));
+
+    // The publishing quota is used up: the job waits for the window without spending a retry,
+    // and the creator's retry publishes it once the window has room again.
+    let quota = |total: u32| {
+        let body = json!({ "ig_user_id": crate::common::platform_user_id("instagram", token), "quota_total": total });
+        let request = app.http.post(format!("{}/_sandbox/instagram/quota", app.sandbox)).json(&body);
+        async move { assert!(request.send().await.unwrap().status().is_success()) }
+    };
+    quota(0).await;
+    let job = app.schedule(&account, soon(), "over the quota", image.clone()).await;
+    let waiting = app.wait_for_status(&id(&job), "failed", WAIT).await;
+    assert_eq!(waiting["last_error"]["code"], "instagram.quota_exhausted", "{waiting}");
+    quota(1_000_000).await;
+    let (status, body) = app.post(&format!("/v1/publish-jobs/{}/retry", id(&job)), &json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    app.wait_for_status(&id(&job), "published", WAIT).await;
+    recorded.push(("waited-for-the-quota", job, None));
 
     std::fs::create_dir_all(histories_dir()).unwrap();
     for (scenario, job, run) in recorded {

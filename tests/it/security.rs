@@ -141,6 +141,7 @@ async fn two_creators_never_see_or_touch_each_others_accounts_and_jobs() {
     let tomorrow = Utc::now() + chrono::Duration::days(2);
     let expected: Vec<(&str, String, Option<Value>, u16)> = vec![
         ("GET", format!("/v1/accounts/{alice_account}"), None, 404),
+        ("GET", format!("/v1/accounts/{alice_account}/capabilities"), None, 404),
         ("DELETE", format!("/v1/accounts/{alice_account}"), None, 404),
         ("POST", "/v1/accounts".into(), Some(link_body("instagram", "alice.token")), 409),
         ("POST", "/v1/publish-jobs".into(), Some(create(&alice_account)), 422),
@@ -150,6 +151,7 @@ async fn two_creators_never_see_or_touch_each_others_accounts_and_jobs() {
         ("POST", format!("/v1/publish-jobs/{alice_job_id}/reschedule"), Some(json!({ "publish_at": tomorrow })), 404),
         ("POST", format!("/v1/publish-jobs/{alice_job_id}/cancel"), Some(json!({})), 404),
         ("POST", format!("/v1/publish-jobs/{alice_job_id}/publish-now"), Some(json!({})), 404),
+        ("PATCH", format!("/v1/publish-jobs/{alice_job_id}"), Some(json!({ "caption": "bob's now" })), 404),
     ];
     let mut covered = BTreeSet::new();
     for (method, path, body, status) in &expected {

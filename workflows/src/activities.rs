@@ -10,7 +10,8 @@ use temporalio_macros::activity_definitions;
 use temporalio_sdk::activities::ActivityError;
 
 use crate::types::{
-    ArmOutcome, ArmRequest, AttemptOutcome, Claimant, FenceClaim, JobTransition, PreflightReport, PreflightRequest, PublishRequest,
+    ArmOutcome, ArmRequest, AttemptOutcome, Claimant, FenceClaim, FirstCommentRequest, JobTransition, PreflightReport, PreflightRequest,
+    PublishRequest,
 };
 
 pub struct PublishActivities;
@@ -45,6 +46,13 @@ impl PublishActivities {
         unimplemented!()
     }
 
+    /// Posts a live post's first comment, once. Its failure is recorded on the job as a warning,
+    /// never as the job's error: the post is published either way.
+    #[activity(name = "first_comment")]
+    pub fn first_comment(request: FirstCommentRequest) -> Result<(), ActivityError> {
+        unimplemented!()
+    }
+
     /// Mirrors a job transition into Postgres, where the API reads it.
     #[activity(name = "mirror_transition")]
     pub fn mirror_transition(transition: JobTransition) -> Result<(), ActivityError> {
@@ -54,4 +62,4 @@ impl PublishActivities {
 
 /// Marker types of the activities above, for `#[activity(definition = ..)]` in the worker crate
 /// (the macro generates them in a private module).
-pub use publish_activities::{Arm, ClaimFence, MirrorTransition, Preflight, Publish};
+pub use publish_activities::{Arm, ClaimFence, FirstComment, MirrorTransition, Preflight, Publish};

@@ -11,6 +11,6 @@ pub mod publish;
 pub mod rules;
 pub mod types;
 
-pub use options::{PostOptions, TiktokOptions, TiktokPrivacyLevel};
+pub use options::{InstagramOptions, InstagramPostType, PostOptions, TiktokOptions, TiktokPrivacyLevel, UserTag};
 pub use publish::PublishPostWorkflow;
 pub use types::*;

@@ -7,15 +7,17 @@ use crate::rules::{self, Violation};
 use crate::types::{Channel, MediaItem, MediaKind};
 
 /// A post's options. `channel` names the schema and must be the account's channel.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "channel", rename_all = "snake_case")]
 pub enum PostOptions {
+    Instagram(InstagramOptions),
     Tiktok(TiktokOptions),
 }
 
 impl PostOptions {
     pub fn channel(&self) -> Channel {
         match self {
+            PostOptions::Instagram(_) => Channel::Instagram,
             PostOptions::Tiktok(_) => Channel::Tiktok,
         }
     }
@@ -23,8 +25,128 @@ impl PostOptions {
     pub fn tiktok(&self) -> Option<&TiktokOptions> {
         match self {
             PostOptions::Tiktok(options) => Some(options),
+            PostOptions::Instagram(_) => None,
         }
     }
+
+    pub fn instagram(&self) -> Option<&InstagramOptions> {
+        match self {
+            PostOptions::Instagram(options) => Some(options),
+            PostOptions::Tiktok(_) => None,
+        }
+    }
+}
+
+/// What an Instagram post is published as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum InstagramPostType {
+    /// One image in the feed.
+    Feed,
+    /// One video (`media_type=REELS`).
+    Reel,
+    /// One image or video for 24 hours (`media_type=STORIES`); no caption.
+    Story,
+    /// 2 to 10 images and videos (`media_type=CAROUSEL`).
+    Carousel,
+}
+
+impl InstagramPostType {
+    /// The type a post without `post_type` gets from its media, as before options existed: one
+    /// image is a feed post, one video a reel, several items a carousel.
+    pub fn derived(media: &[MediaItem]) -> InstagramPostType {
+        match media {
+            [item] if item.kind == MediaKind::Video => InstagramPostType::Reel,
+            [_] | [] => InstagramPostType::Feed,
+            _ => InstagramPostType::Carousel,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstagramPostType::Feed => "feed",
+            InstagramPostType::Reel => "reel",
+            InstagramPostType::Story => "story",
+            InstagramPostType::Carousel => "carousel",
+        }
+    }
+}
+
+/// A person tagged in an image (at `x`, `y`, fractions of its width and height from the top
+/// left) or in a reel (no position).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserTag {
+    /// An Instagram username, without `@`.
+    pub username: String,
+    /// Which media item (0-based) the tag is on; default 0.
+    #[serde(default)]
+    pub media_index: u32,
+    /// Images only, required there: 0.0 (left) to 1.0 (right).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x: Option<f64>,
+    /// Images only, required there: 0.0 (top) to 1.0 (bottom).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub y: Option<f64>,
+}
+
+/// Instagram content publishing choices. Everything is optional; `post_type` defaults to what the
+/// media make (see [`InstagramPostType::derived`]).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InstagramOptions {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_type: Option<InstagramPostType>,
+    /// One entry per media item, in order (`null` for videos and images without one): the
+    /// image's description for screen readers. Feed and carousel images only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alt_text: Vec<Option<String>>,
+    /// Up to 3 usernames invited as collaborators (not on stories).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub collaborators: Vec<String>,
+    /// A Facebook Page id of a place (not on stories).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location_id: Option<String>,
+    /// People tagged (not on stories; on a carousel, in its images).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub user_tags: Vec<UserTag>,
+    /// Reels only: also shown in the feed (Instagram's default is yes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share_to_feed: Option<bool>,
+    /// Reels only: a JPEG shown as the cover; or `thumb_offset_ms`, not both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cover_url: Option<String>,
+    /// Reels only: the frame shown as the cover, in milliseconds from the start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thumb_offset_ms: Option<u64>,
+    /// Reels only: the name of the reel's original audio.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audio_name: Option<String>,
+    /// Posted as a comment once the post is live (not on stories). Its failure does not fail the
+    /// job: it shows on the job as a warning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_comment: Option<String>,
+}
+
+impl InstagramOptions {
+    pub fn post_type(&self, media: &[MediaItem]) -> InstagramPostType {
+        self.post_type.unwrap_or_else(|| InstagramPostType::derived(media))
+    }
+
+    /// The alt text of media item `index`, if it has one.
+    pub fn alt_text_of(&self, index: usize) -> Option<&str> {
+        self.alt_text.get(index).and_then(|a| a.as_deref())
+    }
+
+    /// The tags on media item `index`.
+    pub fn user_tags_of(&self, index: usize) -> impl Iterator<Item = &UserTag> {
+        self.user_tags.iter().filter(move |t| t.media_index as usize == index)
+    }
+}
+
+/// A job's first comment, if it asks for one.
+pub fn first_comment(options: Option<&PostOptions>) -> Option<&str> {
+    options.and_then(PostOptions::instagram).and_then(|o| o.first_comment.as_deref())
 }
 
 /// Who may see a TikTok post. TikTok's guidelines leave the choice to the creator, among the
@@ -101,14 +223,176 @@ pub fn check_options(channel: Channel, media: &[MediaItem], options: Option<&Pos
             "options.privacy_level",
             "a TikTok post needs the creator's choice of privacy_level (one of the account's privacy_level_options)",
         )),
-        (Channel::Instagram, None) => Ok(()),
+        (Channel::Instagram, None) => check_instagram(media, &InstagramOptions::default()),
         (channel, Some(options)) if options.channel() != channel => Err(Violation::new(
             "options_channel_mismatch",
             "options.channel",
             format!("the account is a {channel} account; these options are for {}", options.channel()),
         )),
         (_, Some(PostOptions::Tiktok(options))) => check_tiktok(media, options),
+        (_, Some(PostOptions::Instagram(options))) => check_instagram(media, options),
     }
+}
+
+/// Instagram's limits that its publishing docs state; where they are silent, ours (alt text 1,000
+/// characters, audio name 100) are in `rules`.
+fn check_instagram(media: &[MediaItem], options: &InstagramOptions) -> Result<(), Violation> {
+    use InstagramPostType::*;
+    let post_type = options.post_type(media);
+    let is = |kind| media.first().is_some_and(|m| m.kind == kind);
+    let shape = match post_type {
+        Feed if media.len() != 1 || !is(MediaKind::Image) => Some("a feed post is one image (a video is a reel)"),
+        Reel if media.len() != 1 || !is(MediaKind::Video) => Some("a reel is one video"),
+        Story if media.len() != 1 => Some("a story is one image or one video"),
+        Carousel if !(rules::INSTAGRAM_CAROUSEL_MIN..=rules::INSTAGRAM_CAROUSEL_MAX).contains(&media.len()) => {
+            Some("a carousel has 2 to 10 images and videos")
+        }
+        _ => None,
+    };
+    if let Some(shape) = shape {
+        return Err(Violation::new(
+            "post_type_media_mismatch",
+            "options.post_type",
+            format!("{shape}; this post has {} media item(s)", media.len()),
+        ));
+    }
+    let not_for = |field: &str, set: bool, types: &str| -> Result<(), Violation> {
+        if set {
+            return Err(Violation::new(
+                "option_not_applicable",
+                format!("options.{field}"),
+                format!("{field} applies to Instagram {types} only, not to a {}", post_type.as_str()),
+            ));
+        }
+        Ok(())
+    };
+    let reel = post_type == Reel;
+    not_for("share_to_feed", !reel && options.share_to_feed.is_some(), "reels")?;
+    not_for("cover_url", !reel && options.cover_url.is_some(), "reels")?;
+    not_for("thumb_offset_ms", !reel && options.thumb_offset_ms.is_some(), "reels")?;
+    not_for("audio_name", !reel && options.audio_name.is_some(), "reels")?;
+    let story = post_type == Story;
+    not_for("collaborators", story && !options.collaborators.is_empty(), "feed posts, reels and carousels")?;
+    not_for("location_id", story && options.location_id.is_some(), "feed posts, reels and carousels")?;
+    not_for("user_tags", story && !options.user_tags.is_empty(), "feed posts, reels and carousels")?;
+    not_for("first_comment", story && options.first_comment.is_some(), "feed posts, reels and carousels")?;
+    not_for("alt_text", matches!(post_type, Story | Reel) && !options.alt_text.is_empty(), "feed and carousel images")?;
+    if options.cover_url.is_some() && options.thumb_offset_ms.is_some() {
+        return Err(Violation::new(
+            "options_conflict",
+            "options.thumb_offset_ms",
+            "a reel's cover is cover_url or thumb_offset_ms, not both",
+        ));
+    }
+    if options.alt_text.len() > media.len() {
+        return Err(Violation::new(
+            "alt_text_count",
+            "options.alt_text",
+            format!("alt_text has {} entries for {} media item(s)", options.alt_text.len(), media.len()),
+        ));
+    }
+    for (i, alt) in options.alt_text.iter().enumerate() {
+        let Some(alt) = alt else { continue };
+        let field = format!("options.alt_text[{i}]");
+        if media[i].kind != MediaKind::Image {
+            return Err(Violation::new("option_not_applicable", field, "alt text applies to images only"));
+        }
+        text(&field, alt, rules::INSTAGRAM_ALT_TEXT_CHARS)?;
+    }
+    if options.collaborators.len() > rules::INSTAGRAM_COLLABORATORS {
+        return Err(Violation::new(
+            "too_many_collaborators",
+            "options.collaborators",
+            format!("Instagram allows {} collaborators; there are {}", rules::INSTAGRAM_COLLABORATORS, options.collaborators.len()),
+        ));
+    }
+    for (i, name) in options.collaborators.iter().enumerate() {
+        username(&format!("options.collaborators[{i}]"), name)?;
+    }
+    if let Some(location) = &options.location_id
+        && (location.is_empty() || location.len() > 32 || !location.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(Violation::new("invalid_location_id", "options.location_id", "a location_id is a Facebook Page id: 1 to 32 digits"));
+    }
+    for (i, tag) in options.user_tags.iter().enumerate() {
+        let field = format!("options.user_tags[{i}]");
+        username(&format!("{field}.username"), &tag.username)?;
+        let Some(item) = media.get(tag.media_index as usize) else {
+            return Err(Violation::new(
+                "media_index_out_of_range",
+                format!("{field}.media_index"),
+                format!("the post has {} media item(s)", media.len()),
+            ));
+        };
+        match (item.kind, tag.x, tag.y) {
+            (MediaKind::Image, Some(x), Some(y)) => {
+                for (axis, v) in [("x", x), ("y", y)] {
+                    if !(0.0..=1.0).contains(&v) {
+                        return Err(Violation::new(
+                            "tag_position_out_of_range",
+                            format!("{field}.{axis}"),
+                            format!("{axis} is a fraction of the image, 0.0 to 1.0"),
+                        ));
+                    }
+                }
+            }
+            (MediaKind::Image, _, _) => {
+                return Err(Violation::new("tag_position_required", format!("{field}.x"), "a tag on an image needs its x and y"));
+            }
+            // Instagram tags people in a reel without a position, and not in a carousel's videos.
+            (MediaKind::Video, None, None) if post_type == Reel => {}
+            (MediaKind::Video, _, _) if post_type == Reel => {
+                return Err(Violation::new("option_not_applicable", format!("{field}.x"), "a tag in a reel has no position"));
+            }
+            (MediaKind::Video, _, _) => {
+                return Err(Violation::new("option_not_applicable", field, "people are tagged in a carousel's images, not its videos"));
+            }
+        }
+    }
+    let tags_per_item = (0..media.len()).map(|i| options.user_tags_of(i).count()).max().unwrap_or(0);
+    if tags_per_item > rules::INSTAGRAM_TAGS_PER_ITEM {
+        return Err(Violation::new(
+            "too_many_user_tags",
+            "options.user_tags",
+            format!("Instagram allows {} tags per media item", rules::INSTAGRAM_TAGS_PER_ITEM),
+        ));
+    }
+    if let Some(audio) = &options.audio_name {
+        text("options.audio_name", audio, rules::INSTAGRAM_AUDIO_NAME_CHARS)?;
+    }
+    if let Some(comment) = &options.first_comment {
+        if comment.trim().is_empty() {
+            return Err(Violation::new("required", "options.first_comment", "a first comment cannot be empty; leave it out instead"));
+        }
+        text("options.first_comment", comment, rules::INSTAGRAM_CAPTION_CHARS)?;
+    }
+    Ok(())
+}
+
+/// Free text of at most `max` characters, without control characters other than line breaks.
+fn text(field: &str, value: &str, max: usize) -> Result<(), Violation> {
+    let chars = value.chars().count();
+    if chars > max {
+        return Err(Violation::new("too_long", field, format!("{field} must be at most {max} characters; it has {chars}")));
+    }
+    if value.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) {
+        return Err(Violation::new("invalid_characters", field, format!("{field} contains control characters")));
+    }
+    Ok(())
+}
+
+/// An Instagram username: 1 to 30 letters, digits, periods and underscores. Whether the account
+/// exists only Instagram knows: it refuses the post's container otherwise.
+fn username(field: &str, name: &str) -> Result<(), Violation> {
+    let shaped = (1..=30).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_');
+    if !shaped {
+        return Err(Violation::new(
+            "invalid_username",
+            field,
+            "an Instagram username is 1 to 30 letters, digits, periods and underscores, without @",
+        ));
+    }
+    Ok(())
 }
 
 fn check_tiktok(media: &[MediaItem], options: &TiktokOptions) -> Result<(), Violation> {
@@ -232,5 +516,99 @@ mod tests {
         assert!(parse(serde_json::json!({ "channel": "tiktok", "privacy_level": "SELF_ONLY", "privacy": 1 })).is_err());
         assert!(parse(serde_json::json!({ "channel": "tiktok" })).is_err(), "privacy_level has no default");
         assert!(parse(serde_json::json!({ "channel": "tiktok", "privacy_level": "EVERYONE" })).is_err());
+    }
+
+    fn instagram(value: serde_json::Value) -> Result<(), (&'static str, String)> {
+        let options: InstagramOptions = serde_json::from_value(value).unwrap();
+        let media = [
+            MediaItem { url: "https://x.test/a.jpg".into(), kind: MediaKind::Image },
+            MediaItem { url: "https://x.test/b.mp4".into(), kind: MediaKind::Video },
+            MediaItem { url: "https://x.test/c.jpg".into(), kind: MediaKind::Image },
+        ];
+        let n = match options.post_type {
+            Some(InstagramPostType::Carousel) | None => 3,
+            Some(InstagramPostType::Reel) => {
+                return check_options(Channel::Instagram, &media[1..2], Some(&PostOptions::Instagram(options)))
+                    .map_err(|v| (v.code, v.field));
+            }
+            _ => 1,
+        };
+        check_options(Channel::Instagram, &media[..n], Some(&PostOptions::Instagram(options))).map_err(|v| (v.code, v.field))
+    }
+
+    #[test]
+    fn an_instagram_post_type_needs_its_media() {
+        let image = media(MediaKind::Image, 1);
+        let video = media(MediaKind::Video, 1);
+        let of = |t: &str| Some(PostOptions::Instagram(serde_json::from_value(serde_json::json!({ "post_type": t })).unwrap()));
+        let check = |m: &[MediaItem], o: Option<PostOptions>| check_options(Channel::Instagram, m, o.as_ref()).map_err(|v| v.code);
+        assert_eq!(check(&image, None), Ok(()));
+        assert_eq!(check(&video, None), Ok(()), "a reel, derived");
+        assert_eq!(check(&media(MediaKind::Image, 2), None), Ok(()), "a carousel, derived");
+        assert_eq!(check(&video, of("feed")), Err("post_type_media_mismatch"));
+        assert_eq!(check(&image, of("reel")), Err("post_type_media_mismatch"));
+        assert_eq!(check(&video, of("story")), Ok(()));
+        assert_eq!(check(&image, of("carousel")), Err("post_type_media_mismatch"));
+        assert_eq!(check(&media(MediaKind::Image, 11), of("carousel")), Err("post_type_media_mismatch"));
+        assert_eq!(InstagramPostType::derived(&media(MediaKind::Video, 3)), InstagramPostType::Carousel);
+    }
+
+    #[test]
+    fn instagram_options_are_refused_where_they_do_not_apply_with_their_field() {
+        use serde_json::json;
+        assert_eq!(
+            instagram(json!({ "alt_text": ["a cat", null, "a dog"], "collaborators": ["ann", "bo.b"], "location_id": "123" })),
+            Ok(())
+        );
+        assert_eq!(
+            instagram(json!({ "post_type": "reel", "share_to_feed": false, "cover_url": "https://x.test/c.jpg", "audio_name": "mine" })),
+            Ok(())
+        );
+        assert_eq!(instagram(json!({ "share_to_feed": true })), Err(("option_not_applicable", "options.share_to_feed".into())));
+        assert_eq!(
+            instagram(json!({ "post_type": "story", "first_comment": "hi" })),
+            Err(("option_not_applicable", "options.first_comment".into()))
+        );
+        assert_eq!(instagram(json!({ "alt_text": [null, "a video"] })), Err(("option_not_applicable", "options.alt_text[1]".into())));
+        assert_eq!(instagram(json!({ "alt_text": ["a", null, "b", "c"] })).unwrap_err().0, "alt_text_count");
+        assert_eq!(
+            instagram(json!({ "post_type": "reel", "cover_url": "https://x.test/c.jpg", "thumb_offset_ms": 5 })).unwrap_err().0,
+            "options_conflict"
+        );
+        assert_eq!(instagram(json!({ "collaborators": ["a", "b", "c", "d"] })).unwrap_err().0, "too_many_collaborators");
+        assert_eq!(instagram(json!({ "collaborators": ["@ann"] })), Err(("invalid_username", "options.collaborators[0]".into())));
+        assert_eq!(instagram(json!({ "location_id": "paris" })).unwrap_err().0, "invalid_location_id");
+        assert_eq!(instagram(json!({ "first_comment": "  " })), Err(("required", "options.first_comment".into())));
+    }
+
+    #[test]
+    fn user_tags_have_a_position_on_images_and_none_in_reels() {
+        use serde_json::json;
+        assert_eq!(
+            instagram(
+                json!({ "user_tags": [{ "username": "ann", "x": 0.5, "y": 1.0 }, { "username": "bob", "media_index": 2, "x": 0.0, "y": 0.3 }] })
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            instagram(json!({ "user_tags": [{ "username": "ann" }] })),
+            Err(("tag_position_required", "options.user_tags[0].x".into()))
+        );
+        assert_eq!(
+            instagram(json!({ "user_tags": [{ "username": "ann", "x": 1.5, "y": 0.5 }] })),
+            Err(("tag_position_out_of_range", "options.user_tags[0].x".into()))
+        );
+        assert_eq!(
+            instagram(json!({ "user_tags": [{ "username": "ann", "media_index": 1 }] })),
+            Err(("option_not_applicable", "options.user_tags[0]".into())),
+            "not in a carousel's video"
+        );
+        assert_eq!(
+            instagram(json!({ "user_tags": [{ "username": "ann", "media_index": 3, "x": 0.1, "y": 0.1 }] })).unwrap_err().0,
+            "media_index_out_of_range"
+        );
+        assert_eq!(instagram(json!({ "post_type": "reel", "user_tags": [{ "username": "ann" }] })), Ok(()));
+        let many: Vec<_> = (0..21).map(|i| json!({ "username": format!("u{i}"), "x": 0.1, "y": 0.1 })).collect();
+        assert_eq!(instagram(json!({ "user_tags": many })).unwrap_err().0, "too_many_user_tags");
     }
 }

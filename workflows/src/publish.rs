@@ -26,8 +26,9 @@ use temporalio_sdk::{
 use crate::{
     activities::PublishActivities,
     types::{
-        ArmOutcome, ArmRequest, AttemptOutcome, Carried, Claimant, CommandAccepted, FenceClaim, JobCommand, JobError, JobStatus,
-        JobTransition, PreflightReport, PreflightRequest, PublishJobInput, PublishJobResult, PublishRequest, Resume,
+        ArmOutcome, ArmRequest, AttemptOutcome, Carried, Claimant, CommandAccepted, FenceClaim, FirstCommentRequest, JobCommand,
+        JobContent, JobError, JobStatus, JobTransition, PreflightReport, PreflightRequest, PublishJobInput, PublishJobResult,
+        PublishRequest, Resume,
     },
 };
 
@@ -66,6 +67,8 @@ pub struct PublishPostWorkflow {
     preflighting: bool,
     /// The error the row shows (kept to write it again when the run closes unattended).
     last_error: Option<JobError>,
+    /// When a `failed` job's next attempt is due, as the row shows it.
+    next_attempt_at: Option<DateTime<Utc>>,
     /// When a `needs_attention` job stops waiting for its creator; set when the wait starts.
     attention_until: Option<DateTime<Utc>>,
     /// Commands this run carried out, against `input.commands_per_run`.
@@ -116,6 +119,7 @@ impl PublishPostWorkflow {
             pending: carried.as_ref().and_then(|c| c.pending.clone()),
             preflighting: false,
             last_error: carried.as_ref().and_then(|c| c.last_error.clone()),
+            next_attempt_at: carried.as_ref().and_then(|c| c.next_attempt_at),
             attention_until: carried.as_ref().and_then(|c| c.attention_until),
             commands_applied: 0,
             armed: None,
@@ -208,6 +212,17 @@ impl PublishPostWorkflow {
     #[update]
     pub async fn reschedule(ctx: &mut WorkflowContext<Self>, publish_at: DateTime<Utc>) -> Result<CommandAccepted, Refusal> {
         accept(ctx, JobCommand::Reschedule { publish_at }).await
+    }
+
+    #[update_validator(edit)]
+    fn validate_edit(&self, _ctx: &WorkflowContextView, content: &JobContent) -> Result<(), Box<dyn Error + Send + Sync>> {
+        self.validate(&JobCommand::Edit { content: Box::new(content.clone()) })
+    }
+
+    /// See [`JobCommand::Edit`]; the API validated the content like a create.
+    #[update]
+    pub async fn edit(ctx: &mut WorkflowContext<Self>, content: JobContent) -> Result<CommandAccepted, Refusal> {
+        accept(ctx, JobCommand::Edit { content: Box::new(content) }).await
     }
 
     #[update_validator(cancel)]
@@ -417,6 +432,20 @@ async fn apply(ctx: &mut WorkflowContext<PublishPostWorkflow>, command: JobComma
             check_readiness_unless_arming(ctx).await?;
             Phase::AwaitPublishTime
         }
+        // New content in the same plan: the job waits where it waited, and what was prepared
+        // for the old content is discarded with the write (the re-arming prepares afresh).
+        JobCommand::Edit { content } => {
+            let (last_error, next_attempt_at) = ctx.state(|s| (s.last_error.clone(), s.next_attempt_at));
+            mirror(ctx, Change { last_error, next_attempt_at, content: Some(*content), ..Change::to(status) }).await?;
+            match (status, next_attempt_at) {
+                (JobStatus::Failed, Some(at)) => Phase::AwaitRetry { at },
+                (JobStatus::NeedsAttention, _) => Phase::AwaitCreator,
+                _ => {
+                    check_readiness_unless_arming(ctx).await?;
+                    Phase::AwaitPublishTime
+                }
+            }
+        }
         JobCommand::Retry | JobCommand::PublishNow if status == JobStatus::NeedsAttention => {
             // The creator fixed what was wrong (or checked the platform): a fresh retry budget.
             ctx.state_mut(|s| s.retries_used = 0);
@@ -490,16 +519,26 @@ async fn attempt_ended(
 ) -> WorkflowResult<Phase> {
     match outcome {
         // A publish that went through wins over a cancel that arrived while it was in flight.
-        AttemptOutcome::Published { platform_post_id, published_at } => {
-            let change =
-                Change { published_at: Some(published_at), platform_post_id: Some(platform_post_id), ..Change::to(JobStatus::Published) };
-            if mirrored == Mirrored::Published {
-                return Ok(Phase::Done(finished_by_activity(ctx, change)));
+        AttemptOutcome::Published { platform_post_id, published_at, first_comment } => {
+            let change = Change {
+                published_at: Some(published_at),
+                platform_post_id: Some(platform_post_id.clone()),
+                ..Change::to(JobStatus::Published)
+            };
+            let result = if mirrored == Mirrored::Published { finished_by_activity(ctx, change) } else { finish(ctx, change).await? };
+            if first_comment {
+                post_first_comment(ctx, platform_post_id).await;
             }
-            Ok(Phase::Done(finish(ctx, change).await?))
+            Ok(Phase::Done(result))
         }
         AttemptOutcome::Failed { .. } if engine_cancelled(ctx) => cancelled_by_operator(ctx).await,
-        AttemptOutcome::Failed { error, retryable, retry_after_ms } => {
+        // The window is the platform's, not a failure of ours: waited out without a retry spent.
+        AttemptOutcome::Failed { error, retryable: true, retry_after_ms: Some(wait_ms), quota_wait: true } => {
+            let at = now(ctx)? + chrono::Duration::milliseconds(wait_ms.min(i64::MAX as u64) as i64);
+            mirror(ctx, Change { last_error: Some(error), next_attempt_at: Some(at), ..Change::to(JobStatus::Failed) }).await?;
+            Ok(Phase::AwaitRetry { at })
+        }
+        AttemptOutcome::Failed { error, retryable, retry_after_ms, .. } => {
             let ours = ctx.state_mut(|s| {
                 let wait = s.input.retry_backoff_ms.get(s.retries_used).copied();
                 s.retries_used += usize::from(wait.is_some());
@@ -521,6 +560,14 @@ async fn attempt_ended(
     }
 }
 
+/// The first comment, after the job is mirrored `published`: the post is live whatever becomes
+/// of it, so its failure (recorded on the job by the activity) never changes the job's outcome.
+async fn post_first_comment(ctx: &mut WorkflowContext<PublishPostWorkflow>, platform_post_id: String) {
+    let job_id = ctx.state(|s| s.input.job_id);
+    let options = first_comment_activity_options(heartbeat_timeout(ctx));
+    let _ = ctx.execute_activity(PublishActivities::first_comment, FirstCommentRequest { job_id, platform_post_id }, options).await;
+}
+
 async fn run_attempt(ctx: &mut WorkflowContext<PublishPostWorkflow>, request: PublishRequest) -> AttemptOutcome {
     let options = publish_activity_options(heartbeat_timeout(ctx));
     ctx.execute_activity(PublishActivities::publish, request, options)
@@ -531,6 +578,7 @@ async fn run_attempt(ctx: &mut WorkflowContext<PublishPostWorkflow>, request: Pu
             error: JobError::new("worker.attempt_failed", format!("the attempt could not run: {e}")),
             retryable: true,
             retry_after_ms: None,
+            quota_wait: false,
         })
 }
 
@@ -625,7 +673,8 @@ async fn armed(ctx: &mut WorkflowContext<PublishPostWorkflow>) -> WorkflowResult
         Err(e) => {
             fired(ctx);
             let error = JobError::new("worker.attempt_failed", format!("the attempt could not run: {e}"));
-            attempt_ended(ctx, AttemptOutcome::Failed { error, retryable: true, retry_after_ms: None }, Mirrored::No).await
+            attempt_ended(ctx, AttemptOutcome::Failed { error, retryable: true, retry_after_ms: None, quota_wait: false }, Mirrored::No)
+                .await
         }
     }
 }
@@ -662,6 +711,8 @@ struct Change {
     publish_at: Option<DateTime<Utc>>,
     /// The run ends after this write (see [`finish`]).
     closes_workflow: bool,
+    /// An edit's new content.
+    content: Option<JobContent>,
 }
 
 impl Change {
@@ -674,6 +725,7 @@ impl Change {
             platform_post_id: None,
             publish_at: None,
             closes_workflow: false,
+            content: None,
         }
     }
 }
@@ -699,6 +751,7 @@ fn record(ctx: &mut WorkflowContext<PublishPostWorkflow>, change: Change) -> Job
         s.version += 1;
         s.status = change.status;
         s.last_error = change.last_error.clone();
+        s.next_attempt_at = change.next_attempt_at;
         // A new state: a later `needs_attention` wait starts its own TTL.
         s.attention_until = None;
         if let Some(at) = change.publish_at {
@@ -718,6 +771,7 @@ fn record(ctx: &mut WorkflowContext<PublishPostWorkflow>, change: Change) -> Job
         published_at: change.published_at,
         platform_post_id: change.platform_post_id,
         publish_at: change.publish_at,
+        content: change.content,
         closes_workflow: change.closes_workflow,
     }
 }
@@ -899,6 +953,23 @@ fn readiness_activity_options(heartbeat_timeout: Duration) -> ActivityOptions {
     ActivityOptions::with_start_to_close_timeout(Duration::from_secs(120))
         .heartbeat_timeout(heartbeat_timeout)
         .retry_policy(RetryPolicy::builder().initial_interval(Duration::from_secs(1)).maximum_attempts(3).build())
+        .cancellation_token(detached())
+        .build()
+}
+
+/// The comment activity makes its own few platform tries and records their end itself; its
+/// executions are retried only while our own infrastructure fails (a worker dies, Postgres is
+/// down), and each looks for the comment before it posts.
+fn first_comment_activity_options(heartbeat_timeout: Duration) -> ActivityOptions {
+    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(120))
+        .heartbeat_timeout(heartbeat_timeout)
+        .retry_policy(
+            RetryPolicy::builder()
+                .initial_interval(Duration::from_secs(1))
+                .maximum_interval(Duration::from_secs(30))
+                .maximum_attempts(10)
+                .build(),
+        )
         .cancellation_token(detached())
         .build()
 }

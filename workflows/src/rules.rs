@@ -15,6 +15,14 @@ pub const TIKTOK_PHOTO_CAPTION_CHARS: usize = 4000;
 /// TikTok: a photo post's title (`post_info.title`), 90 characters.
 pub const TIKTOK_PHOTO_TITLE_CHARS: usize = 90;
 pub const TIKTOK_MAX_PHOTOS: usize = 35;
+/// Instagram carousels: 2 to 10 images and videos.
+pub const INSTAGRAM_CAROUSEL_MIN: usize = 2;
+pub const INSTAGRAM_CAROUSEL_MAX: usize = 10;
+pub const INSTAGRAM_COLLABORATORS: usize = 3;
+pub const INSTAGRAM_TAGS_PER_ITEM: usize = 20;
+/// Instagram does not document these two; we keep them short enough for any UI.
+pub const INSTAGRAM_ALT_TEXT_CHARS: usize = 1000;
+pub const INSTAGRAM_AUDIO_NAME_CHARS: usize = 100;
 
 const MB: u64 = 1024 * 1024;
 const IMAGE_EXTENSIONS: [&str; 7] = ["jpg", "jpeg", "png", "webp", "gif", "heic", "bmp"];
@@ -91,21 +99,21 @@ pub fn check_caption(channel: Channel, caption: &str, media: &[MediaItem]) -> Re
     Ok(())
 }
 
-/// The media list as a whole: at least one item, never video and images mixed, and no more
-/// items than the platform takes in one post.
+/// The media list as a whole: at least one item, no more than the platform takes in one post,
+/// and video and images mixed only in an Instagram carousel (the post type decides the rest).
 pub fn check_media_count(channel: Channel, media: &[MediaItem]) -> Result<(), Violation> {
     if media.is_empty() {
         return Err(Violation::new("media_missing", "media", "a post needs at least one media item"));
     }
     let videos = media.iter().filter(|m| m.kind == MediaKind::Video).count();
-    if videos > 0 && videos < media.len() {
-        return Err(Violation::new("media_mixed", "media", "a post is either one video or images only, not both"));
+    if channel == Channel::Tiktok && videos > 0 && videos < media.len() {
+        return Err(Violation::new("media_mixed", "media", "a TikTok post is either one video or images only, not both"));
     }
     match channel {
-        Channel::Instagram if media.len() > 1 => Err(Violation::new(
+        Channel::Instagram if media.len() > INSTAGRAM_CAROUSEL_MAX => Err(Violation::new(
             "too_many_media",
             "media",
-            "an Instagram post here is one image or one reel (carousels are not supported yet)",
+            format!("an Instagram carousel has at most {INSTAGRAM_CAROUSEL_MAX} items; this one has {}", media.len()),
         )),
         Channel::Tiktok if videos > 1 => Err(Violation::new("too_many_media", "media", "a TikTok post has one video")),
         Channel::Tiktok if media.len() > TIKTOK_MAX_PHOTOS => Err(Violation::new(
@@ -169,7 +177,9 @@ mod tests {
         let photos = vec![item(MediaKind::Image); 36];
         assert_eq!(check_media_count(Channel::Tiktok, &photos).unwrap_err().code, "too_many_media");
         assert!(check_media_count(Channel::Tiktok, &photos[..35]).is_ok());
-        assert_eq!(check_media_count(Channel::Instagram, &photos[..2]).unwrap_err().code, "too_many_media");
+        assert!(check_media_count(Channel::Instagram, &photos[..10]).is_ok(), "a carousel");
+        assert_eq!(check_media_count(Channel::Instagram, &photos[..11]).unwrap_err().code, "too_many_media");
+        assert!(check_media_count(Channel::Instagram, &[item(MediaKind::Video), item(MediaKind::Image)]).is_ok(), "a mixed carousel");
         assert_eq!(
             check_media_count(Channel::Tiktok, &[item(MediaKind::Video), item(MediaKind::Video)]).unwrap_err().code,
             "too_many_media"

@@ -345,13 +345,36 @@ pub enum AttemptOutcome {
     Published {
         platform_post_id: String,
         published_at: DateTime<Utc>,
+        /// The post asks for a first comment, posted by its own activity after this.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        first_comment: bool,
     },
     Failed {
         error: JobError,
         retryable: bool,
         /// A wait the platform demands (e.g. a daily quota), honoured when longer than ours.
         retry_after_ms: Option<u64>,
+        /// The account's publishing quota is used up: the job waits for the window, and the wait
+        /// does not count against its retries.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        quota_wait: bool,
     },
+}
+
+/// Input of the first-comment activity: the live post to comment on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FirstCommentRequest {
+    pub job_id: Uuid,
+    pub platform_post_id: String,
+}
+
+/// What a post says and shows, as an edit replaces it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobContent {
+    pub caption: String,
+    pub media: Vec<MediaItem>,
+    #[serde(default)]
+    pub options: Option<crate::PostOptions>,
 }
 
 /// A creator's command to a job, delivered as a Temporal update so the workflow, which owns the
@@ -368,6 +391,9 @@ pub enum JobCommand {
     Cancel,
     /// Publish now instead of at the scheduled time (preflight first).
     PublishNow,
+    /// New caption, media and options (validated by the API like a create), in the job's
+    /// current plan: what was prepared for the old content is discarded.
+    Edit { content: Box<JobContent> },
 }
 
 impl JobCommand {
@@ -377,6 +403,7 @@ impl JobCommand {
             JobCommand::Reschedule { .. } => "reschedule",
             JobCommand::Cancel => "cancel",
             JobCommand::PublishNow => "publish-now",
+            JobCommand::Edit { .. } => "edit",
         }
     }
 
@@ -385,7 +412,9 @@ impl JobCommand {
         use JobStatus::*;
         let allowed: &[JobStatus] = match self {
             JobCommand::Retry => &[Failed, NeedsAttention],
-            JobCommand::Reschedule { .. } | JobCommand::Cancel | JobCommand::PublishNow => &[Scheduled, Failed, NeedsAttention],
+            JobCommand::Reschedule { .. } | JobCommand::Cancel | JobCommand::PublishNow | JobCommand::Edit { .. } => {
+                &[Scheduled, Failed, NeedsAttention]
+            }
         };
         if allowed.contains(&status) {
             return Ok(());
@@ -432,6 +461,9 @@ pub struct JobTransition {
     /// attention TTL. The reconciler leaves such a job alone, and a command on it starts a run.
     #[serde(default)]
     pub closes_workflow: bool,
+    /// An edit's new content, written with the transition; `None` keeps the row's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<JobContent>,
 }
 
 /// The workflow's result, shown in the Temporal Web UI.
@@ -491,8 +523,12 @@ mod tests {
 
     #[test]
     fn attempt_outcome_is_tagged_for_readable_histories() {
-        let outcome =
-            AttemptOutcome::Failed { error: JobError::new("tiktok.internal_error", "boom"), retryable: true, retry_after_ms: None };
+        let outcome = AttemptOutcome::Failed {
+            error: JobError::new("tiktok.internal_error", "boom"),
+            retryable: true,
+            retry_after_ms: None,
+            quota_wait: false,
+        };
         let json = serde_json::to_value(&outcome).unwrap();
         assert_eq!(json["outcome"], "failed");
     }

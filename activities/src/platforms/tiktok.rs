@@ -1,8 +1,10 @@
 //! TikTok Content Posting API (Direct Post): `creator_info/query` (also the token probe),
-//! `video/init` with `PULL_FROM_URL` or `content/init` for photos, then `status/fetch` until
+//! `video/init` with `PULL_FROM_URL`, or with `FILE_UPLOAD` and the video's chunks `PUT` to the
+//! answer's `upload_url`, or `content/init` for photos, then `status/fetch` until
 //! `PUBLISH_COMPLETE`. Also the Display API's `video/list` (needs the `video.list` scope) and
 //! `user/info` (who a token belongs to, to verify an account link).
 
+use std::ops::Range;
 use std::time::Duration;
 
 use reqwest::{RequestBuilder, Response};
@@ -106,6 +108,9 @@ pub struct PublishStatus {
     /// Spelled as TikTok spells it. Empty for posts that are not public.
     #[serde(default, rename = "publicaly_available_post_id")]
     pub public_post_ids: Vec<serde_json::Value>,
+    /// How much of a `FILE_UPLOAD` video TikTok has received.
+    #[serde(default)]
+    pub uploaded_bytes: Option<u64>,
 }
 
 impl PublishStatus {
@@ -181,6 +186,68 @@ struct PublishIdData {
     publish_id: String,
 }
 
+#[derive(Deserialize)]
+struct UploadInitData {
+    publish_id: String,
+    /// Carries the upload's own token (`upload_token=`): kept secret like the access token.
+    upload_url: SecretString,
+}
+
+const MB: u64 = 1024 * 1024;
+/// The chunk size of uploads: within TikTok's 5 to 64 MB, small enough that a chunk sent again
+/// after a failure costs little.
+pub const UPLOAD_CHUNK_SIZE: u64 = 10 * MB;
+const CHUNK_SIZE_MAX: u64 = 64 * MB;
+const CHUNKS_MAX: u64 = 1000;
+/// Waits before each new try of a chunk that failed transiently.
+const CHUNK_RETRY_DELAYS: [Duration; 3] = [Duration::from_millis(250), Duration::from_millis(750), Duration::from_secs(2)];
+
+/// How a video is cut for `FILE_UPLOAD`, by TikTok's Media Transfer Guide: chunks of
+/// `chunk_size` (5 to 64 MB), `total_chunk_count` of them (`video_size / chunk_size` rounded
+/// down, 1 to 1000), the last one carrying the remainder (under twice `chunk_size`, so at most
+/// TikTok's 128 MB). A video under 5 MB must go whole; one under [`UPLOAD_CHUNK_SIZE`] does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkPlan {
+    pub video_size: u64,
+    pub chunk_size: u64,
+    pub total_chunk_count: u64,
+}
+
+impl ChunkPlan {
+    /// The plan for a video of `video_size` bytes: chunks of [`UPLOAD_CHUNK_SIZE`], larger only
+    /// when there would be more than 1000.
+    pub fn for_size(video_size: u64) -> Result<ChunkPlan, PlatformError> {
+        if video_size == 0 {
+            return Err(PlatformError::new(ErrorClass::Permanent, "tiktok.video_empty", "the video file is empty"));
+        }
+        if video_size < UPLOAD_CHUNK_SIZE {
+            return Ok(ChunkPlan { video_size, chunk_size: video_size, total_chunk_count: 1 });
+        }
+        let chunk_size = UPLOAD_CHUNK_SIZE.max(video_size.div_ceil(CHUNKS_MAX));
+        if chunk_size > CHUNK_SIZE_MAX {
+            return Err(PlatformError::new(
+                ErrorClass::Permanent,
+                "tiktok.video_too_large",
+                format!("the video is {video_size} bytes, more than 1000 chunks of 64 MB can carry to TikTok"),
+            ));
+        }
+        Ok(ChunkPlan { video_size, chunk_size, total_chunk_count: video_size / chunk_size })
+    }
+
+    /// The bytes of chunk `index` (from 0).
+    pub fn range(&self, index: u64) -> Range<u64> {
+        let start = index * self.chunk_size;
+        let end = if index + 1 >= self.total_chunk_count { self.video_size } else { start + self.chunk_size };
+        start..end
+    }
+
+    /// `Content-Range` of chunk `index`: `bytes FIRST-LAST/TOTAL`, both ends included.
+    pub fn content_range(&self, index: u64) -> String {
+        let range = self.range(index);
+        format!("bytes {}-{}/{}", range.start, range.end - 1, self.video_size)
+    }
+}
+
 /// `user` is optional so that error answers, which carry `"data": {}`, still parse and are
 /// classified by their error code.
 #[derive(Deserialize)]
@@ -240,6 +307,7 @@ impl TiktokClient {
         self.send(request).await
     }
 
+    /// A video TikTok pulls from `video_url`, which must be on a domain verified for the app.
     #[instrument(skip(self, token, title, options, video_url), err(Display))]
     pub async fn init_video(
         &self,
@@ -248,25 +316,116 @@ impl TiktokClient {
         options: &TiktokOptions,
         video_url: &str,
     ) -> Result<Reply<String>, PlatformError> {
-        let mut post_info = json!({
-            "title": title,
-            "privacy_level": options.privacy_level.as_str(),
-            "disable_comment": options.disable_comment,
-            "disable_duet": options.disable_duet,
-            "disable_stitch": options.disable_stitch,
-            "brand_content_toggle": options.brand_content_toggle,
-            "brand_organic_toggle": options.brand_organic_toggle,
-            "is_aigc": options.is_aigc,
-        });
-        if let Some(ms) = options.video_cover_timestamp_ms {
-            post_info["video_cover_timestamp_ms"] = json!(ms);
-        }
         let body = json!({
-            "post_info": post_info,
+            "post_info": video_post_info(title, options),
             "source_info": { "source": "PULL_FROM_URL", "video_url": video_url },
         });
         let reply: Reply<PublishIdData> = self.send(self.post("/v2/post/publish/video/init/", token).json(&body)).await?;
         Ok(Reply { value: reply.value.publish_id, request_id: reply.request_id })
+    }
+
+    /// A video of `video_size` bytes that we upload (`FILE_UPLOAD`), cut as
+    /// [`ChunkPlan::for_size`] says: the `publish_id` and the `upload_url` its chunks go to
+    /// ([`Self::upload_chunk`]). TikTok publishes once the last chunk is in.
+    #[instrument(skip(self, token, title, options), err(Display))]
+    pub async fn init_video_upload(
+        &self,
+        token: &SecretString,
+        title: &str,
+        options: &TiktokOptions,
+        video_size: u64,
+    ) -> Result<Reply<(String, SecretString)>, PlatformError> {
+        let plan = ChunkPlan::for_size(video_size)?;
+        let body = json!({
+            "post_info": video_post_info(title, options),
+            "source_info": {
+                "source": "FILE_UPLOAD",
+                "video_size": plan.video_size,
+                "chunk_size": plan.chunk_size,
+                "total_chunk_count": plan.total_chunk_count,
+            },
+        });
+        let reply: Reply<UploadInitData> = self.send(self.post("/v2/post/publish/video/init/", token).json(&body)).await?;
+        Ok(Reply { value: (reply.value.publish_id, reply.value.upload_url), request_id: reply.request_id })
+    }
+
+    /// Every chunk of `video`, in order (see [`Self::upload_chunk`]).
+    pub async fn upload_chunks(&self, upload_url: &SecretString, video: &[u8], content_type: &str) -> Result<(), PlatformError> {
+        let plan = ChunkPlan::for_size(video.len() as u64)?;
+        for index in 0..plan.total_chunk_count {
+            self.upload_chunk(upload_url, &plan, index, video, content_type).await?;
+        }
+        Ok(())
+    }
+
+    /// `PUT upload_url` of chunk `index` of `video` with its exact `Content-Range`. A chunk that
+    /// fails transiently (5xx, 429, no answer) is sent again, a few times, with a short wait:
+    /// TikTok takes a chunk sent twice as once, and nothing is initialised again. The upload
+    /// URL authenticates the chunk: no access token goes with it, and it never appears in logs
+    /// or errors.
+    #[instrument(skip(self, upload_url, plan, video, content_type), fields(video_size = plan.video_size, chunks = plan.total_chunk_count), err(Display))]
+    pub async fn upload_chunk(
+        &self,
+        upload_url: &SecretString,
+        plan: &ChunkPlan,
+        index: u64,
+        video: &[u8],
+        content_type: &str,
+    ) -> Result<(), PlatformError> {
+        let url = self.upload_target(upload_url)?;
+        let range = plan.range(index);
+        let bytes = usize::try_from(range.start).ok().zip(usize::try_from(range.end).ok()).and_then(|(start, end)| video.get(start..end));
+        let Some(chunk) = bytes.filter(|_| video.len() as u64 == plan.video_size) else {
+            return Err(PlatformError::new(ErrorClass::Permanent, "tiktok.upload_plan", "the video's size differs from the upload's plan"));
+        };
+        let mut delays = CHUNK_RETRY_DELAYS.iter();
+        loop {
+            let error = match self.put_chunk(url.clone(), plan.content_range(index), chunk, content_type).await {
+                Ok(()) => return Ok(()),
+                Err(error) => error,
+            };
+            match delays.next() {
+                Some(delay) if error.retryable() => {
+                    tracing::info!(chunk = index, error_code = %error.code, "TikTok upload chunk failed; sending it again");
+                    tokio::time::sleep(*delay).await;
+                }
+                _ => return Err(error),
+            }
+        }
+    }
+
+    /// The upload URL, if it may be sent to: https, or the API base's own origin (the sandbox).
+    fn upload_target(&self, upload_url: &SecretString) -> Result<reqwest::Url, PlatformError> {
+        let refused = || {
+            PlatformError::new(
+                ErrorClass::Permanent,
+                "tiktok.upload_url_refused",
+                "TikTok answered an upload URL that is neither https nor its own",
+            )
+        };
+        let url = reqwest::Url::parse(upload_url.expose_secret()).map_err(|_| refused())?;
+        let own_origin = reqwest::Url::parse(&self.base).is_ok_and(|base| base.origin() == url.origin());
+        if url.scheme() == "https" || own_origin { Ok(url) } else { Err(refused()) }
+    }
+
+    async fn put_chunk(&self, url: reqwest::Url, content_range: String, chunk: &[u8], content_type: &str) -> Result<(), PlatformError> {
+        let request = self
+            .http
+            .put(url)
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .header(reqwest::header::CONTENT_RANGE, content_range)
+            .body(chunk.to_vec());
+        let response = request.send().await.map_err(|e| PlatformError::transport(PLATFORM, e))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let header_log_id = log_id(&response);
+        let body = response.bytes().await.map_err(|e| PlatformError::transport(PLATFORM, e))?;
+        match serde_json::from_slice::<Envelope<serde_json::Value>>(&body) {
+            Ok(envelope) => Err(classify(status, envelope.error, header_log_id)),
+            Err(_) => Err(PlatformError::unexpected_http(PLATFORM, status, header_log_id)),
+        }
     }
 
     #[instrument(skip(self, token, caption, options, photo_urls), err(Display))]
@@ -405,6 +564,33 @@ impl TiktokClient {
     }
 }
 
+/// Whether TikTok may pull `url` for this app: its host is one of `domains` (lower case), or
+/// under one. TikTok refuses to pull from any other host (`url_ownership_unverified`).
+pub fn on_verified_domain(url: &str, domains: &[String]) -> bool {
+    let Some(host) = reqwest::Url::parse(url).ok().and_then(|url| url.host_str().map(str::to_ascii_lowercase)) else {
+        return false;
+    };
+    domains.iter().any(|domain| host == *domain || host.strip_suffix(domain.as_str()).is_some_and(|rest| rest.ends_with('.')))
+}
+
+/// A video's `post_info`: the caption as its title, and the post's options.
+fn video_post_info(title: &str, options: &TiktokOptions) -> serde_json::Value {
+    let mut post_info = json!({
+        "title": title,
+        "privacy_level": options.privacy_level.as_str(),
+        "disable_comment": options.disable_comment,
+        "disable_duet": options.disable_duet,
+        "disable_stitch": options.disable_stitch,
+        "brand_content_toggle": options.brand_content_toggle,
+        "brand_organic_toggle": options.brand_organic_toggle,
+        "is_aigc": options.is_aigc,
+    });
+    if let Some(ms) = options.video_cover_timestamp_ms {
+        post_info["video_cover_timestamp_ms"] = json!(ms);
+    }
+    post_info
+}
+
 /// Photo titles are capped at 90 characters; the full caption goes into the description.
 pub fn photo_title(caption: &str) -> String {
     caption.lines().next().unwrap_or_default().chars().take(autopost_workflows::rules::TIKTOK_PHOTO_TITLE_CHARS).collect()
@@ -474,8 +660,12 @@ mod tests {
 
     #[test]
     fn fail_reasons_are_classified() {
-        let status =
-            |reason: &str| PublishStatus { status: PublishState::Failed, fail_reason: Some(reason.into()), public_post_ids: vec![] };
+        let status = |reason: &str| PublishStatus {
+            status: PublishState::Failed,
+            fail_reason: Some(reason.into()),
+            public_post_ids: vec![],
+            uploaded_bytes: None,
+        };
         assert_eq!(status("video_pull_failed").failure(None).class, ErrorClass::Transient);
         assert_eq!(status("auth_removed").failure(None).class, ErrorClass::Token);
         assert_eq!(status("file_format_check_failed").failure(None).class, ErrorClass::Permanent);
@@ -590,6 +780,159 @@ mod tests {
         let request = server.await.unwrap();
         assert!(request.starts_with("GET /v2/user/info/?fields=open_id%2Cunion_id%2Cdisplay_name HTTP/1.1\r\n"), "{request}");
         assert!(request.to_ascii_lowercase().contains("authorization: bearer act.secret\r\n"), "{request}");
+    }
+
+    /// TikTok's rules (Media Transfer Guide), as the sandbox checks them too.
+    fn follows_tiktoks_rules(plan: &ChunkPlan) {
+        let ChunkPlan { video_size, chunk_size, total_chunk_count } = *plan;
+        if video_size < 5 * MB {
+            assert_eq!((chunk_size, total_chunk_count), (video_size, 1), "{plan:?}: a small video goes whole");
+        } else {
+            assert!((5 * MB..=64 * MB).contains(&chunk_size), "{plan:?}");
+        }
+        assert_eq!(total_chunk_count, video_size / chunk_size, "{plan:?}");
+        assert!((1..=1000).contains(&total_chunk_count), "{plan:?}");
+        if video_size > 64 * MB {
+            assert!(total_chunk_count >= 2, "{plan:?}");
+        }
+        let mut next = 0;
+        for index in 0..total_chunk_count {
+            let range = plan.range(index);
+            assert_eq!(range.start, next, "{plan:?}: chunk {index} follows the one before");
+            let expected = if index + 1 == total_chunk_count { range.end - range.start } else { chunk_size };
+            assert_eq!(range.end - range.start, expected, "{plan:?}: chunk {index}");
+            assert!(range.end - range.start <= 128 * MB, "{plan:?}");
+            next = range.end;
+        }
+        assert_eq!(next, video_size, "{plan:?}: the chunks cover the video");
+    }
+
+    #[test]
+    fn chunk_plans_follow_tiktoks_rules() {
+        let plan = |size: u64| ChunkPlan::for_size(size).unwrap();
+        assert_eq!(plan(1000), ChunkPlan { video_size: 1000, chunk_size: 1000, total_chunk_count: 1 });
+        assert_eq!(plan(7 * MB), ChunkPlan { video_size: 7 * MB, chunk_size: 7 * MB, total_chunk_count: 1 });
+        assert_eq!(plan(10 * MB), ChunkPlan { video_size: 10 * MB, chunk_size: 10 * MB, total_chunk_count: 1 });
+        // Under two chunks' worth: one chunk carries it all.
+        assert_eq!(plan(19 * MB).total_chunk_count, 1);
+        let two = plan(25 * MB);
+        assert_eq!((two.chunk_size, two.total_chunk_count), (10 * MB, 2));
+        assert_eq!((two.range(0), two.range(1)), (0..10 * MB, 10 * MB..25 * MB));
+        assert_eq!(two.content_range(1), format!("bytes {}-{}/{}", 10 * MB, 25 * MB - 1, 25 * MB));
+        // The guide's own example size: the trailing bytes ride on the last chunk.
+        let example = plan(50_000_123);
+        assert_eq!((example.chunk_size, example.total_chunk_count), (UPLOAD_CHUNK_SIZE, 4));
+        assert_eq!(example.range(3), 3 * UPLOAD_CHUNK_SIZE..50_000_123);
+        // Past 1000 chunks of 10 MB, chunks grow.
+        let huge = plan(20_000 * MB);
+        assert!(huge.chunk_size > UPLOAD_CHUNK_SIZE && huge.total_chunk_count <= 1000, "{huge:?}");
+        for size in
+            [1, 5 * MB - 1, 5 * MB, 10 * MB - 1, 10 * MB + 1, 20 * MB - 1, 64 * MB, 64 * MB + 1, 4096 * MB, 10_000 * MB + 7, 64_000 * MB]
+        {
+            follows_tiktoks_rules(&plan(size));
+        }
+        assert_eq!(ChunkPlan::for_size(0).unwrap_err().code, "tiktok.video_empty");
+        assert_eq!(ChunkPlan::for_size(64_000 * MB + 1000 * MB).unwrap_err().code, "tiktok.video_too_large");
+    }
+
+    #[test]
+    fn verified_domains_cover_their_subdomains_only() {
+        let domains = vec!["example.com".to_owned(), "127.0.0.1".to_owned()];
+        for url in ["https://example.com/a.mp4", "https://cdn.EXAMPLE.com/a.mp4", "http://127.0.0.1:8090/media/a.mp4"] {
+            assert!(on_verified_domain(url, &domains), "{url}");
+        }
+        for url in ["https://notexample.com/a.mp4", "https://example.com.evil.net/a.mp4", "https://127.0.0.2/a.mp4", "not a url"] {
+            assert!(!on_verified_domain(url, &domains), "{url}");
+        }
+        assert!(!on_verified_domain("https://example.com/a.mp4", &[]));
+    }
+
+    /// A sandbox on a free port and a client of its TikTok API.
+    async fn sandbox() -> (String, TiktokClient) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let sandbox = autopost_sandbox::Sandbox::with_options(autopost_sandbox::SandboxOptions::instant());
+        tokio::spawn(async move { sandbox.serve(listener).await });
+        let client = TiktokClient::new(reqwest::Client::new(), format!("{base}/tiktok"));
+        (base, client)
+    }
+
+    async fn sandbox_json(base: &str, path: &str, body: Option<serde_json::Value>) -> serde_json::Value {
+        let http = reqwest::Client::new();
+        let request = match body {
+            Some(body) => http.post(format!("{base}{path}")).json(&body),
+            None => http.get(format!("{base}{path}")),
+        };
+        let response = request.send().await.unwrap();
+        assert!(response.status().is_success(), "{path}");
+        response.json().await.unwrap()
+    }
+
+    fn options() -> TiktokOptions {
+        serde_json::from_value(json!({ "privacy_level": "SELF_ONLY" })).unwrap()
+    }
+
+    /// 25 MB, two chunks of 10 MB the second with the other 15: the sandbox's 3 s sample
+    /// padded with a `free` box.
+    fn video() -> Vec<u8> {
+        let mut video = include_bytes!("../../../sandbox/assets/sample.mp4").to_vec();
+        let padding = 25 * MB as usize - video.len();
+        video.extend_from_slice(&u32::try_from(padding).unwrap().to_be_bytes());
+        video.extend_from_slice(b"free");
+        video.resize(25 * MB as usize, 0);
+        video
+    }
+
+    #[tokio::test]
+    async fn an_upload_sends_every_chunk_and_retries_one_that_failed_transiently() {
+        let (base, client) = sandbox().await;
+        let token = SecretString::from("alice.at-1");
+        let video = video();
+        let init = client.init_video_upload(&token, "Uploaded", &options(), video.len() as u64).await.unwrap();
+        let (publish_id, upload_url) = init.value;
+        assert!(!format!("{:?}", upload_url).contains("upload_token"), "the upload URL is kept secret");
+        let fault = json!({ "endpoint": "tiktok.upload", "status": 503 });
+        sandbox_json(&base, "/_sandbox/faults", Some(fault)).await;
+        client.upload_chunks(&upload_url, &video, "video/mp4").await.unwrap();
+        let calls = sandbox_json(&base, "/_sandbox/calls", None).await;
+        assert_eq!(calls["calls"]["tiktok.upload"], 3, "two chunks, the first one twice");
+        assert_eq!(calls["calls"]["tiktok.video_init"], 1, "nothing initialised again");
+        let status = client.fetch_status(&token, &publish_id).await.unwrap().value;
+        assert_eq!((status.status, status.uploaded_bytes), (PublishState::PublishComplete, Some(video.len() as u64)));
+        let posts = sandbox_json(&base, "/_sandbox/posts", None).await;
+        let media = posts["posts"][0]["media"][0].as_str().unwrap().to_owned();
+        assert!(media.starts_with("upload:") && media.ends_with(&format!(":{}", video.len())), "{media}");
+    }
+
+    #[tokio::test]
+    async fn a_refused_chunk_is_not_retried_and_errors_never_show_the_upload_url() {
+        let (base, client) = sandbox().await;
+        let token = SecretString::from("alice.at-1");
+        let video = video();
+        let (publish_id, upload_url) = client.init_video_upload(&token, "Refused", &options(), video.len() as u64).await.unwrap().value;
+        let plan = ChunkPlan::for_size(video.len() as u64).unwrap();
+        // The second chunk first: out of order, refused for good.
+        let refused = client.upload_chunk(&upload_url, &plan, 1, &video, "video/mp4").await.unwrap_err();
+        assert_eq!((refused.class, refused.code.as_str()), (ErrorClass::Permanent, "tiktok.invalid_param"));
+        assert!(refused.certainly_rejected);
+        // Failing every time: retried a few times, then given up as transient.
+        sandbox_json(&base, "/_sandbox/faults", Some(json!({ "endpoint": "tiktok.upload", "status": 500, "times": 10 }))).await;
+        let failed = client.upload_chunk(&upload_url, &plan, 0, &video, "video/mp4").await.unwrap_err();
+        assert_eq!((failed.class, failed.code.as_str()), (ErrorClass::Transient, "tiktok.internal_error"));
+        let calls = sandbox_json(&base, "/_sandbox/calls", None).await;
+        assert_eq!(calls["calls"]["tiktok.upload"], 1 + 4);
+        let secret = upload_url.expose_secret().split("upload_token=").nth(1).unwrap().to_owned();
+        for error in [&refused, &failed] {
+            assert!(!error.to_string().contains(&secret) && !format!("{error:?}").contains(&secret), "{error:?}");
+        }
+        assert_eq!(client.fetch_status(&token, &publish_id).await.unwrap().value.status, PublishState::ProcessingUpload);
+
+        // An upload URL that is neither https nor the API's own origin is not sent to.
+        let elsewhere = SecretString::from("http://198.51.100.7/video/?upload_id=1&upload_token=t".to_owned());
+        let error = client.upload_chunk(&elsewhere, &plan, 0, &video, "video/mp4").await.unwrap_err();
+        assert_eq!(error.code, "tiktok.upload_url_refused");
+        let calls = sandbox_json(&base, "/_sandbox/calls", None).await;
+        assert_eq!(calls["calls"]["tiktok.upload"], 5, "nothing sent");
     }
 
     #[test]
