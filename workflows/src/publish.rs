@@ -908,23 +908,25 @@ fn fence_claim_options() -> LocalActivityOptions {
         .build()
 }
 
+/// An activity that heartbeats, detached from the workflow's cancellation, tried up to `tries`
+/// times with waits from 1 s growing to `longest_wait`.
+fn retried(start_to_close: Duration, heartbeat_timeout: Duration, longest_wait: Duration, tries: u32) -> ActivityOptions {
+    ActivityOptions::with_start_to_close_timeout(start_to_close)
+        .heartbeat_timeout(heartbeat_timeout)
+        .retry_policy(
+            RetryPolicy::builder().initial_interval(Duration::from_secs(1)).maximum_interval(longest_wait).maximum_attempts(tries).build(),
+        )
+        .cancellation_token(detached())
+        .build()
+}
+
 /// The armed activity runs from arming until after the instant: its timeout counts the wait. A
 /// worker that dies while it is armed is noticed within the heartbeat timeout; the activity is
 /// then run again on another worker, which re-arms and fires at once if the instant has passed
 /// (the fence and the recorded references make that safe). Short waits between tries, as for
 /// the publish activity.
 fn arm_activity_options(heartbeat_timeout: Duration, until_instant: Duration) -> ActivityOptions {
-    ActivityOptions::with_start_to_close_timeout(until_instant + PREFLIGHT_DEADLINE_BOUND + PUBLISH_ATTEMPT_TIMEOUT)
-        .heartbeat_timeout(heartbeat_timeout)
-        .retry_policy(
-            RetryPolicy::builder()
-                .initial_interval(Duration::from_secs(1))
-                .maximum_interval(Duration::from_secs(5))
-                .maximum_attempts(10)
-                .build(),
-        )
-        .cancellation_token(detached())
-        .build()
+    retried(until_instant + PREFLIGHT_DEADLINE_BOUND + PUBLISH_ATTEMPT_TIMEOUT, heartbeat_timeout, Duration::from_secs(5), 10)
 }
 
 /// The longest preflight the armed activity runs before it prepares (the preflight activity's
@@ -935,17 +937,7 @@ const PREFLIGHT_DEADLINE_BOUND: Duration = Duration::from_secs(120);
 const PREFLIGHT_TRIES: u32 = 5;
 
 fn preflight_activity_options(heartbeat_timeout: Duration) -> ActivityOptions {
-    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(120))
-        .heartbeat_timeout(heartbeat_timeout)
-        .retry_policy(
-            RetryPolicy::builder()
-                .initial_interval(Duration::from_secs(1))
-                .maximum_interval(Duration::from_secs(30))
-                .maximum_attempts(PREFLIGHT_TRIES)
-                .build(),
-        )
-        .cancellation_token(detached())
-        .build()
+    retried(Duration::from_secs(120), heartbeat_timeout, Duration::from_secs(30), PREFLIGHT_TRIES)
 }
 
 /// The early readiness check is worth a few tries, not a delay of the publish.
@@ -961,17 +953,7 @@ fn readiness_activity_options(heartbeat_timeout: Duration) -> ActivityOptions {
 /// executions are retried only while our own infrastructure fails (a worker dies, Postgres is
 /// down), and each looks for the comment before it posts.
 fn first_comment_activity_options(heartbeat_timeout: Duration) -> ActivityOptions {
-    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(120))
-        .heartbeat_timeout(heartbeat_timeout)
-        .retry_policy(
-            RetryPolicy::builder()
-                .initial_interval(Duration::from_secs(1))
-                .maximum_interval(Duration::from_secs(30))
-                .maximum_attempts(10)
-                .build(),
-        )
-        .cancellation_token(detached())
-        .build()
+    retried(Duration::from_secs(120), heartbeat_timeout, Duration::from_secs(30), 10)
 }
 
 /// A worker that died mid-attempt is noticed within `heartbeat_timeout` (the activity heartbeats
@@ -981,15 +963,5 @@ fn first_comment_activity_options(heartbeat_timeout: Duration) -> ActivityOption
 /// can swallow several re-executions in a row, each lost for a heartbeat timeout, and a long
 /// backoff after each would add up to minutes.
 fn publish_activity_options(heartbeat_timeout: Duration) -> ActivityOptions {
-    ActivityOptions::with_start_to_close_timeout(PUBLISH_ATTEMPT_TIMEOUT)
-        .heartbeat_timeout(heartbeat_timeout)
-        .retry_policy(
-            RetryPolicy::builder()
-                .initial_interval(Duration::from_secs(1))
-                .maximum_interval(Duration::from_secs(5))
-                .maximum_attempts(10)
-                .build(),
-        )
-        .cancellation_token(detached())
-        .build()
+    retried(PUBLISH_ATTEMPT_TIMEOUT, heartbeat_timeout, Duration::from_secs(5), 10)
 }
