@@ -531,9 +531,13 @@ pub async fn release_unresolved_publish_requests(db: &PgPool, job_id: Uuid, befo
     )
     .execute(&mut *tx)
     .await?;
+    // Instagram's containers only: a TikTok upload whose last chunk went out may still be
+    // processing, and its status (always readable by its publish_id) says what became of it; a
+    // cleared note would make it look abandoned, and a new init would post twice.
     sqlx::query!(
         r#"UPDATE platform_references SET publish_requested_at = NULL
-           WHERE job_id = $1 AND attempt_number < $2 AND publish_requested_at IS NOT NULL"#,
+           WHERE job_id = $1 AND attempt_number < $2 AND publish_requested_at IS NOT NULL
+             AND EXISTS (SELECT 1 FROM publish_jobs j WHERE j.id = $1 AND j.channel = 'instagram')"#,
         job_id,
         before_attempt
     )
