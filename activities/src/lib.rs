@@ -48,6 +48,8 @@ pub struct PlatformSettings {
     /// Origins (scheme, host, port) whose plain-http media is fetched without the address
     /// guard: the sandbox's, and only while a platform base points at it.
     pub http_media_origins: Vec<url::Origin>,
+    /// How long a job waits when its Instagram publishing quota is used up.
+    pub instagram_quota_recheck: Duration,
     /// Domains verified for this app with TikTok (lower case; each also covers its
     /// subdomains): TikTok pulls videos hosted there (`PULL_FROM_URL`). Any other video the
     /// worker fetches and uploads itself (`FILE_UPLOAD`), since TikTok refuses to pull from an

@@ -136,13 +136,10 @@ fn permanent(code: &str, message: impl Into<String>) -> PlatformError {
 /// The stable code of a used-up Instagram publishing quota, from our check or Instagram's `9/2207042`.
 pub(crate) const QUOTA_EXHAUSTED: &str = "instagram.quota_exhausted";
 
-/// How long a job waits before it looks at a used-up quota again: the window is rolling, so a
-/// slot frees when the oldest post in it turns 24 h old, which the API does not say.
-const QUOTA_RECHECK: Duration = Duration::from_secs(60 * 60);
-
 fn quota_exhausted(limit: &crate::platforms::instagram::PublishingLimit, request_id: Option<String>) -> PlatformError {
     PlatformError {
-        retry_after: Some(QUOTA_RECHECK),
+        // The wait is set where the attempt ends (`instagram_quota_recheck`).
+        retry_after: Some(Duration::from_secs(60 * 60)),
         request_id,
         ..PlatformError::new(
             ErrorClass::Transient,
@@ -279,7 +276,11 @@ impl WorkerActivities {
                 };
                 (outcome, done.request_id)
             }
-            Err(AttemptError::Platform(error)) => {
+            Err(AttemptError::Platform(mut error)) => {
+                // Ours or Instagram's 9/2207042: the same wait, the configured one.
+                if error.code == QUOTA_EXHAUSTED {
+                    error.retry_after = Some(self.settings.instagram_quota_recheck);
+                }
                 db::finish_attempt(
                     &self.db,
                     job.id,

@@ -236,6 +236,11 @@ pub struct WorkerOnlySettings {
     #[arg(long, env = "TIKTOK_VERIFIED_DOMAINS", value_delimiter = ',')]
     pub tiktok_verified_domains: Option<Vec<String>>,
 
+    /// How long a job whose Instagram publishing quota is used up waits before it looks again
+    /// (the window is rolling: a slot frees when its oldest post turns 24 h old).
+    #[arg(long, env = "AUTOPOST_INSTAGRAM_QUOTA_RECHECK", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub instagram_quota_recheck: Duration,
+
     /// Between two status reads of a post the platform is still processing.
     #[arg(long, env = "AUTOPOST_PLATFORM_POLL_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
     pub platform_poll_interval: Duration,
@@ -694,6 +699,7 @@ impl WorkerOnlySettings {
         if let Some(domains) = &self.tiktok_verified_domains {
             env.push(("TIKTOK_VERIFIED_DOMAINS", domains.join(",")));
         }
+        env.push(("AUTOPOST_INSTAGRAM_QUOTA_RECHECK", duration(self.instagram_quota_recheck)));
         env.push(("AUTOPOST_PLATFORM_POLL_INTERVAL", duration(self.platform_poll_interval)));
         env.push(("AUTOPOST_PLATFORM_PROCESSING_TIMEOUT", duration(self.platform_processing_timeout)));
         env.push(("AUTOPOST_PLATFORM_REQUEST_TIMEOUT", duration(self.platform_request_timeout)));
@@ -907,6 +913,7 @@ mod tests {
             "--tiktok-client-secret=s",
             "--tiktok-verified-domains=cdn.example.com,media.example.org",
             "--platform-poll-interval=150ms",
+            "--instagram-quota-recheck=90s",
             "--reconcile-grace=3s",
             "--sandbox-listen=127.0.0.1:9999",
             "--jwt-secret=an-hs256-secret-of-at-least-32-characters",

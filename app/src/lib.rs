@@ -294,6 +294,7 @@ pub async fn run_worker_with(
             tiktok_app: settings.tiktok_app(),
             http_media_origins: config.platforms.http_media_origins(),
             tiktok_verified_domains: settings.tiktok_pull_domains(&config.platforms),
+            instagram_quota_recheck: settings.instagram_quota_recheck,
         },
         keys,
     )?;

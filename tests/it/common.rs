@@ -85,6 +85,8 @@ pub struct Options {
     pub arm_lead: &'static str,
     /// `AUTOPOST_ARM_SPREAD`.
     pub arm_spread: &'static str,
+    /// `AUTOPOST_INSTAGRAM_QUOTA_RECHECK`.
+    pub instagram_quota_recheck: &'static str,
 }
 
 impl Default for Options {
@@ -107,6 +109,7 @@ impl Default for Options {
             shutdown_grace: "20s",
             arm_lead: "2m",
             arm_spread: "1m",
+            instagram_quota_recheck: "1h",
         }
     }
 }
@@ -173,6 +176,7 @@ impl TestApp {
             format!("--shutdown-grace={}", options.shutdown_grace),
             format!("--arm-lead={}", options.arm_lead),
             format!("--arm-spread={}", options.arm_spread),
+            format!("--instagram-quota-recheck={}", options.instagram_quota_recheck),
         ])
         .config;
         config.use_sandbox_platforms();

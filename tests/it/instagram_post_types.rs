@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::Utc;
 use serde_json::{Value, json};
 
-use crate::common::TestApp;
+use crate::common::{Options, TestApp};
 
 const PUBLISHED_WITHIN: Duration = Duration::from_secs(60);
 
@@ -265,4 +265,36 @@ async fn a_used_up_publishing_quota_makes_the_job_wait_for_the_window_without_a_
     assert_eq!(status / 100, 2, "{body}");
     app.wait_for_status(&second, "published", PUBLISHED_WITHIN).await;
     assert_eq!(posts_with_caption(&app, "waits for the window").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn quota_waits_do_not_use_up_the_retries_and_the_job_publishes_once_the_window_has_room() {
+    // One retry, and a quota looked at again every second.
+    let app = TestApp::spawn_with(Options { retry_backoff: "1s", instagram_quota_recheck: "1s", ..Options::default() }).await;
+    let token = "ig-quota-waits";
+    let account = app.link_account("instagram", token).await;
+    let quota = |total: u32| {
+        let body = json!({ "ig_user_id": crate::common::platform_user_id("instagram", token), "quota_total": total });
+        let request = app.http.post(format!("{}/_sandbox/instagram/quota", app.sandbox)).json(&body);
+        async move { assert!(request.send().await.unwrap().status().is_success()) }
+    };
+    quota(0).await;
+    let id =
+        schedule(&app, &account, "waits out the window", json!([{ "url": app.media_url("sample.jpg"), "kind": "image" }]), json!({})).await;
+    // Four attempts met the used-up quota: more than the one retry the job has, and it still waits.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, job) = app.get(&format!("/v1/publish-jobs/{id}")).await;
+        assert_ne!(job["status"], "needs_attention", "a quota wait spent the retries: {job}");
+        if job["attempt_count"].as_i64().unwrap_or(0) >= 4 && job["status"] == "failed" {
+            assert_eq!(job["last_error"]["code"], "instagram.quota_exhausted", "{job}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the job did not look at the quota again: {job}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(app.sandbox_calls("instagram.media").await, 0, "no container while nothing can be published");
+    quota(10).await;
+    app.wait_for_status(&id, "published", PUBLISHED_WITHIN).await;
+    assert_eq!(posts_with_caption(&app, "waits out the window").await, 1);
 }
