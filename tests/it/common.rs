@@ -446,6 +446,13 @@ impl TestApp {
         assert!(response.status().is_success(), "fault refused: {}", response.text().await.unwrap());
     }
 
+    /// Sets the Instagram publishing quota (posts per 24 h) of the account behind `token`.
+    pub async fn sandbox_instagram_quota(&self, token: &str, quota_total: u32) {
+        let body = json!({ "ig_user_id": platform_user_id("instagram", token), "quota_total": quota_total });
+        let response = self.http.post(format!("{}/_sandbox/instagram/quota", self.sandbox)).json(&body).send().await.unwrap();
+        assert!(response.status().is_success(), "quota refused: {}", response.text().await.unwrap());
+    }
+
     pub async fn sandbox_revoke(&self, token: &str) {
         let response = self
             .http

@@ -237,15 +237,7 @@ async fn a_used_up_publishing_quota_makes_the_job_wait_for_the_window_without_a_
     let app = TestApp::spawn().await;
     let token = "ig-quota";
     let account = app.link_account("instagram", token).await;
-    let ig_user_id = crate::common::platform_user_id("instagram", token);
-    let set_quota = |total: u32| {
-        let request = app
-            .http
-            .post(format!("{}/_sandbox/instagram/quota", app.sandbox))
-            .json(&json!({ "ig_user_id": ig_user_id, "quota_total": total }));
-        async move { assert!(request.send().await.unwrap().status().is_success()) }
-    };
-    set_quota(1).await;
+    app.sandbox_instagram_quota(token, 1).await;
     let jpg = json!([{ "url": app.media_url("sample.jpg"), "kind": "image" }]);
     let first = schedule(&app, &account, "uses the quota", jpg.clone(), json!({})).await;
     app.wait_for_status(&first, "published", PUBLISHED_WITHIN).await;
@@ -260,7 +252,7 @@ async fn a_used_up_publishing_quota_makes_the_job_wait_for_the_window_without_a_
     assert_eq!(app.sandbox_calls("instagram.media_publish").await, 1);
 
     // The window reopens (the creator need not wait for the hour): the retry publishes it once.
-    set_quota(10).await;
+    app.sandbox_instagram_quota(token, 10).await;
     let (status, body) = app.post(&format!("/v1/publish-jobs/{second}/retry"), &json!({})).await;
     assert_eq!(status / 100, 2, "{body}");
     app.wait_for_status(&second, "published", PUBLISHED_WITHIN).await;
@@ -273,12 +265,7 @@ async fn quota_waits_do_not_use_up_the_retries_and_the_job_publishes_once_the_wi
     let app = TestApp::spawn_with(Options { retry_backoff: "1s", instagram_quota_recheck: "1s", ..Options::default() }).await;
     let token = "ig-quota-waits";
     let account = app.link_account("instagram", token).await;
-    let quota = |total: u32| {
-        let body = json!({ "ig_user_id": crate::common::platform_user_id("instagram", token), "quota_total": total });
-        let request = app.http.post(format!("{}/_sandbox/instagram/quota", app.sandbox)).json(&body);
-        async move { assert!(request.send().await.unwrap().status().is_success()) }
-    };
-    quota(0).await;
+    app.sandbox_instagram_quota(token, 0).await;
     let id =
         schedule(&app, &account, "waits out the window", json!([{ "url": app.media_url("sample.jpg"), "kind": "image" }]), json!({})).await;
     // Four attempts met the used-up quota: more than the one retry the job has, and it still waits.
@@ -294,7 +281,7 @@ async fn quota_waits_do_not_use_up_the_retries_and_the_job_publishes_once_the_wi
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(app.sandbox_calls("instagram.media").await, 0, "no container while nothing can be published");
-    quota(10).await;
+    app.sandbox_instagram_quota(token, 10).await;
     app.wait_for_status(&id, "published", PUBLISHED_WITHIN).await;
     assert_eq!(posts_with_caption(&app, "waits out the window").await, 1);
 }

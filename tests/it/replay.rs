@@ -264,16 +264,11 @@ async fn record_histories() {
 
     // The publishing quota is used up: the job waits for the window without spending a retry,
     // and the creator's retry publishes it once the window has room again.
-    let quota = |total: u32| {
-        let body = json!({ "ig_user_id": crate::common::platform_user_id("instagram", token), "quota_total": total });
-        let request = app.http.post(format!("{}/_sandbox/instagram/quota", app.sandbox)).json(&body);
-        async move { assert!(request.send().await.unwrap().status().is_success()) }
-    };
-    quota(0).await;
+    app.sandbox_instagram_quota(token, 0).await;
     let job = app.schedule(&account, soon(), "over the quota", image.clone()).await;
     let waiting = app.wait_for_status(&id(&job), "failed", WAIT).await;
     assert_eq!(waiting["last_error"]["code"], "instagram.quota_exhausted", "{waiting}");
-    quota(1_000_000).await;
+    app.sandbox_instagram_quota(token, 1_000_000).await;
     let (status, body) = app.post(&format!("/v1/publish-jobs/{}/retry", id(&job)), &json!({})).await;
     assert_eq!(status, 200, "{body}");
     app.wait_for_status(&id(&job), "published", WAIT).await;
