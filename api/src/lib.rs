@@ -10,6 +10,7 @@ pub mod capabilities;
 mod commands;
 pub mod engine;
 pub mod error;
+pub mod events;
 mod extract;
 mod health;
 mod jobs;
@@ -48,6 +49,8 @@ pub struct ApiState {
     pub platforms: std::sync::Arc<Platforms>,
     /// The accounts' capabilities as their platforms last reported them, reused briefly.
     pub capabilities: std::sync::Arc<capabilities::CapabilityCache>,
+    /// The process's listener on job transitions, shared by the event streams.
+    pub events: events::EventHub,
 }
 
 /// The platform clients of the API: it never publishes; it verifies account links and reads
@@ -96,22 +99,23 @@ pub fn router(state: ApiState) -> Router {
         .merge(v1)
         // Unknown paths and methods answer in the error format too.
         .fallback(|| async { ApiError::NotFound { what: "route" } })
-        .method_not_allowed_fallback(|| async {
-            ApiError::Invalid {
-                status: axum::http::StatusCode::METHOD_NOT_ALLOWED,
-                code: "method_not_allowed",
-                field: None,
-                message: "this route does not take this method".into(),
-            }
-        })
+        .method_not_allowed_fallback(method_not_allowed)
         .route_layer(middleware::from_fn(observability::record_latency))
         .layer(middleware::from_fn(observability::in_request_trace))
-        .with_state(state);
+        .with_state(state.clone());
     // `Router::layer` wraps each route on its own; the limits wrap the whole router as one
     // service (the only fallback of an outer router), so the concurrency limit is one for all.
+    let limited = Router::new().fallback_service(routes).layer(limits);
+    // The event stream is open as long as its client reads: outside the timeout and the
+    // concurrency limit (its latency is no request's, so not recorded either).
+    let streams = events::router()
+        .method_not_allowed_fallback(method_not_allowed)
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_creator))
+        .layer(middleware::from_fn(observability::in_request_trace))
+        .with_state(state);
     Router::new()
-        .fallback_service(routes)
-        .layer(limits)
+        .merge(streams)
+        .fallback_service(limited)
         // Outermost first: take or make the request id, log with it, echo it in the response.
         // The span holds the path, never the query or headers (tokens travel in headers).
         .layer(PropagateRequestIdLayer::x_request_id())
@@ -120,6 +124,15 @@ pub fn router(state: ApiState) -> Router {
             tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
         }))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::Invalid {
+        status: axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        code: "method_not_allowed",
+        field: None,
+        message: "this route does not take this method".into(),
+    }
 }
 
 /// `GET /metrics`, on a listener of its own (`AUTOPOST_METRICS_LISTEN`, loopback by default): job
@@ -138,9 +151,12 @@ pub async fn serve(
     grace: std::time::Duration,
 ) -> anyhow::Result<()> {
     let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
+    let events = state.events.clone();
     let signal = async move {
         shutdown.await;
         tracing::info!(grace = ?grace, "API stopping: no new connections, finishing the requests in flight");
+        // Event streams never finish on their own: end them, so that they do not hold the grace.
+        events.stop();
         let _ = stopping.send(());
     };
     let server = axum::serve(listener, router(state)).with_graceful_shutdown(signal).into_future();

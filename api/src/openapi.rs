@@ -11,7 +11,7 @@ use utoipa::OpenApi;
 use crate::{
     ApiState, accounts, capabilities, commands,
     error::{self, responses},
-    health, jobs,
+    events, health, jobs,
 };
 
 #[derive(OpenApi)]
@@ -40,6 +40,7 @@ use crate::{
         commands::cancel,
         commands::publish_now,
         commands::edit,
+        events::stream_events,
     ),
     modifiers(&BearerAuth),
     components(
@@ -67,6 +68,7 @@ use crate::{
         (name = "accounts", description = "Linking creators' platform accounts"),
         (name = "publish-jobs", description = "Scheduling posts and the calendar"),
         (name = "commands", description = "A creator's commands to a scheduled job"),
+        (name = "events", description = "Job transitions, live (Server-Sent Events)"),
         (name = "health", description = "Liveness and readiness"),
         (name = "meta", description = "This document"),
     )

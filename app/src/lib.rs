@@ -202,6 +202,7 @@ pub async fn run_api_with(
         .timeout(std::time::Duration::from_secs(10))
         .user_agent(concat!("autopost/", env!("CARGO_PKG_VERSION")))
         .build()?;
+    let events = autopost_api::events::EventHub::start(db.clone());
     let state = ApiState {
         db,
         temporal: connect_temporal(&config.temporal).await?,
@@ -225,6 +226,7 @@ pub async fn run_api_with(
             tiktok: TiktokClient::new(http, &config.platforms.tiktok_api_base),
         }),
         capabilities: Default::default(),
+        events,
     };
     tracing::info!(address = %metrics_listener.local_addr()?, "API metrics listening");
     let metrics_app = autopost_api::metrics_router(state.clone());

@@ -10,6 +10,7 @@ mod chaos;
 mod commands;
 mod common;
 mod edits;
+mod events;
 mod exactly_once;
 mod failures;
 mod fuzz;
