@@ -138,9 +138,15 @@ async fn a_publish_streams_in_order_and_last_event_id_resumes_after_it() {
 async fn transitions_committed_out_of_id_order_reach_live_and_resumed_streams() {
     let app = TestApp::spawn_api_only().await;
     let account = app.link_account("instagram", "ig-token").await;
-    let (one, two) = (far_job(&app, &account).await, far_job(&app, &account).await);
+    // Opened first, so both jobs' creations come on it, and once both came nothing else will:
+    // a fixed quiet wait instead was too short once, on a loaded machine, where the hub's
+    // rescan (every second) is what delivers a row whose horizon an unrelated commit held back.
     let mut live = Stream::open(&app.http, &app.api, None).await;
-    live.drain(Duration::from_millis(500)).await;
+    let (one, two) = (far_job(&app, &account).await, far_job(&app, &account).await);
+    let mut created = std::collections::HashSet::new();
+    while created.len() < 2 {
+        created.insert(id_of(&live.expect().await.job).to_owned());
+    }
     bump(&app.db, &one).await;
     let before = live.expect().await;
 
@@ -156,7 +162,7 @@ async fn transitions_committed_out_of_id_order_reach_live_and_resumed_streams() 
     let (first, second) = (live.expect().await, live.expect().await);
     assert!(first.id < second.id, "here the stream order is the id order: {first:?} {second:?}");
     assert_eq!((id_of(&first.job), id_of(&second.job)), (id_of(&one), id_of(&two)));
-    assert_eq!(resumed.drain(Duration::from_millis(1500)).await, [first.clone(), second.clone()]);
+    assert_eq!(resumed.drain(Duration::from_secs(3)).await, [first.clone(), second.clone()]);
 
     // Now the transaction with the lower id started last: the higher id is sent first (its
     // transaction is older than every one running), and a client that saw it and reconnects
@@ -173,12 +179,12 @@ async fn transitions_committed_out_of_id_order_reach_live_and_resumed_streams() 
     low.commit().await.unwrap();
     let lower = live.expect().await;
     assert!(lower.id < higher.id, "{lower:?} was committed after {higher:?}");
-    assert_eq!(reconnected.drain(Duration::from_millis(1500)).await, std::slice::from_ref(&lower));
+    assert_eq!(reconnected.drain(Duration::from_secs(3)).await, std::slice::from_ref(&lower));
 
     // A repeat (a resume from further back) is the same event, id and data: applying it again,
     // or keeping the highest version per job, changes nothing.
     let mut again = Stream::open(&app.http, &app.api, Some(before.id)).await;
-    assert_eq!(again.drain(Duration::from_millis(1500)).await, [first, second, higher, lower]);
+    assert_eq!(again.drain(Duration::from_secs(3)).await, [first, second, higher, lower]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
