@@ -25,7 +25,7 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
         .route("/posts", get(posts))
         .route("/redirect", get(crate::redirect::redirect))
         .route("/calls", get(calls))
-        .route("/faults", post(add_fault))
+        .route("/faults", post(add_fault).delete(clear_faults))
         .route("/tokens/revoke", post(revoke))
         .route("/tokens/expire", post(expire))
         .route("/accounts", post(create_account))
@@ -36,6 +36,16 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
         .route("/instagram/quota", post(set_instagram_quota))
         .route("/reset", post(reset))
         .route("/consistency", post(consistency))
+}
+
+/// Any origin may steer the sandbox: it is a development tool, and the calendar page (on the
+/// API's origin) asks it for account tokens.
+pub(crate) fn cors() -> tower_http::cors::CorsLayer {
+    use axum::http::{Method, header};
+    tower_http::cors::CorsLayer::new()
+        .allow_origin(tower_http::cors::Any)
+        .allow_methods([Method::GET, Method::POST, Method::DELETE])
+        .allow_headers([header::CONTENT_TYPE])
 }
 
 fn bad_request(message: impl Into<String>) -> Response {
@@ -81,6 +91,13 @@ async fn add_fault(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
         }
         Err(message) => bad_request(message),
     }
+}
+
+/// Drops every queued fault: the platforms answer normally again (the posts and accounts stay).
+async fn clear_faults(State(shared): State<Arc<Shared>>) -> Response {
+    let cleared: usize = std::mem::take(&mut shared.lock().faults).into_values().map(|queue| queue.len()).sum();
+    tracing::info!(cleared, "faults cleared");
+    Json(json!({ "cleared": cleared })).into_response()
 }
 
 #[derive(Deserialize)]

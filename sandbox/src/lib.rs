@@ -236,7 +236,7 @@ impl Sandbox {
             .nest("/instagram", instagram::router())
             .nest("/tiktok", tiktok::router())
             .nest("/media", media::router())
-            .nest("/_sandbox", control::router())
+            .nest("/_sandbox", control::router().layer(control::cors()))
             .with_state(Arc::clone(&self.shared))
     }
 

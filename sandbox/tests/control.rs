@@ -205,3 +205,50 @@ async fn a_lagging_status_read_never_lets_a_container_publish_twice() {
     assert_eq!(sandbox.ig_status(TOKEN, &container).await, "PUBLISHED");
     assert_eq!(sandbox.posts().await.len(), 1);
 }
+
+#[tokio::test]
+async fn clearing_faults_lets_the_next_calls_through() {
+    let sandbox = start(SandboxOptions::instant()).await;
+    sandbox.fault(json!({ "endpoint": "instagram.me", "times": 100, "status": 500 })).await;
+    let me = sandbox.ig(&format!("/me?fields=id&access_token={TOKEN}"));
+    assert_eq!(sandbox.get(&me).await.status, StatusCode::INTERNAL_SERVER_ERROR);
+    let cleared = sandbox.send(sandbox.client.delete(sandbox.url("/_sandbox/faults"))).await;
+    assert_eq!(cleared.status, StatusCode::OK);
+    assert_eq!(cleared.body["cleared"], 1, "one queued fault (99 calls left of it): {:?}", cleared.body);
+    assert_eq!(sandbox.get(&me).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_control_api_answers_a_page_on_another_origin() {
+    let sandbox = start(SandboxOptions::instant()).await;
+    // The calendar page (the API's origin) asks for a token: the browser's preflight first.
+    let preflight = sandbox
+        .client
+        .request(reqwest::Method::OPTIONS, sandbox.url("/_sandbox/accounts"))
+        .header("origin", "http://127.0.0.1:8080")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "content-type")
+        .send()
+        .await
+        .expect("preflight");
+    assert!(preflight.status().is_success(), "{}", preflight.status());
+    assert_eq!(preflight.headers()["access-control-allow-origin"], "*");
+    let issued = sandbox
+        .client
+        .post(sandbox.url("/_sandbox/accounts"))
+        .header("origin", "http://127.0.0.1:8080")
+        .json(&json!({ "channel": "instagram", "platform_user_id": USER }))
+        .send()
+        .await
+        .expect("issue");
+    assert_eq!(issued.headers()["access-control-allow-origin"], "*");
+    // The platforms' own paths stay without CORS: only the control API is for pages.
+    let me = sandbox
+        .client
+        .get(sandbox.ig(&format!("/me?fields=id&access_token={TOKEN}")))
+        .header("origin", "http://127.0.0.1:8080")
+        .send()
+        .await
+        .expect("me");
+    assert!(me.headers().get("access-control-allow-origin").is_none());
+}
