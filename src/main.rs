@@ -201,6 +201,10 @@ async fn dev(mut config: Config, state_dir: &std::path::Path) -> anyhow::Result<
     if config.token_keys.token_keys.is_none() {
         config.token_keys.token_keys = Some(state.secret("token-keys", autopost_activities::vault::TokenKeys::generate_spec)?);
     }
+    // The calendar page offers tokens from this sandbox when linking an account.
+    if config.api.dev_sandbox_url.is_none() {
+        config.api.dev_sandbox_url = Some(config.sandbox.url().parse()?);
+    }
     let db = autopost_app::migrate(&config.postgres, &config.token_keys).await?;
     let sandbox = bind(config.sandbox.sandbox_listen).await?;
     let api = bind(config.api.listen).await?;
@@ -217,6 +221,8 @@ async fn dev(mut config: Config, state_dir: &std::path::Path) -> anyhow::Result<
     if config.auth.jwt_secret.is_some() {
         let token = autopost_api::auth::issue_token(&config.auth.verifier(), DEMO_CREATOR, std::time::Duration::from_secs(24 * 3600))?;
         println!("a token for the demo creator `{DEMO_CREATOR}` (24 h):\n  export TOKEN={token}");
+        // In the fragment, which the browser never sends: the page moves it to sessionStorage.
+        println!("the calendar, signed in as `{DEMO_CREATOR}`:\n  http://{}/#token={token}", config.api.listen);
     }
     autopost_app::run_worker(&config.worker_config(), db, shutdown_signal()).await
 }

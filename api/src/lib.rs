@@ -12,11 +12,13 @@ pub mod engine;
 pub mod error;
 pub mod events;
 mod extract;
+mod features;
 mod health;
 mod jobs;
 pub mod limits;
 mod observability;
 pub mod openapi;
+mod page;
 pub mod validate;
 pub mod views;
 
@@ -78,6 +80,8 @@ pub struct ApiSettings {
     pub request_timeout: Duration,
     /// Requests served at once; more are refused with `503 overloaded`.
     pub max_in_flight: usize,
+    /// `AUTOPOST_DEV_SANDBOX_URL`: the sandbox the calendar page may ask for account tokens.
+    pub dev_sandbox_url: Option<url::Url>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -87,6 +91,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(capabilities::router())
         .merge(jobs::router())
         .merge(commands::router())
+        .merge(features::router())
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_creator));
     let limits = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(limits::refused))
@@ -96,6 +101,7 @@ pub fn router(state: ApiState) -> Router {
     let routes = Router::new()
         .merge(health::router())
         .merge(openapi::router())
+        .merge(page::router())
         .merge(v1)
         // Unknown paths and methods answer in the error format too.
         .fallback(|| async { ApiError::NotFound { what: "route" } })

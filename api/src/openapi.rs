@@ -11,7 +11,7 @@ use utoipa::OpenApi;
 use crate::{
     ApiState, accounts, capabilities, commands,
     error::{self, responses},
-    events, health, jobs,
+    events, features, health, jobs,
 };
 
 #[derive(OpenApi)]
@@ -41,6 +41,7 @@ use crate::{
         commands::publish_now,
         commands::edit,
         events::stream_events,
+        features::get_features,
     ),
     modifiers(&BearerAuth),
     components(

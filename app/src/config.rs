@@ -217,6 +217,12 @@ pub struct ApiOnlySettings {
     /// `429` with `Retry-After`; `0` turns the limit off.
     #[arg(long, env = "AUTOPOST_CREATOR_WRITES_PER_MINUTE", default_value_t = 120)]
     pub creator_writes_per_minute: u32,
+
+    /// Development only: the platform sandbox whose control API the calendar page at `/` asks
+    /// for fresh account tokens (`autopost dev` sets it). Unset in production: the page then
+    /// only takes pasted tokens.
+    #[arg(long, env = "AUTOPOST_DEV_SANDBOX_URL")]
+    pub dev_sandbox_url: Option<url::Url>,
 }
 
 /// The worker process: how it talks to the platforms, its metrics and its reconciler.

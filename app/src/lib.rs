@@ -216,6 +216,7 @@ pub async fn run_api_with(
             stuck_after: config.stuck.stuck_after,
             request_timeout: config.api.request_timeout,
             max_in_flight: config.api.max_concurrent_requests,
+            dev_sandbox_url: config.api.dev_sandbox_url.clone(),
         }),
         metrics: Some(metrics::handle()),
         auth: Authenticator::new(&config.auth.verifier()).await?,

@@ -150,6 +150,8 @@ impl TestApp {
             "--temporal-namespace=default".into(),
             format!("--task-queue=autopost-test-{}", Uuid::new_v4().simple()),
             format!("--sandbox-listen={sandbox_addr}"),
+            // The calendar page offers tokens from the sandbox, as under `autopost dev`.
+            format!("--dev-sandbox-url=http://{sandbox_addr}"),
             format!("--retry-backoff={}", options.retry_backoff),
             format!("--publish-now={}", options.publish_now),
             format!("--heartbeat-timeout={}", options.heartbeat_timeout),

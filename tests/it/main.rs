@@ -17,6 +17,7 @@ mod fuzz;
 mod instagram_post_types;
 mod many_processes;
 mod observability;
+mod page;
 mod post_options;
 mod postgres;
 mod publish_end_to_end;
