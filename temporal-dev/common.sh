@@ -274,3 +274,24 @@ stop_started() {
     PG_STOP=()
   fi
 }
+
+# Debian's chromium for the Playwright suite (browsers cannot be downloaded here), and the
+# suite's pinned packages from package-lock.json.
+ensure_e2e_tools() {
+  command -v node >/dev/null && command -v npm >/dev/null || { log "node and npm are missing (the e2e suite needs them)"; exit 1; }
+  if ! command -v chromium >/dev/null; then
+    apt_install chromium || { log "chromium is missing and apt-get cannot install it here: apt-get install chromium"; exit 1; }
+  fi
+  if [[ ! -d "$ROOT/e2e/node_modules/@playwright/test" ]] || ! cmp -s "$ROOT/e2e/package-lock.json" "$ROOT/e2e/node_modules/.package-lock.json"; then
+    log "installing the e2e suite's packages (npm ci)"
+    (cd "$ROOT/e2e" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
+  fi
+}
+
+# The Playwright suite in e2e/, against autopost processes of its own (see e2e/stack.ts).
+run_e2e() {
+  ensure_e2e_tools
+  log "running the browser suite (e2e/, Playwright with $(chromium --version 2>/dev/null | head -1))"
+  (cd "$ROOT/e2e" && CHROMIUM_PATH="$(command -v chromium)" \
+    AUTOPOST_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/autopost" npx playwright test "$@")
+}
