@@ -138,7 +138,9 @@ async fn terminate(app: &TestApp, workflow_id: &str) {
 async fn a_sleeping_job_whose_workflow_was_terminated_is_restored_and_publishes() {
     let app = TestApp::spawn().await;
     let account = app.link_account("instagram", "token-term").await;
-    let publish_at = Utc::now() + chrono::Duration::seconds(8);
+    // Well ahead: a job whose time has passed when the reconciler finds it is surfaced instead
+    // (`reconcile.workflow_lost`), and under a loaded CI machine 8 s was once not enough.
+    let publish_at = Utc::now() + chrono::Duration::seconds(20);
     let job = app.schedule(&account, publish_at, "restored", image(&app)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     terminate(&app, job["workflow_id"].as_str().unwrap()).await;
