@@ -66,7 +66,8 @@ pub struct JobEvent {
     /// The job as this transition left it: the view `GET /v1/publish-jobs/{id}` answers.
     pub job: JobView,
     /// The job's mirror version after this transition; it grows with every transition of the
-    /// job. An event with a version below the one a client holds for the job is stale.
+    /// job. An event with a version below the one a client holds for the job is stale. A
+    /// warning or first comment added after a transition comes at that transition's version.
     pub version: i64,
 }
 

@@ -30,7 +30,7 @@ const state = {
   features: null,
   accounts: new Map(),
   jobs: new Map(),
-  // The highest mirror version seen per job: an event below it is stale, one equal a repeat.
+  // The highest mirror version seen per job: an event below it is stale.
   versions: new Map(),
   weekStart: startOfWeek(new Date()),
   openJobId: null,
@@ -240,7 +240,8 @@ async function loadWeek() {
 function applyJob(job, version, rerender = true) {
   const held = state.jobs.get(job.id);
   if (version !== null && version !== undefined) {
-    if (version <= (state.versions.get(job.id) ?? -1)) return false;
+    // Below the version held is stale; equal is a repeat or a warning added after the transition.
+    if (version < (state.versions.get(job.id) ?? -1)) return false;
     state.versions.set(job.id, version);
   }
   if (held && Date.parse(job.updated_at) < Date.parse(held.updated_at)) return false;

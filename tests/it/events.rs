@@ -275,3 +275,31 @@ async fn shutdown_ends_open_streams_without_waiting_for_the_grace() {
     tokio::time::timeout(Duration::from_secs(5), server).await.expect("the API stopped").unwrap().unwrap();
     assert!(started.elapsed() < grace, "the API waited out its {grace:?} grace");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_warning_added_after_the_last_transition_is_an_event_at_its_version() {
+    let app = TestApp::spawn_api_only().await;
+    let account = app.link_account("instagram", "ig-token").await;
+    let job = far_job(&app, &account).await;
+    let mut stream = Stream::open(&app.http, &app.api, None).await;
+    bump(&app.db, &job).await;
+    let transition = stream.expect().await;
+    assert!(transition.job["warnings"].as_array().unwrap().is_empty());
+
+    // As the first-comment activity writes it: no new version (the workflow owns it).
+    let warning = autopost_activities::db::JobWarning {
+        code: "instagram.first_comment_failed".into(),
+        message: "the first comment could not be posted".into(),
+        at: Utc::now(),
+    };
+    let id = id_of(&job).parse().unwrap();
+    autopost_activities::db::add_warning(&app.db, id, &warning).await.unwrap();
+    let warned = stream.expect().await;
+    assert_eq!(warned.version, transition.version, "{warned:?}");
+    assert_eq!(warned.job["warnings"][0]["code"], "instagram.first_comment_failed", "{warned:?}");
+    autopost_activities::db::record_first_comment(&app.db, id, "17900000000000001").await.unwrap();
+    assert_eq!(stream.expect().await.job["first_comment_id"], "17900000000000001");
+    // The same warning again changes nothing, and sends nothing.
+    autopost_activities::db::add_warning(&app.db, id, &warning).await.unwrap();
+    assert_eq!(stream.next(Duration::from_millis(1500)).await, None);
+}
