@@ -39,6 +39,8 @@ const state = {
   stream: null,
   connected: false,
   everConnected: false,
+  // Resolves the first placement of the event stream (see `start`).
+  onConnected: null,
 };
 
 const $ = (selector, root = document) => root.querySelector(selector);
@@ -183,6 +185,7 @@ function signOut(reason = '') {
   state.versions.clear();
   state.accounts.clear();
   state.lastEventId = null;
+  state.everConnected = false;
   if (state.stream) state.stream.abort();
   closeDetail();
   $('#app').hidden = true;
@@ -201,8 +204,10 @@ async function start() {
     if (state.token) flash(`Could not load the account: ${error.words || error.message}`);
     return;
   }
-  // The stream opens before the week loads: nothing that happens in between is missed.
+  // The stream is placed before the week loads: nothing that happens in between is missed.
+  const placed = new Promise((resolve) => { state.onConnected = resolve; });
   followEvents();
+  await Promise.race([placed, new Promise((resolve) => setTimeout(resolve, 5000))]);
   await loadWeek();
 }
 
@@ -273,6 +278,8 @@ async function followEvents() {
       if (!response.ok) throw new Error(`the event stream answered ${response.status}`);
       const resumed = state.lastEventId !== null;
       setConnected(true);
+      if (state.onConnected) state.onConnected();
+      state.onConnected = null;
       delay = 1000;
       // Without an event to resume from, what changed while disconnected is read afresh.
       if (!resumed && state.everConnected) loadWeek();
@@ -540,9 +547,11 @@ function renderDetail(refreshAttempts) {
   const job = state.jobs.get(state.openJobId);
   if (!job) return;
   const body = $('#detail-body');
-  // Inputs being typed into survive a re-render.
+  // Inputs being typed into survive a re-render, focus and selection included.
   const typed = {};
   for (const input of body.querySelectorAll('[data-keep]')) typed[input.id] = input.value;
+  const active = body.contains(document.activeElement) ? document.activeElement : null;
+  const focus = active && active.id ? { id: active.id, start: active.selectionStart, end: active.selectionEnd } : null;
   const account = state.accounts.get(job.account_id);
   const problems = readinessProblems(job);
   const list = el(
@@ -590,6 +599,19 @@ function renderDetail(refreshAttempts) {
   for (const [id, value] of Object.entries(typed)) {
     const input = body.querySelector(`#${id}`);
     if (input) input.value = value;
+  }
+  if (focus) {
+    const again = body.querySelector(`#${focus.id}`);
+    if (again) {
+      again.focus();
+      if (typeof focus.start === 'number' && again.setSelectionRange) {
+        try {
+          again.setSelectionRange(focus.start, focus.end);
+        } catch {
+          // inputs such as datetime-local have no selection
+        }
+      }
+    }
   }
   $('#detail-title').textContent = `${CHANNELS[job.channel]} post, ${STATUSES[job.status]?.words || job.status}`;
   if (refreshAttempts) loadAttempts(job.id);
@@ -778,9 +800,11 @@ async function accountChosen() {
 function postOptions(account, media) {
   const hasVideo = media.some((m) => m.kind === 'video');
   if (account.channel === 'tiktok') {
+    // Left to the server, which names what is missing (`privacy_level_required`).
+    if (!$('#tt-privacy').value) return undefined;
     const options = {
       channel: 'tiktok',
-      privacy_level: $('#tt-privacy').value || undefined,
+      privacy_level: $('#tt-privacy').value,
       disable_comment: $('#tt-disable-comment').checked,
       brand_content_toggle: $('#tt-brand-content').checked,
       brand_organic_toggle: $('#tt-brand-organic').checked,

@@ -639,6 +639,9 @@ impl ApiOnlySettings {
         env.push(("AUTOPOST_REQUEST_TIMEOUT", duration(self.request_timeout)));
         env.push(("AUTOPOST_MAX_CONCURRENT_REQUESTS", self.max_concurrent_requests.to_string()));
         env.push(("AUTOPOST_CREATOR_WRITES_PER_MINUTE", self.creator_writes_per_minute.to_string()));
+        if let Some(url) = &self.dev_sandbox_url {
+            env.push(("AUTOPOST_DEV_SANDBOX_URL", url.to_string()));
+        }
     }
 }
 
@@ -939,6 +942,7 @@ mod tests {
             "--temporal-tls-server-name=temporal.example",
             "--temporal-profile=prod",
             "--temporal-config-file=/dev/null",
+            "--dev-sandbox-url=http://127.0.0.1:8090/",
         ]);
         let env = config.to_env();
         let declared: Vec<String> = Config::augment_args(clap::Command::new("autopost"))

@@ -123,6 +123,11 @@ test('a post rescheduled by the picker moves to its new day; a cancelled one sta
   await expect(tile(page, moving.id)).toHaveAttribute('data-day', localDay(monday));
   await tile(page, moving.id).click();
   const panel = page.getByRole('dialog', { name: /^Instagram post/ });
+  // A time in the past: the server refuses, and the panel says why in words.
+  await panel.getByLabel(/^New time/).fill(localInput(new Date(Date.now() - 3600_000)));
+  await panel.getByRole('button', { name: 'Reschedule' }).click();
+  await expect(panel.getByRole('alert')).toContainText('publish_at_in_past');
+  await expect(tile(page, moving.id)).toHaveAttribute('data-day', localDay(monday));
   await panel.getByLabel(/^New time/).fill(localInput(wednesday));
   await panel.getByRole('button', { name: 'Reschedule' }).click();
   await expect(tile(page, moving.id)).toHaveAttribute('data-day', localDay(wednesday));
@@ -170,6 +175,52 @@ test('publish now publishes a post due tomorrow', async ({ page }, testInfo) => 
   await expect(panel.getByTestId('platform-post-id')).toBeVisible();
   expect(await postsWithCaption(caption)).toHaveLength(1);
   await snap(page, testInfo, 'published-now');
+});
+
+test('a TikTok post through the form: who can see it comes from the account, with no default, and is what TikTok gets', async ({ page }, testInfo) => {
+  const creator = newCreator('tiktok');
+  const openId = `e2e-tt-${unique()}`;
+  // This creator may post only to followers or to themselves; comments are off in the app.
+  await sandbox('POST', '/_sandbox/tiktok/creators', {
+    open_id: openId, privacy_level_options: ['FOLLOWER_OF_CREATOR', 'SELF_ONLY'], comment_disabled: true,
+  });
+  const issued = await sandbox('POST', '/_sandbox/accounts', { channel: 'tiktok', platform_user_id: openId });
+  const linked = await call(creator.token, 'POST', '/v1/accounts', {
+    channel: 'tiktok', platform_user_id: openId, access_token: issued.access_token,
+    refresh_token: issued.refresh_token, token_expires_at: issued.token_expires_at,
+  });
+  expect(linked.status, JSON.stringify(linked.body)).toBe(201);
+  await openCalendar(page, creator.token);
+
+  await page.getByRole('button', { name: 'New post' }).click();
+  const form = page.getByRole('dialog', { name: 'New post' });
+  await form.getByLabel('Account').selectOption(linked.body.id);
+  const privacy = form.getByLabel('Who can see it');
+  await expect(privacy.locator('option')).toHaveText(['Choose who can see it', 'follower of creator', 'self only']);
+  await expect(privacy).toHaveValue('');
+  await expect(form.getByLabel('Turn comments off')).toBeChecked();
+  await expect(form.getByLabel('Turn comments off')).toBeDisabled();
+  await form.getByLabel(/^Date and time/).fill(localInput(new Date(Date.now() + 20_000)));
+  const caption = `TikTok from the form ${unique()}`;
+  await form.getByLabel('Caption', { exact: true }).fill(caption);
+  await form.getByLabel('Media 1 URL').fill(`${SANDBOX}/media/sample.mp4`);
+  await form.getByLabel('Kind').selectOption('video');
+  await expect(form.getByText(`${caption.length} / 2200 characters`)).toBeVisible();
+  // Without a choice the server refuses, and the form says why.
+  await form.getByRole('button', { name: 'Schedule' }).click();
+  await expect(form.getByRole('alert')).toContainText('privacy_level_required');
+  await privacy.selectOption('FOLLOWER_OF_CREATOR');
+  await snap(page, testInfo, 'tiktok-form');
+  await form.getByRole('button', { name: 'Schedule' }).click();
+  await expect(form).toBeHidden();
+
+  const jobTile = page.locator('.tile', { hasText: caption });
+  await expect(jobTile).toContainText('TikTok · video');
+  await expect(jobTile).toHaveAttribute('data-status', 'published', { timeout: 60_000 });
+  const posts = await postsWithCaption(caption);
+  expect(posts).toHaveLength(1);
+  expect(posts[0].options.privacy_level).toBe('FOLLOWER_OF_CREATOR');
+  expect(posts[0].options.disable_comment).toBe(true);
 });
 
 test("a second creator's token sees none of the first creator's tiles", async ({ page }, testInfo) => {

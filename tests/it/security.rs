@@ -173,6 +173,10 @@ async fn two_creators_never_see_or_touch_each_others_accounts_and_jobs() {
     // A stream never ends, so it is not read here: tests/it/events.rs proves Bob's stream shows
     // none of Alice's events, also when he resumes with her event ids.
     covered.insert(("GET".into(), "/v1/events".into()));
+    // The server's switches, the same for every creator: nothing of Alice's in Bob's answer.
+    let features: Value = bob.get(format!("{}/v1/features", app.api)).send().await.unwrap().json().await.unwrap();
+    assert!(features["publish_now"].is_boolean() && !features.to_string().contains("alice"), "{features}");
+    covered.insert(("GET".into(), "/v1/features".into()));
     assert_eq!(covered, v1_operations(&app).await, "every /v1 operation is in the matrix");
 
     // Idempotency keys are per creator: Bob's "launch" is his own new job, not Alice's.
