@@ -316,6 +316,12 @@ struct Snapshot {
 }
 
 fn event(id: i64, version: i64, job: serde_json::Value) -> anyhow::Result<Event> {
+    Ok(Event::default().event("job.updated").id(id.to_string()).json_data(job_event(version, job)?)?)
+}
+
+/// The `JobEvent` of a `job_events` row (its `version` and `job` snapshot): what a stream's
+/// `data:` and a webhook's `data` carry.
+pub fn job_event(version: i64, job: serde_json::Value) -> anyhow::Result<JobEvent> {
     let s: Snapshot = serde_json::from_value(job)?;
     let row = JobRow {
         id: s.id,
@@ -342,7 +348,7 @@ fn event(id: i64, version: i64, job: serde_json::Value) -> anyhow::Result<Event>
         warnings: s.warnings,
     };
     let job = JobView::try_from(row).map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(Event::default().event("job.updated").id(id.to_string()).json_data(JobEvent { job, version })?)
+    Ok(JobEvent { job, version })
 }
 
 /// What woke the hub.

@@ -319,6 +319,26 @@ pub struct WorkerOnlySettings {
     /// spread: the connection an armed job opens at arm time carries its publishing call.
     #[arg(long, env = "AUTOPOST_WORKER_HTTP_IDLE_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
     pub worker_http_idle_timeout: Duration,
+
+    /// Where every job transition is POSTed as signed JSON (README, Webhooks): https, or http
+    /// to a loopback address. Unset: no webhooks. Kept like a secret (receivers often put a
+    /// credential in the path): only its host is ever logged.
+    #[arg(long, env = "AUTOPOST_WEBHOOK_URL", hide_env_values = true)]
+    pub webhook_url: Option<SecretString>,
+
+    /// The HMAC-SHA256 key that signs each delivery (`Autopost-Signature`), shared with the
+    /// receiver; at least 32 characters. Required with `AUTOPOST_WEBHOOK_URL`.
+    #[arg(long, env = "AUTOPOST_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<SecretString>,
+
+    /// The longest wait before trying again a delivery the receiver did not acknowledge with a
+    /// 2xx: waits start at 1 s and double up to this.
+    #[arg(long, env = "AUTOPOST_WEBHOOK_MAX_BACKOFF", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub webhook_max_backoff: Duration,
+
+    /// Timeout of each delivery request; one that takes longer counts as failed and is retried.
+    #[arg(long, env = "AUTOPOST_WEBHOOK_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub webhook_timeout: Duration,
 }
 
 /// How the API and the worker stop on SIGTERM.
@@ -725,6 +745,14 @@ impl WorkerOnlySettings {
         env.push(("AUTOPOST_WORKER_WORKFLOW_POLLERS", self.worker_workflow_pollers.to_string()));
         env.push(("AUTOPOST_WORKER_ACTIVITY_POLLERS", self.worker_activity_pollers.to_string()));
         env.push(("AUTOPOST_WORKER_HTTP_IDLE_TIMEOUT", duration(self.worker_http_idle_timeout)));
+        if let Some(url) = &self.webhook_url {
+            env.push(("AUTOPOST_WEBHOOK_URL", url.expose_secret().to_owned()));
+        }
+        if let Some(secret) = &self.webhook_secret {
+            env.push(("AUTOPOST_WEBHOOK_SECRET", secret.expose_secret().to_owned()));
+        }
+        env.push(("AUTOPOST_WEBHOOK_MAX_BACKOFF", duration(self.webhook_max_backoff)));
+        env.push(("AUTOPOST_WEBHOOK_TIMEOUT", duration(self.webhook_timeout)));
     }
 
     /// The domains TikTok pulls videos from: the setting's, normalised, or by default the
@@ -931,6 +959,8 @@ mod tests {
             "--jwt-audience=autopost",
             "--token-keys=k1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
             "--token-refresh-interval=2h",
+            "--webhook-url=https://app.example/hooks/autopost",
+            "--webhook-secret=a-webhook-secret-of-at-least-32-characters",
             // The Temporal settings are optional (unset: the profile's): set them all.
             "--temporal-address=temporal.example:7233",
             "--temporal-namespace=ns",

@@ -9,6 +9,7 @@ pub mod reconcile;
 pub mod replay;
 pub mod telemetry;
 pub mod token_refresh;
+pub mod webhooks;
 pub mod worker_health;
 
 use std::{str::FromStr, sync::Arc, time::Duration};
@@ -257,6 +258,7 @@ pub async fn run_worker_with(
 ) -> anyhow::Result<()> {
     let settings = &config.worker;
     let keys = Arc::new(config.token_keys.keys()?);
+    let webhooks = webhooks::WebhookSettings::from_worker(settings)?;
     let sdk_metrics = metrics::SdkMetrics::start()?;
     let metrics_listener = tokio::net::TcpListener::bind(settings.worker_metrics_listen)
         .await
@@ -283,6 +285,9 @@ pub async fn run_worker_with(
     let refresher = token_refresh::refresher(config, db.clone(), keys.clone())?;
     let refresh_settings = token_refresh::TokenRefreshSettings { interval: settings.token_refresh_interval };
     tokio::spawn(token_refresh::run(db.clone(), refresher, refresh_settings));
+    if let Some(webhooks) = webhooks {
+        tokio::spawn(webhooks::run(db.clone(), webhooks));
+    }
     let activities = WorkerActivities::new(
         db,
         PlatformSettings {

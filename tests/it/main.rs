@@ -29,4 +29,5 @@ mod temporal_tls;
 mod tiktok_upload;
 mod token_storage;
 mod traces;
+mod webhooks;
 mod workflow_lifecycle;
