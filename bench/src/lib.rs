@@ -66,6 +66,11 @@ pub struct BenchArgs {
     /// Creators (one account each) the jobs are spread over; default N/10.
     #[arg(long)]
     pub creators: Option<usize>,
+    /// With `--sleeping`: send at most this many creates per second, across all clients (issue
+    /// 12's readiness target is stated at 100 per second). Without it they go as fast as the
+    /// clients can.
+    #[arg(long, value_name = "PER_SECOND", value_parser = positive_rate)]
+    pub rate: Option<f64>,
     /// With `--sleeping`: how long to keep watching the worker's memory once every readiness
     /// is known.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
@@ -152,4 +157,11 @@ fn creator_client(config: &autopost_app::Config, creator: &str, timeout: Duratio
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse()?);
     Ok(reqwest::Client::builder().default_headers(headers).timeout(timeout).build()?)
+}
+
+fn positive_rate(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!("`{value}` is not a positive number of creates per second")),
+    }
 }

@@ -73,7 +73,7 @@ async fn scenarios(system: &System, args: &BenchArgs) -> anyhow::Result<Report> 
     // Due in a day so nothing fires during the bench; `stop` terminates their workflows.
     let far = Utc::now() + chrono::Duration::days(1);
     let started = Instant::now();
-    let created = system.create_jobs(&accounts, args.n, args.concurrency, far, "bench create").await?;
+    let created = system.create_jobs(&accounts, args.n, args.concurrency, far, "bench create", None).await?;
     let create_elapsed = started.elapsed();
     let create = CreateReport::new(&created, create_elapsed);
 
@@ -82,7 +82,7 @@ async fn scenarios(system: &System, args: &BenchArgs) -> anyhow::Result<Report> 
     // After the creates, every job sleeps until its arming time, then arms within the spread.
     let instant = due_instant(create_elapsed * 2 + args.margin + args.arm_lead + args.arm_spread);
     progress(format!("burst: {} jobs due at {instant}", args.n));
-    let burst_jobs = system.create_jobs(&accounts, args.n, args.concurrency, instant, BURST_CAPTION).await?;
+    let burst_jobs = system.create_jobs(&accounts, args.n, args.concurrency, instant, BURST_CAPTION, None).await?;
     ensure!(Utc::now() < instant, "creating the burst took past its instant {instant}; raise --margin");
     let burst = system.await_burst(instant, &burst_jobs, args.timeout).await?;
 

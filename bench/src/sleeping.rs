@@ -24,6 +24,8 @@ const READINESS_TARGET: Duration = Duration::from_secs(60);
 pub(crate) struct SleepingReport {
     pub(crate) n: usize,
     pub(crate) concurrency: usize,
+    /// `--rate`: the creates' pace, when one was set.
+    pub(crate) rate_per_s: Option<f64>,
     pub(crate) build: &'static str,
     pub(crate) create: CreateReport,
     /// From each job's creation to its readiness being recorded.
@@ -45,10 +47,11 @@ pub(crate) struct WorkerRss {
 
 pub(crate) async fn run(system: &System, args: &BenchArgs, n: usize) -> anyhow::Result<SleepingReport> {
     let accounts = system.link_accounts(args.channel, args.creators.unwrap_or(n / 10).max(1)).await?;
-    progress(format!("sleeping: {n} jobs due in a day, {} clients", args.concurrency));
+    let pace = args.rate.map_or_else(|| "as fast as they go".to_owned(), |rate| format!("at most {rate}/s"));
+    progress(format!("sleeping: {n} jobs due in a day, {} clients, {pace}", args.concurrency));
     let far = Utc::now() + chrono::Duration::days(1);
     let started = Instant::now();
-    let created = system.create_jobs(&accounts, n, args.concurrency, far, "bench sleeping").await?;
+    let created = system.create_jobs(&accounts, n, args.concurrency, far, "bench sleeping", args.rate).await?;
     let create = CreateReport::new(&created, started.elapsed());
     let after_creates = system.worker_memory("VmRSS")?;
 
@@ -64,6 +67,7 @@ pub(crate) async fn run(system: &System, args: &BenchArgs, n: usize) -> anyhow::
     Ok(SleepingReport {
         n,
         concurrency: args.concurrency,
+        rate_per_s: args.rate,
         build: if cfg!(debug_assertions) { "debug" } else { "release" },
         create,
         readiness_ms: Percentiles::of(readiness),
@@ -102,7 +106,8 @@ impl SleepingReport {
         let mib = |kib: u64| format!("{:.0} MiB", kib as f64 / 1024.0);
         let rss = &self.worker_rss_kib;
         println!();
-        println!("autopost bench --sleeping {}: concurrency={} {} build", self.n, self.concurrency, self.build);
+        let rate = self.rate_per_s.map_or_else(String::new, |rate| format!(" rate={rate}/s"));
+        println!("autopost bench --sleeping {}: concurrency={}{rate} {} build", self.n, self.concurrency, self.build);
         println!(
             "create     {:.0} jobs/s, latency p50 {:.1} ms, p99 {:.1} ms",
             self.create.throughput_per_s, self.create.latency_ms.p50, self.create.latency_ms.p99

@@ -188,7 +188,7 @@ impl System {
         progress("warming up: one post and one baseline workflow");
         let publish_at = Utc::now() + chrono::Duration::seconds(1);
         let jobs: Vec<Uuid> =
-            self.create_jobs(accounts, accounts.len(), 1, publish_at, "bench warm-up").await?.iter().map(|j| j.id).collect();
+            self.create_jobs(accounts, accounts.len(), 1, publish_at, "bench warm-up", None).await?.iter().map(|j| j.id).collect();
         self.wait_published(&jobs, Duration::from_secs(60)).await.context("warming up the publish path")?;
         let handle = self.start_baseline(0, Utc::now()).await?;
         tokio::time::timeout(Duration::from_secs(60), handle.get_result(WorkflowGetResultOptions::default()))
@@ -207,8 +207,12 @@ impl System {
         concurrency: usize,
         publish_at: DateTime<Utc>,
         caption: &str,
+        rate: Option<f64>,
     ) -> anyhow::Result<Vec<Created>> {
         let next = Arc::new(AtomicUsize::new(0));
+        // With a rate, request i is not sent before i / rate seconds from now, whichever client
+        // takes it: the creators' pace, not the clients' best.
+        let paced_from = tokio::time::Instant::now();
         // Each request as its account's creator.
         let requests: Arc<Vec<(String, Value)>> = Arc::new(
             (0..n)
@@ -230,6 +234,9 @@ impl System {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some((bearer, body)) = requests.get(i) else { return anyhow::Ok(created) };
+                    if let Some(rate) = rate {
+                        tokio::time::sleep_until(paced_from + Duration::from_secs_f64(i as f64 / rate)).await;
+                    }
                     let started = Instant::now();
                     let response = http.post(&url).bearer_auth(bearer).json(body).send().await.context("POST /v1/publish-jobs")?;
                     let status = response.status();

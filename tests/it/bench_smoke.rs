@@ -51,7 +51,7 @@ fn the_bench_runs_every_scenario_and_writes_its_figures() {
 fn the_sleeping_scenario_reports_readiness_and_the_workers_memory() {
     let json_path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("bench-sleeping-{}.json", std::process::id()));
     let output = Command::new(env!("CARGO_BIN_EXE_autopost"))
-        .args(["bench", "--sleeping", "6", "--concurrency", "2", "--settle", "1s", "--timeout", "90s", "--json"])
+        .args(["bench", "--sleeping", "6", "--concurrency", "2", "--rate", "10", "--settle", "1s", "--timeout", "90s", "--json"])
         .arg(&json_path)
         .output()
         .expect("running autopost bench --sleeping");
@@ -61,6 +61,9 @@ fn the_sleeping_scenario_reports_readiness_and_the_workers_memory() {
     let report: Value = serde_json::from_str(&std::fs::read_to_string(&json_path).expect("the JSON file")).expect("valid JSON");
     let _ = std::fs::remove_file(&json_path);
     assert_eq!((report["n"].as_u64(), report["create"]["count"].as_u64()), (Some(6), Some(6)), "{report:#}");
+    // Paced at 10/s, the sixth create waits until 0.5 s: never more than 12 per second.
+    assert_eq!(report["rate_per_s"], 10.0, "{report:#}");
+    assert!(report["create"]["throughput_per_s"].as_f64().unwrap() <= 12.0, "the rate was not kept: {report:#}");
     let readiness = &report["readiness_ms"];
     assert!(readiness["p50"].as_f64() <= readiness["max"].as_f64(), "{report:#}");
     assert_eq!(report["readiness_within_60s"], 6, "{report:#}");

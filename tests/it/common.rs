@@ -214,6 +214,9 @@ impl TestApp {
             app.start_worker();
         }
         app.wait_until_ready().await;
+        if options.worker {
+            app.wait_for_worker_polling().await;
+        }
         app
     }
 
@@ -308,6 +311,26 @@ impl TestApp {
                 return format!("http://{}/metrics", event["address"].as_str().unwrap());
             }
             assert!(Instant::now() < deadline, "the worker never said where its metrics are");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until the (latest) worker's own `/readyz` finds it among the task queue's pollers.
+    /// A job scheduled before that waits out a slow Temporal connect and can miss its instant,
+    /// which the timing tests would then blame on the product.
+    pub async fn wait_for_worker_polling(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let probe = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+        loop {
+            if let Some(event) = self.worker_events("worker metrics listening").last() {
+                let url = format!("http://{}/readyz", event["address"].as_str().unwrap());
+                if let Ok(r) = probe.get(url).send().await
+                    && r.status().is_success()
+                {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "the worker never polled its task queue:\n{}", self.worker_log());
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
