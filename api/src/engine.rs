@@ -60,6 +60,7 @@ impl RunSettings {
             commands_per_run: Some(self.commands_per_run),
             resume,
             arm: Some(ArmSettings { lead_ms: self.arm_lead.as_millis() as u64, spread_ms: self.arm_spread.as_millis() as u64 }),
+            local_readiness: true,
         }
     }
 }

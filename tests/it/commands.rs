@@ -69,9 +69,11 @@ async fn publish_now_with_the_flag_off_is_refused_and_nothing_publishes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cancel_during_the_sleep_means_no_post_ever() {
-    let app = TestApp::spawn().await;
+    // A short lead, so the job sleeps before it arms: inside the lead it would arm at once and
+    // prepare its container (left to expire when cancelled) before the cancel arrives.
+    let app = TestApp::spawn_with(Options { arm_lead: "2s", arm_spread: "1s", ..Options::default() }).await;
     let account = app.link_account("instagram", "token-cancel").await;
-    let publish_at = in_secs(3);
+    let publish_at = in_secs(5);
     let job = app.schedule(&account, publish_at, "cancelled", image(&app)).await;
     let id = job["id"].as_str().unwrap();
     let (status, body) = command(&app, id, "cancel", json!({})).await;

@@ -169,11 +169,22 @@ async fn repeated_reschedules_continue_as_new_and_the_job_still_publishes_once()
 async fn a_command_racing_a_continue_as_new_is_neither_lost_nor_applied_twice() {
     // One command per run: every accepted reschedule ends its run, so the commands that follow
     // it at once meet a run that is continuing as new.
-    let app = TestApp::spawn_with(Options { commands_per_run: 1, creator_writes_per_minute: 0, ..Options::default() }).await;
+    // A command accepted during the readiness check that follows a reschedule is carried into
+    // the next run. The check is a local activity: commands reach the run during it only at the
+    // SDK's workflow-task heartbeat (8 s), so one check is made slower than that, and commands
+    // may take that long to be accepted.
+    let app = TestApp::spawn_with(Options { commands_per_run: 1, creator_writes_per_minute: 0, command_timeout: "30s", request_timeout: "20s", ..Options::default() })
+        .await;
     let temporal = autopost_app::connect_temporal(&app.config.temporal).await.unwrap();
     let account = app.link_account("instagram", "token-race-can").await;
     let job = app.schedule(&account, in_secs(3600), "raced", image(&app)).await;
     let (id, workflow_id) = (job["id"].as_str().unwrap(), job["workflow_id"].as_str().unwrap());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while app.get(&format!("/v1/publish-jobs/{id}")).await.1["readiness"]["checked_at"].is_null() {
+        assert!(std::time::Instant::now() < deadline, "the creation's readiness was never checked");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    app.sandbox_fault(json!({ "endpoint": "media", "times": 1, "delay_ms": 9000 })).await;
 
     let mut accepted = BTreeSet::new();
     for round in 0..6 {

@@ -691,9 +691,13 @@ fn fired(ctx: &mut WorkflowContext<PublishPostWorkflow>) {
 /// Readiness for the UI long before the publish time (the activity stores it). Only
 /// informative: the preflight at publish time is the gate, so a failure here is ignored.
 async fn check_readiness(ctx: &mut WorkflowContext<PublishPostWorkflow>) {
-    let job_id = ctx.state(|s| s.input.job_id);
-    let options = readiness_activity_options(heartbeat_timeout(ctx));
-    let _ = ctx.execute_activity(PublishActivities::preflight, PreflightRequest { job_id }, options).await;
+    let (job_id, local) = ctx.state(|s| (s.input.job_id, s.input.local_readiness));
+    let request = PreflightRequest { job_id };
+    if local {
+        let _ = ctx.execute_local_activity(PublishActivities::preflight, request, readiness_local_activity_options()).await;
+    } else {
+        let _ = ctx.execute_activity(PublishActivities::preflight, request, readiness_activity_options(heartbeat_timeout(ctx))).await;
+    }
 }
 
 fn now(ctx: &WorkflowContext<PublishPostWorkflow>) -> WorkflowResult<DateTime<Utc>> {
@@ -941,6 +945,19 @@ fn preflight_activity_options(heartbeat_timeout: Duration) -> ActivityOptions {
 }
 
 /// The early readiness check is worth a few tries, not a delay of the publish.
+/// The same check in the worker running the workflow task. A killed worker's check is taken
+/// over with the workflow task (its 10 s timeout), so no heartbeat is needed; a command
+/// arriving meanwhile is accepted at the SDK's next workflow-task heartbeat (within 8 s) and
+/// carried out once the check returns, as with the remote check. Bounded by the preflight's
+/// own deadline (at most 60 s by default).
+fn readiness_local_activity_options() -> LocalActivityOptions {
+    LocalActivityOptions::builder()
+        .start_to_close_timeout(Duration::from_secs(120))
+        .retry_policy(RetryPolicy::builder().initial_interval(Duration::from_secs(1)).maximum_attempts(3).build())
+        .cancellation_token(detached())
+        .build()
+}
+
 fn readiness_activity_options(heartbeat_timeout: Duration) -> ActivityOptions {
     ActivityOptions::with_start_to_close_timeout(Duration::from_secs(120))
         .heartbeat_timeout(heartbeat_timeout)

@@ -169,6 +169,11 @@ pub struct PublishJobInput {
     /// activity of its own.
     #[serde(default)]
     pub arm: Option<ArmSettings>,
+    /// The readiness check at creation runs as a local activity, inside the workflow task that
+    /// started the run: no activity task for the server to dispatch, one workflow task fewer.
+    /// `false`: a run started before, which replays with its (remote) readiness activity.
+    #[serde(default)]
+    pub local_readiness: bool,
 }
 
 /// Arming: the run wakes `lead_ms` plus a per-job share of `spread_ms` before `publish_at`, and
