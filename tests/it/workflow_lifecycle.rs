@@ -173,8 +173,14 @@ async fn a_command_racing_a_continue_as_new_is_neither_lost_nor_applied_twice() 
     // the next run. The check is a local activity: commands reach the run during it only at the
     // SDK's workflow-task heartbeat (8 s), so one check is made slower than that, and commands
     // may take that long to be accepted.
-    let app = TestApp::spawn_with(Options { commands_per_run: 1, creator_writes_per_minute: 0, command_timeout: "30s", request_timeout: "20s", ..Options::default() })
-        .await;
+    let app = TestApp::spawn_with(Options {
+        commands_per_run: 1,
+        creator_writes_per_minute: 0,
+        command_timeout: "30s",
+        request_timeout: "20s",
+        ..Options::default()
+    })
+    .await;
     let temporal = autopost_app::connect_temporal(&app.config.temporal).await.unwrap();
     let account = app.link_account("instagram", "token-race-can").await;
     let job = app.schedule(&account, in_secs(3600), "raced", image(&app)).await;

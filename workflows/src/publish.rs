@@ -944,12 +944,11 @@ fn preflight_activity_options(heartbeat_timeout: Duration) -> ActivityOptions {
     retried(Duration::from_secs(120), heartbeat_timeout, Duration::from_secs(30), PREFLIGHT_TRIES)
 }
 
-/// The early readiness check is worth a few tries, not a delay of the publish.
-/// The same check in the worker running the workflow task. A killed worker's check is taken
-/// over with the workflow task (its 10 s timeout), so no heartbeat is needed; a command
-/// arriving meanwhile is accepted at the SDK's next workflow-task heartbeat (within 8 s) and
-/// carried out once the check returns, as with the remote check. Bounded by the preflight's
-/// own deadline (at most 60 s by default).
+/// The early readiness check, in the worker running the workflow task. A killed worker's
+/// check is taken over with the workflow task (its 10 s timeout), so no heartbeat is needed; a
+/// command arriving meanwhile is accepted at the SDK's next workflow-task heartbeat (within
+/// 8 s) and carried out once the check returns, as with the remote check. Bounded by the
+/// preflight's own deadline (60 s by default).
 fn readiness_local_activity_options() -> LocalActivityOptions {
     LocalActivityOptions::builder()
         .start_to_close_timeout(Duration::from_secs(120))
@@ -958,6 +957,8 @@ fn readiness_local_activity_options() -> LocalActivityOptions {
         .build()
 }
 
+/// The early readiness check as an activity (runs started before `local_readiness`): worth a
+/// few tries, not a delay of the publish.
 fn readiness_activity_options(heartbeat_timeout: Duration) -> ActivityOptions {
     ActivityOptions::with_start_to_close_timeout(Duration::from_secs(120))
         .heartbeat_timeout(heartbeat_timeout)
